@@ -1,0 +1,137 @@
+//! Applying the embedded migrations under the migration lock.
+
+use deadpool_postgres::Pool;
+use tokio_postgres::Client;
+
+use crate::embedded::{embedded_migrations, runner, EmbeddedMigration};
+use crate::error::{Error, Result, ServerError};
+use crate::history::{applied_migrations, check_consistent};
+use crate::lock::{with_lock, MIGRATION_LOCK_KEY};
+use crate::options::MigrateOptions;
+use crate::pooler::refuse_transaction_pooler;
+
+/// What one `apply` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApplyReport {
+    /// Migrations this call applied, in order (empty when everything was already applied).
+    pub applied: Vec<EmbeddedMigration>,
+    /// How many embedded migrations were already applied before this call.
+    pub already_applied: usize,
+}
+
+/// Applies every pending embedded migration on `client`.
+///
+/// Contract: takes the session advisory lock [`MIGRATION_LOCK_KEY`] (waiting at most
+/// `options.lock_wait`), then lets refinery create `refinery_schema_history` if
+/// needed and apply each pending migration in its own transaction, then releases
+/// the lock — on success and on error. Concurrent callers on the same database
+/// all succeed; exactly one applies each migration, the others find it applied.
+/// Refuses, before changing anything, an applied migration whose checksum differs
+/// from the embedded file ([`Error::ChangedAfterApply`]) or that this build does
+/// not know ([`Error::UnknownApplied`]). A failing migration is rolled back whole
+/// and reported with its SQLSTATE ([`Error::MigrationFailed`]); the ones before it
+/// stay applied.
+///
+/// If this returns [`Error::Unavailable`] the connection is broken: drop it (which
+/// also releases the lock server-side).
+pub async fn apply(client: &mut Client, options: &MigrateOptions) -> Result<ApplyReport> {
+    if options.refuse_pooler {
+        refuse_transaction_pooler(client).await?;
+    }
+    with_lock(client, MIGRATION_LOCK_KEY, options.lock_wait, |client| {
+        Box::pin(apply_locked(client))
+    })
+    .await
+}
+
+/// [`apply`] on a connection taken out of `pool` for good: the connection is
+/// detached from the pool and closed afterwards, so a session lock or setting can
+/// never ride back into the pool, whatever happened (sqlx#1871).
+pub async fn apply_pool(pool: &Pool, options: &MigrateOptions) -> Result<ApplyReport> {
+    let mut client = detached(pool).await?;
+    apply(&mut client, options).await
+}
+
+pub(crate) async fn detached(pool: &Pool) -> Result<deadpool_postgres::ClientWrapper> {
+    let object = pool.get().await.map_err(|e| Error::Unavailable {
+        reason: format!("getting a connection from the pool: {e}"),
+    })?;
+    Ok(deadpool_postgres::Object::take(object))
+}
+
+async fn apply_locked(client: &mut Client) -> Result<ApplyReport> {
+    let before = applied_migrations(client).await?;
+    check_consistent(&before)?;
+    let pending: Vec<EmbeddedMigration> = embedded_migrations()
+        .into_iter()
+        .filter(|e| !before.iter().any(|a| a.version == e.version))
+        .collect();
+    let report = runner()
+        .run_async(client)
+        .await
+        .map_err(|e| map_refinery_error(e, &pending))?;
+    let applied = report
+        .applied_migrations()
+        .iter()
+        .filter_map(|m| {
+            pending
+                .iter()
+                .find(|p| p.version == m.version() as i32)
+                .cloned()
+        })
+        .collect();
+    Ok(ApplyReport {
+        applied,
+        already_applied: before.len(),
+    })
+}
+
+/// Maps refinery's error to ours. `pending` are the migrations that were to be
+/// applied: the first one not in refinery's partial report is the one that failed.
+pub(crate) fn map_refinery_error(err: refinery::Error, pending: &[EmbeddedMigration]) -> Error {
+    use refinery::error::Kind;
+    let done = err
+        .report()
+        .map(|r| r.applied_migrations().len())
+        .unwrap_or(0);
+    match err.kind() {
+        Kind::DivergentVersion(applied, embedded) => Error::ChangedAfterApply {
+            version: applied.version() as i32,
+            name: embedded.name().to_owned(),
+            applied_checksum: applied.checksum(),
+            embedded_checksum: embedded.checksum(),
+        },
+        Kind::MissingVersion(applied) => Error::UnknownApplied {
+            version: applied.version() as i32,
+            name: applied.name().to_owned(),
+        },
+        Kind::Connection(msg, source) => {
+            let server = match source.downcast_ref::<tokio_postgres::Error>() {
+                Some(pg) if pg.is_closed() => {
+                    return Error::Unavailable {
+                        reason: format!("{msg}: {pg}"),
+                    }
+                }
+                Some(pg) => ServerError::from_pg(pg),
+                None => ServerError {
+                    code: None,
+                    message: format!("{msg}: {source}"),
+                    detail: None,
+                    hint: None,
+                },
+            };
+            match pending.get(done) {
+                Some(m) if msg.starts_with("error applying migration") => Error::MigrationFailed {
+                    version: m.version,
+                    name: m.name.clone(),
+                    server,
+                },
+                _ => Error::Database {
+                    during: "running the migration history bookkeeping",
+                    server,
+                },
+            }
+        }
+        other => Error::Runner(other.to_string()),
+    }
+}

@@ -1,0 +1,51 @@
+//! The SQL compiled into this crate: `migrations/` (through refinery) and the
+//! rollback script for 0024.
+
+mod embedded_migrations {
+    refinery::embed_migrations!("../../migrations");
+}
+
+/// Name of refinery's history table.
+pub const HISTORY_TABLE: &str = "refinery_schema_history";
+
+/// Version of migration 0024.
+pub const V0024: i32 = 24;
+
+/// `rollback/0024_sync_preview_progress_logs.sql`, byte for byte. It carries its
+/// own `BEGIN`/`COMMIT`, so it also runs on its own with `psql -v ON_ERROR_STOP=1 -f`.
+pub const ROLLBACK_0024_SQL: &str =
+    include_str!("../../../rollback/0024_sync_preview_progress_logs.sql");
+
+/// A fresh refinery runner over the embedded migrations, refusing divergent
+/// (edited after apply) and missing (applied but unknown) migrations.
+pub(crate) fn runner() -> refinery::Runner {
+    embedded_migrations::migrations::runner()
+        .set_abort_divergent(true)
+        .set_abort_missing(true)
+}
+
+/// One embedded migration: what `status` and reports show.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EmbeddedMigration {
+    /// Version, e.g. 24.
+    pub version: i32,
+    /// Name, e.g. `sync_preview_progress_logs`.
+    pub name: String,
+    /// refinery's checksum of name, version and SQL.
+    pub checksum: u64,
+}
+
+/// The migrations this build embeds, in version order.
+pub fn embedded_migrations() -> Vec<EmbeddedMigration> {
+    let mut list: Vec<EmbeddedMigration> = runner()
+        .get_migrations()
+        .iter()
+        .map(|m| EmbeddedMigration {
+            version: m.version() as i32,
+            name: m.name().to_owned(),
+            checksum: m.checksum(),
+        })
+        .collect();
+    list.sort_by_key(|m| m.version);
+    list
+}

@@ -1,0 +1,203 @@
+//! The one error type of this crate, and how a server error is described.
+
+use std::fmt;
+
+/// What the server said about a failed statement: SQLSTATE, message, detail, hint.
+///
+/// Built from any [`tokio_postgres::Error`]; when the error did not come from the
+/// server (a closed connection, an I/O error) only `message` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    /// Five-character SQLSTATE, e.g. `42P07`; `None` when the server sent nothing.
+    pub code: Option<String>,
+    /// Primary message (the server's, or the client library's).
+    pub message: String,
+    /// The server's DETAIL line, if any.
+    pub detail: Option<String>,
+    /// The server's HINT line, if any.
+    pub hint: Option<String>,
+}
+
+impl ServerError {
+    /// Extracts what the server reported from a driver error.
+    pub fn from_pg(err: &tokio_postgres::Error) -> Self {
+        match err.as_db_error() {
+            Some(db) => ServerError {
+                code: Some(db.code().code().to_owned()),
+                message: db.message().to_owned(),
+                detail: db.detail().map(str::to_owned),
+                hint: db.hint().map(str::to_owned),
+            },
+            None => ServerError {
+                code: err.code().map(|c| c.code().to_owned()),
+                message: describe_source_chain(err),
+                detail: None,
+                hint: None,
+            },
+        }
+    }
+}
+
+fn describe_source_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "SQLSTATE {code}: {}", self.message)?,
+            None => write!(f, "{}", self.message)?,
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, " (detail: {detail})")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong while migrating, rolling back, reading status or
+/// verifying. Each message says what failed and what to do next.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database could not be reached, or a pooled connection could not be had.
+    #[error("cannot connect to the database: {reason}. Check --database-url / DATABASE_URL and that the server is up")]
+    Unavailable {
+        /// What the driver or pool said.
+        reason: String,
+    },
+
+    /// A statement outside any migration failed (reading history, taking the lock…).
+    #[error("{during} failed: {server}")]
+    Database {
+        /// What was being done, e.g. "reading the migration history".
+        during: &'static str,
+        /// What the server reported.
+        server: ServerError,
+    },
+
+    /// A migration's SQL failed; its transaction was rolled back and the migrations
+    /// before it stay applied.
+    #[error("migration V{version}__{name} failed and was rolled back: {server}. Fix the cause and run `sync-migrate up` again")]
+    MigrationFailed {
+        /// Version of the failing migration.
+        version: i32,
+        /// Name of the failing migration.
+        name: String,
+        /// What the server reported.
+        server: ServerError,
+    },
+
+    /// An applied migration's checksum differs from the embedded file: someone
+    /// edited a migration after it was applied.
+    #[error("migration V{version}__{name} was changed after it was applied (checksum in database {applied_checksum}, in this build {embedded_checksum}); never edit an applied migration: restore the file and add a new migration instead")]
+    ChangedAfterApply {
+        /// Version of the changed migration.
+        version: i32,
+        /// Name of the changed migration.
+        name: String,
+        /// Checksum recorded in the history table.
+        applied_checksum: u64,
+        /// Checksum of the embedded file.
+        embedded_checksum: u64,
+    },
+
+    /// The database has a migration applied that this build does not embed (it was
+    /// applied by a newer build).
+    #[error("migration V{version}__{name} is applied in the database but unknown to this build; run a build that includes it")]
+    UnknownApplied {
+        /// Version found in the history table.
+        version: i32,
+        /// Name found in the history table.
+        name: String,
+    },
+
+    /// `down` refused: a migration later than 0024 is applied and depends on it.
+    #[error("refusing to roll back 0024: later migration V{version}__{name} is applied; roll that one back first")]
+    LaterMigrationApplied {
+        /// Version of the later migration.
+        version: i32,
+        /// Its name.
+        name: String,
+    },
+
+    /// The rollback script failed; its transaction was rolled back, nothing changed.
+    #[error("rollback of 0024 failed and changed nothing: {server}")]
+    RollbackFailed {
+        /// What the server reported.
+        server: ServerError,
+    },
+
+    /// Another migrator held the advisory lock for longer than the configured wait.
+    #[error("timed out after {waited_secs}s waiting for the migration lock held by another migrator{holder}; retry, or raise the lock wait")]
+    LockTimeout {
+        /// How long we waited.
+        waited_secs: u64,
+        /// ` (backend pid N)` when the holder could be seen, else empty.
+        holder: String,
+    },
+
+    /// The connection goes through a transaction-mode pooler (PgBouncer, Neon's
+    /// `-pooler` endpoints), where session advisory locks protect nothing.
+    #[error("{reason}: migrations need a direct (session) connection. Use the direct endpoint{suggestion}")]
+    PoolerDetected {
+        /// How it was detected.
+        reason: String,
+        /// ` such as <host>` when a direct host name can be derived.
+        suggestion: String,
+    },
+
+    /// refinery reported something this crate does not map (should not happen).
+    #[error("migration runner error: {0}")]
+    Runner(String),
+}
+
+impl Error {
+    /// The SQLSTATE of the underlying server error, when there is one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Database { server, .. }
+            | Error::MigrationFailed { server, .. }
+            | Error::RollbackFailed { server } => server.code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The server's report, when the error came from a statement.
+    pub fn server_error(&self) -> Option<&ServerError> {
+        match self {
+            Error::Database { server, .. }
+            | Error::MigrationFailed { server, .. }
+            | Error::RollbackFailed { server } => Some(server),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn db(during: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        move |e| {
+            if e.is_closed() || e.as_db_error().is_none() && e.code().is_none() {
+                Error::Unavailable {
+                    reason: format!("{during}: {}", describe_source_chain(&e)),
+                }
+            } else {
+                Error::Database {
+                    during,
+                    server: ServerError::from_pg(&e),
+                }
+            }
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

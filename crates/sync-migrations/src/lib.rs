@@ -1,0 +1,34 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_code, rust_2018_idioms, nonstandard_style)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod apply;
+mod connect;
+mod embedded;
+mod error;
+mod history;
+mod lock;
+mod options;
+mod pooler;
+mod rollback;
+mod status;
+mod verify;
+
+pub use apply::{apply, apply_pool, ApplyReport};
+pub use connect::{connect, resolve_config};
+pub use embedded::{
+    embedded_migrations, EmbeddedMigration, HISTORY_TABLE, ROLLBACK_0024_SQL, V0024,
+};
+pub use error::{Error, Result, ServerError};
+pub use history::{applied_migrations, AppliedMigration};
+pub use lock::{
+    acquire as acquire_advisory_lock, release as release_advisory_lock, MIGRATION_LOCK_KEY,
+    PARTITION_LOCK_KEY,
+};
+pub use options::MigrateOptions;
+pub use pooler::{direct_host_for, refuse_pooler_host, refuse_transaction_pooler};
+pub use rollback::{
+    rollback_0024_dropping_data, rollback_0024_dropping_data_pool, RollbackOutcome,
+};
+pub use status::{status, MigrationState, MigrationStatus};
+pub use verify::{verify, Check, VerifyReport, FUNCTIONS, REQUIRED_ENUM_LABELS, TABLES};

@@ -1,0 +1,40 @@
+//! Options shared by apply and rollback.
+
+use std::time::Duration;
+
+/// How a migrator behaves when it has to wait for, or cannot use, the database.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct MigrateOptions {
+    /// Longest wait for the migration advisory lock while another replica migrates.
+    /// Default 5 minutes.
+    #[serde(with = "secs")]
+    pub lock_wait: Duration,
+    /// Refuse to run through a transaction-mode pooler (default `true`). Only turn
+    /// off for a pooler in *session* mode that the detection misjudges.
+    pub refuse_pooler: bool,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions {
+            lock_wait: Duration::from_secs(300),
+            refuse_pooler: true,
+        }
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Duration, D::Error> {
+        let secs: u64 = serde::Deserialize::deserialize(d)?;
+        Ok(Duration::from_secs(secs))
+    }
+}

@@ -1,0 +1,86 @@
+//! Rolling back migration 0024.
+
+use deadpool_postgres::Pool;
+use tokio_postgres::Client;
+
+use crate::apply::detached;
+use crate::embedded::{ROLLBACK_0024_SQL, V0024};
+use crate::error::{Error, Result, ServerError};
+use crate::history::applied_migrations;
+use crate::lock::{with_lock, MIGRATION_LOCK_KEY};
+use crate::options::MigrateOptions;
+use crate::pooler::refuse_transaction_pooler;
+
+/// What a rollback found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackOutcome {
+    /// 0024 was applied and is now gone, with its history row.
+    RolledBack,
+    /// 0024 was not recorded as applied; the rollback script still ran (it drops
+    /// only what exists), so any leftover 0024 objects are gone too.
+    WasNotApplied,
+}
+
+/// **Drops** the three 0024 tables with all their rows, their functions and enum
+/// types, and 0024's history row — the exact inverse of 0024.
+///
+/// Contract: under the migration advisory lock, refuses with
+/// [`Error::LaterMigrationApplied`] if any migration after 0024 is applied;
+/// otherwise runs `rollback/0024_sync_preview_progress_logs.sql` (one transaction,
+/// no `CASCADE`). On failure ([`Error::RollbackFailed`]) nothing changed — e.g. when
+/// an object outside 0024 (a view, a detached archive table) depends on 0024's
+/// types; the server's message names it. What 0001 created stays. A later
+/// [`apply`](crate::apply) applies 0024 again.
+pub async fn rollback_0024_dropping_data(
+    client: &mut Client,
+    options: &MigrateOptions,
+) -> Result<RollbackOutcome> {
+    if options.refuse_pooler {
+        refuse_transaction_pooler(client).await?;
+    }
+    with_lock(client, MIGRATION_LOCK_KEY, options.lock_wait, |client| {
+        Box::pin(rollback_locked(client))
+    })
+    .await
+}
+
+/// [`rollback_0024_dropping_data`] on a connection detached from `pool` and closed afterwards.
+pub async fn rollback_0024_dropping_data_pool(
+    pool: &Pool,
+    options: &MigrateOptions,
+) -> Result<RollbackOutcome> {
+    let mut client = detached(pool).await?;
+    rollback_0024_dropping_data(&mut client, options).await
+}
+
+async fn rollback_locked(client: &mut Client) -> Result<RollbackOutcome> {
+    let applied = applied_migrations(client).await?;
+    if let Some(later) = applied.iter().find(|m| m.version > V0024) {
+        return Err(Error::LaterMigrationApplied {
+            version: later.version,
+            name: later.name.clone(),
+        });
+    }
+    let was_applied = applied.iter().any(|m| m.version == V0024);
+    if let Err(e) = client.batch_execute(ROLLBACK_0024_SQL).await {
+        if e.is_closed() {
+            return Err(Error::Unavailable {
+                reason: format!("connection lost during rollback: {e}"),
+            });
+        }
+        // The script's transaction is aborted: end it so the connection is usable.
+        client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(Error::db("ending the failed rollback transaction"))?;
+        return Err(Error::RollbackFailed {
+            server: ServerError::from_pg(&e),
+        });
+    }
+    Ok(if was_applied {
+        RollbackOutcome::RolledBack
+    } else {
+        RollbackOutcome::WasNotApplied
+    })
+}
