@@ -1,0 +1,154 @@
+//! `sync-migrate`: apply, roll back, inspect and verify migration 0024.
+//!
+//! Exit codes: 0 success; 1 an error, or a `verify` shortfall; 2 bad usage.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sync_migrations::{MigrateOptions, MigrationState, RollbackOutcome};
+use tokio_postgres::config::Host;
+
+/// Apply, roll back, inspect and verify the sync-store migrations.
+#[derive(Parser, Debug)]
+#[command(name = "sync-migrate", version)]
+struct Cli {
+    /// Connection string (URL or key=value). Default: DATABASE_URL, else the local
+    /// server as psql finds it (PGHOST/PGPORT/PGUSER/PGDATABASE, unix socket).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Longest wait, in seconds, for the migration lock held by another migrator.
+    #[arg(long, global = true, default_value_t = 300)]
+    lock_wait_secs: u64,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Apply every pending migration (0001, 0024, …) under the migration lock.
+    Up,
+    /// Roll back 0024: DROPS its three tables with all their rows, its functions
+    /// and enum types. Refuses if a later migration is applied.
+    Down,
+    /// List embedded migrations: applied, pending, or changed since applied.
+    Status,
+    /// Check the live catalog against the spec's verification table; exit 1 on any shortfall.
+    Verify,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            if cli.json {
+                let body = serde_json::json!({
+                    "error": e.to_string(),
+                    "sqlstate": e.code(),
+                });
+                println!("{body}");
+            }
+            eprintln!("sync-migrate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<ExitCode, sync_migrations::Error> {
+    let config = sync_migrations::resolve_config(cli.database_url.as_deref())?;
+    for host in config.get_hosts() {
+        if let Host::Tcp(name) = host {
+            sync_migrations::refuse_pooler_host(name)?;
+        }
+    }
+    let mut client = sync_migrations::connect(&config).await?;
+    let options = MigrateOptions {
+        lock_wait: Duration::from_secs(cli.lock_wait_secs),
+        ..MigrateOptions::default()
+    };
+    match &cli.command {
+        Command::Up => {
+            let report = sync_migrations::apply(&mut client, &options).await?;
+            if cli.json {
+                print_json(&report);
+            } else if report.applied.is_empty() {
+                println!(
+                    "Nothing to apply: all {} migration(s) already applied.",
+                    report.already_applied
+                );
+            } else {
+                for m in &report.applied {
+                    println!("Applied V{}__{}", m.version, m.name);
+                }
+            }
+        }
+        Command::Down => {
+            let outcome =
+                sync_migrations::rollback_0024_dropping_data(&mut client, &options).await?;
+            if cli.json {
+                print_json(&serde_json::json!({ "outcome": outcome }));
+            } else {
+                match outcome {
+                    RollbackOutcome::RolledBack => println!("Rolled back 0024."),
+                    RollbackOutcome::WasNotApplied => {
+                        println!("0024 was not applied; removed any of its objects that were left.")
+                    }
+                }
+            }
+        }
+        Command::Status => {
+            let lines = sync_migrations::status(&mut client).await?;
+            if cli.json {
+                print_json(&lines);
+            } else {
+                println!("{:<8} {:<32} {:<20} State", "Version", "Name", "Checksum");
+                for l in &lines {
+                    let state = match &l.state {
+                        MigrationState::Applied { applied_on } => {
+                            format!("applied {}", applied_on.as_deref().unwrap_or(""))
+                        }
+                        MigrationState::ChangedAfterApply {
+                            applied_checksum, ..
+                        } => format!("CHANGED after apply (database checksum {applied_checksum})"),
+                        MigrationState::Pending => "pending".to_owned(),
+                        MigrationState::UnknownToThisBuild => {
+                            "applied, unknown to this build".to_owned()
+                        }
+                    };
+                    let checksum = l.checksum.map(|c| c.to_string()).unwrap_or_default();
+                    println!("{:<8} {:<32} {:<20} {}", l.version, l.name, checksum, state);
+                }
+            }
+        }
+        Command::Verify => {
+            let report = sync_migrations::verify(&client).await?;
+            if cli.json {
+                print_json(&serde_json::json!({ "ok": report.is_ok(), "checks": report.checks }));
+            } else {
+                print!("{}", report.to_table());
+            }
+            if !report.is_ok() {
+                if !cli.json {
+                    eprintln!("sync-migrate: verification failed (rows marked ✗)");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("report types serialise")
+    );
+}
