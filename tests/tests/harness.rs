@@ -8,13 +8,27 @@ use sync_tests::TestDb;
 async fn uses_the_expected_server() {
     let db = TestDb::empty().await;
     let c = db.client().await;
-    let data_dir: String = c.query_one("SHOW data_directory", &[]).await.unwrap().get(0);
+    let data_dir: String = c
+        .query_one("SHOW data_directory", &[])
+        .await
+        .unwrap()
+        .get(0);
     if std::env::var("SYNC_TEST_TEMP_CLUSTER").is_ok_and(|v| v == "1") {
-        assert!(data_dir.contains("pgtemp-"), "expected a throwaway cluster, got {data_dir}");
+        assert!(
+            data_dir.contains("pgtemp-"),
+            "expected a throwaway cluster, got {data_dir}"
+        );
     } else {
-        assert!(!data_dir.contains("pgtemp-"), "a throwaway cluster was started although a server answers");
+        assert!(
+            !data_dir.contains("pgtemp-"),
+            "a throwaway cluster was started although a server answers"
+        );
     }
-    let name: String = c.query_one("SELECT current_database()", &[]).await.unwrap().get(0);
+    let name: String = c
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(name, db.name());
 }
 

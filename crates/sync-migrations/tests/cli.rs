@@ -32,7 +32,11 @@ async fn up_status_verify_down_with_text_and_json() {
     assert_eq!(st[1]["version"], 24);
 
     let up = sync_migrate(&db, &["up"]);
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
     assert!(stdout(&up).contains("Applied V24__sync_preview_progress_logs"));
 
     let up = sync_migrate(&db, &["up", "--json"]);
@@ -42,7 +46,11 @@ async fn up_status_verify_down_with_text_and_json() {
 
     let v = sync_migrate(&db, &["verify"]);
     assert!(v.status.success());
-    assert!(stdout(&v).contains("| Security Policies | 12       | 12     | ✓      |"), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains("| Security Policies | 12       | 12     | ✓      |"),
+        "{}",
+        stdout(&v)
+    );
 
     let v = sync_migrate(&db, &["verify", "--json"]);
     assert_eq!(json(&v)["ok"], true);
@@ -72,7 +80,10 @@ async fn down_refuses_a_later_migration_and_errors_carry_sqlstate() {
     let down = sync_migrate(&db, &["down"]);
     assert_eq!(down.status.code(), Some(1));
     let err = String::from_utf8_lossy(&down.stderr);
-    assert!(err.contains("refusing to roll back 0024") && err.contains("V30__later"), "{err}");
+    assert!(
+        err.contains("refusing to roll back 0024") && err.contains("V30__later"),
+        "{err}"
+    );
 
     c.batch_execute("DELETE FROM refinery_schema_history WHERE version = 30; CREATE VIEW v AS SELECT * FROM sync_progress")
         .await
@@ -87,12 +98,19 @@ async fn down_refuses_a_later_migration_and_errors_carry_sqlstate() {
 #[test]
 fn unreachable_server_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_sync-migrate"))
-        .args(["status", "--database-url", "postgresql://postgres@127.0.0.1:1/nothing"])
+        .args([
+            "status",
+            "--database-url",
+            "postgresql://postgres@127.0.0.1:1/nothing",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot connect to the database") && err.contains("DATABASE_URL"), "{err}");
+    assert!(
+        err.contains("cannot connect to the database") && err.contains("DATABASE_URL"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -107,11 +125,17 @@ fn neon_pooled_endpoint_is_refused_before_connecting() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ep-cool-darkness-123456.us-east-2.aws.neon.tech"), "{err}");
+    assert!(
+        err.contains("ep-cool-darkness-123456.us-east-2.aws.neon.tech"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_usage_exits_2() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sync-migrate")).arg("sideways").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sync-migrate"))
+        .arg("sideways")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
