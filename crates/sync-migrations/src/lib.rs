@@ -4,6 +4,7 @@
 
 mod apply;
 mod connect;
+mod doctor;
 mod embedded;
 mod error;
 mod history;
@@ -16,6 +17,7 @@ mod verify;
 
 pub use apply::{apply, apply_pool, ApplyReport};
 pub use connect::{connect, resolve_config};
+pub use doctor::{doctor, Finding, Verdict, TRIGGERS};
 pub use embedded::{
     embedded_migrations, EmbeddedMigration, HISTORY_TABLE, ROLLBACK_0024_SQL, V0024,
 };

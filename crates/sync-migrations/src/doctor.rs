@@ -1,0 +1,325 @@
+//! `doctor`: the spec's TROUBLESHOOTING section as checks.
+//!
+//! Each check is read-only and yields one [`Finding`]: pass, warn (worth a look,
+//! not broken) or fail (broken), with what to do next.
+
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// As it should be.
+    Pass,
+    /// Not broken, but worth a look.
+    Warn,
+    /// Broken: the spec's symptom will show.
+    Fail,
+    /// Not checked (e.g. no user id given).
+    Skip,
+}
+
+/// One line of the doctor's report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// Short name, e.g. `triggers`.
+    pub check: &'static str,
+    /// Pass / warn / fail / skip.
+    pub verdict: Verdict,
+    /// What was found.
+    pub found: String,
+    /// What to do about it (empty on pass).
+    pub fix: String,
+}
+
+/// The names of 0024's triggers.
+pub const TRIGGERS: [&str; 5] = [
+    "trg_sync_preview_cache_10_defaults",
+    "trg_sync_progress_10_completion",
+    "trg_sync_progress_20_metrics",
+    "trg_sync_progress_30_log_start",
+    "trg_sync_progress_40_log_finish",
+];
+
+/// Runs every check. `user_id`: the user whose queries RLS blocks (spec: "RLS
+/// Policy Blocking Queries"); `None` skips that check.
+///
+/// Checks: the user exists in `auth.users_extended` with an org; the 5 triggers
+/// are installed and enabled; RLS is enabled on the 3 tables and every
+/// partition; a partition other than `future` covers the current month;
+/// `sync_activity_log_future` is empty; `constraint_exclusion` is `partition`
+/// or `on` and `enable_partition_pruning` is on; no expired cache rows wait for
+/// cleanup; the `(org_id, job_id)` progress query uses its index; indexes of the
+/// 0024 tables that were never scanned (warn only).
+pub async fn doctor(client: &Client, user_id: Option<Uuid>) -> Result<Vec<Finding>> {
+    let mut out = Vec::new();
+    let one = |sql: &'static str| async move {
+        client
+            .query_one(sql, &[])
+            .await
+            .map_err(Error::db("running a doctor check"))
+    };
+
+    out.push(match user_id {
+        None => finding("rls_user", Verdict::Skip, "no --user-id given", ""),
+        Some(id) => {
+            let row = client
+                .query_opt(
+                    "SELECT org_id FROM auth.users_extended WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(Error::db("looking up the user in auth.users_extended"))?;
+            match row {
+                Some(r) => finding(
+                    "rls_user",
+                    Verdict::Pass,
+                    format!("user {id} belongs to org {}", r.get::<_, Uuid>(0)),
+                    "",
+                ),
+                None => finding(
+                    "rls_user",
+                    Verdict::Fail,
+                    format!("user {id} is not in auth.users_extended: every policy denies it"),
+                    "insert the user into auth.users_extended with its org_id",
+                ),
+            }
+        }
+    });
+
+    let names: Vec<String> = TRIGGERS.iter().map(|t| t.to_string()).collect();
+    let rows = client
+        .query(
+            "SELECT tgname::text, tgenabled <> 'D' FROM pg_trigger WHERE NOT tgisinternal AND tgname = ANY($1)",
+            &[&names],
+        )
+        .await
+        .map_err(Error::db("reading triggers"))?;
+    let missing: Vec<&str> = TRIGGERS
+        .iter()
+        .copied()
+        .filter(|t| !rows.iter().any(|r| r.get::<_, String>(0) == *t))
+        .collect();
+    let disabled: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.get::<_, bool>(1))
+        .map(|r| r.get(0))
+        .collect();
+    out.push(if missing.is_empty() && disabled.is_empty() {
+        finding(
+            "triggers",
+            Verdict::Pass,
+            "5 triggers installed and enabled",
+            "",
+        )
+    } else {
+        finding(
+            "triggers",
+            Verdict::Fail,
+            format!("missing: {missing:?}; disabled: {disabled:?}"),
+            "re-enable with ALTER TABLE … ENABLE TRIGGER …, or run `sync-migrate up`/`verify`",
+        )
+    });
+
+    let r = one(
+        "SELECT count(*) FILTER (WHERE NOT c.relrowsecurity)::int, \
+                string_agg(c.relname, ', ') FILTER (WHERE NOT c.relrowsecurity) \
+         FROM pg_class c WHERE c.oid IN ( \
+             SELECT to_regclass(t) FROM unnest(ARRAY['sync_preview_cache','sync_progress','sync_activity_log']) t \
+             UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass('sync_activity_log'))",
+    )
+    .await?;
+    let off: i32 = r.get(0);
+    out.push(if off == 0 {
+        finding(
+            "rls_enabled",
+            Verdict::Pass,
+            "RLS enabled on the 3 tables and every partition",
+            "",
+        )
+    } else {
+        finding(
+            "rls_enabled",
+            Verdict::Fail,
+            format!(
+                "RLS disabled on: {}",
+                r.get::<_, Option<String>>(1).unwrap_or_default()
+            ),
+            "ALTER TABLE … ENABLE ROW LEVEL SECURITY on each",
+        )
+    });
+
+    let r = one(
+        "SELECT count(*)::int FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = to_regclass('sync_activity_log') AND c.relname <> 'sync_activity_log_future' \
+         AND now() >= (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz \
+         AND now() <  (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz",
+    )
+    .await?;
+    out.push(if r.get::<_, i32>(0) == 1 {
+        finding(
+            "current_month_partition",
+            Verdict::Pass,
+            "a monthly partition covers now()",
+            "",
+        )
+    } else {
+        finding(
+            "current_month_partition",
+            Verdict::Fail,
+            "no monthly partition covers now(): new rows land in sync_activity_log_future",
+            "run `sync-migrate partitions ensure`",
+        )
+    });
+
+    let r = one(
+        "SELECT CASE WHEN to_regclass('sync_activity_log_future') IS NULL THEN NULL \
+                ELSE (SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('sync_activity_log_future')) END",
+    )
+    .await?;
+    let future_rows: i64 = if r.get::<_, Option<i64>>(0).is_some() {
+        client
+            .query_one(
+                "SELECT count(*) FROM (SELECT 1 FROM sync_activity_log_future LIMIT 1000000) f",
+                &[],
+            )
+            .await
+            .map_err(Error::db("counting rows in sync_activity_log_future"))?
+            .get(0)
+    } else {
+        0
+    };
+    out.push(if future_rows == 0 {
+        finding("future_partition_empty", Verdict::Pass, "sync_activity_log_future is empty", "")
+    } else {
+        finding(
+            "future_partition_empty",
+            Verdict::Fail,
+            format!("{future_rows} row(s) in sync_activity_log_future: no pruning, no monthly archiving"),
+            "run `sync-migrate partitions ensure` to move them into monthly partitions",
+        )
+    });
+
+    let r = one("SELECT current_setting('constraint_exclusion'), current_setting('enable_partition_pruning')").await?;
+    let (ce, pruning): (String, String) = (r.get(0), r.get(1));
+    out.push(if (ce == "partition" || ce == "on") && pruning == "on" {
+        finding(
+            "partition_pruning",
+            Verdict::Pass,
+            format!("constraint_exclusion = {ce}, enable_partition_pruning = {pruning}"),
+            "",
+        )
+    } else {
+        finding(
+            "partition_pruning",
+            Verdict::Fail,
+            format!("constraint_exclusion = {ce}, enable_partition_pruning = {pruning}"),
+            "ALTER DATABASE … SET constraint_exclusion = partition; … SET enable_partition_pruning = on",
+        )
+    });
+
+    let expired: i64 = one("SELECT count(*) FROM sync_preview_cache WHERE expires_at < now()")
+        .await?
+        .get(0);
+    out.push(if expired == 0 {
+        finding(
+            "expired_cache_rows",
+            Verdict::Pass,
+            "no expired previews waiting",
+            "",
+        )
+    } else {
+        finding(
+            "expired_cache_rows",
+            Verdict::Warn,
+            format!(
+                "{expired} expired preview(s) waiting for cleanup (never returned by the library)"
+            ),
+            "run `sync-migrate cleanup`, or schedule it",
+        )
+    });
+
+    let plan: String = client
+        .query(
+            "EXPLAIN (COSTS OFF) SELECT * FROM sync_progress \
+             WHERE org_id = '00000000-0000-0000-0000-000000000000' AND job_id = 'x'",
+            &[],
+        )
+        .await
+        .map_err(Error::db("explaining the progress query"))?
+        .iter()
+        .map(|r| r.get::<_, String>(0) + "\n")
+        .collect();
+    let small: bool =
+        one("SELECT relpages < 10 FROM pg_class WHERE oid = 'sync_progress'::regclass")
+            .await?
+            .get(0);
+    out.push(
+        if plan.contains("sync_progress_org_job_idx")
+            || plan.contains("sync_progress_org_id_sync_id_key")
+        {
+            finding(
+                "progress_query_plan",
+                Verdict::Pass,
+                "WHERE org_id AND job_id uses an index",
+                "",
+            )
+        } else if small {
+            finding(
+                "progress_query_plan",
+                Verdict::Pass,
+                "sync_progress is small: a sequential scan is the right plan",
+                "",
+            )
+        } else {
+            finding(
+                "progress_query_plan",
+                Verdict::Fail,
+                format!(
+                    "WHERE org_id AND job_id does not use sync_progress_org_job_idx: {}",
+                    plan.trim()
+                ),
+                "ANALYZE sync_progress; check the index exists and is valid",
+            )
+        },
+    );
+
+    let rows = client
+        .query(
+            "SELECT s.indexrelname::text FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid \
+             WHERE s.relname IN ('sync_preview_cache', 'sync_progress') AND s.idx_scan = 0 \
+             AND NOT i.indisunique ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading index usage"))?;
+    let unused: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    out.push(if unused.is_empty() {
+        finding("unused_indexes", Verdict::Pass, "every index has been scanned", "")
+    } else {
+        finding(
+            "unused_indexes",
+            Verdict::Warn,
+            format!("never scanned since statistics reset: {}", unused.join(", ")),
+            "normal on a new database; on a busy one, review before dropping (pg_stat_user_indexes)",
+        )
+    });
+    Ok(out)
+}
+
+fn finding(
+    check: &'static str,
+    verdict: Verdict,
+    found: impl Into<String>,
+    fix: impl Into<String>,
+) -> Finding {
+    Finding {
+        check,
+        verdict,
+        found: found.into(),
+        fix: fix.into(),
+    }
+}
