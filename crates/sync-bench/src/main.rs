@@ -1,0 +1,159 @@
+//! `sync-bench`: each hot path of sync-store next to a raw PostgreSQL baseline,
+//! measured alternately in the same run; medians of at least 5 repetitions.
+//!
+//! ```text
+//! cargo run --release -p sync-bench [-- --quick] [--json] [--reps N] [--only P1,P3]
+//! ```
+//! Creates its own database on the server in `DATABASE_URL` (else the local
+//! server as psql finds it) and drops it at the end. No timing is asserted.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_postgres::{Client, Config};
+
+mod measure;
+mod p1_migrate;
+
+use measure::Row;
+
+/// Benchmarks of sync-store against raw PostgreSQL baselines.
+#[derive(Parser, Debug)]
+#[command(name = "sync-bench")]
+struct Args {
+    /// Smaller data so the whole run takes under 3 minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Print only a JSON array: {"id","what","library_ms","baseline_ms"} per row.
+    #[arg(long)]
+    json: bool,
+    /// Repetitions per row (at least 5).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(5..))]
+    reps: u32,
+    /// Run only these rows (comma-separated ids, e.g. P1,P3).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// The benchmark's own database.
+pub(crate) struct BenchDb {
+    admin: Config,
+    name: String,
+    config: Config,
+    url: String,
+}
+
+impl BenchDb {
+    async fn create() -> BenchDb {
+        let admin = sync_migrations::resolve_config(None).expect("connection settings");
+        let name = format!("sync_bench_{}", uuid::Uuid::new_v4().simple());
+        let c = sync_migrations::connect(&admin)
+            .await
+            .expect("connect to the server");
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let mut config = admin.clone();
+        config.dbname(&name);
+        let url = libpq_url(&config);
+        BenchDb {
+            admin,
+            name,
+            config,
+            url,
+        }
+    }
+
+    pub(crate) async fn connect(&self) -> Client {
+        sync_migrations::connect(&self.config)
+            .await
+            .expect("connect")
+    }
+
+    async fn drop_database(self) {
+        let c = sync_migrations::connect(&self.admin)
+            .await
+            .expect("connect");
+        c.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .await
+        .expect("drop database");
+    }
+}
+
+fn libpq_url(config: &Config) -> String {
+    use tokio_postgres::config::Host;
+    let user = config.get_user().unwrap_or("postgres");
+    let db = config.get_dbname().unwrap_or("postgres");
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let auth = match config.get_password() {
+        Some(pw) => format!("{user}:{}", String::from_utf8_lossy(pw)),
+        None => user.to_owned(),
+    };
+    match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => format!("postgresql://{auth}@{h}:{port}/{db}"),
+        Some(Host::Unix(p)) => {
+            format!("postgresql://{auth}@/{db}?host={}&port={port}", p.display())
+        }
+        None => format!("postgresql://{auth}@localhost:{port}/{db}"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let wanted =
+        |id: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(id));
+    let reps = args.reps as usize;
+    let db = BenchDb::create().await;
+    {
+        // Prerequisites only; P1 leaves 0024 applied for the rows after it.
+        let mut c = db.connect().await;
+        sync_migrations::apply(&mut c, &sync_migrations::MigrateOptions::default())
+            .await
+            .expect("apply migrations");
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    if wanted("P1") {
+        rows.push(p1_migrate::run(&db, reps).await);
+        progress(&args, rows.last());
+    }
+    db.drop_database().await;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+    } else {
+        println!("| id | what | library ms | baseline ms | ratio | target | met |");
+        println!("|---|---|---:|---:|---:|---|---|");
+        for r in &rows {
+            let target = match r.target.max_library_ms {
+                Some(ms) => format!("≤ {}×, ≤ {ms} ms", r.target.max_ratio),
+                None => format!("≤ {}×", r.target.max_ratio),
+            };
+            println!(
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {} | {} |",
+                r.id,
+                r.what,
+                r.library_ms,
+                r.baseline_ms,
+                r.ratio(),
+                target,
+                if r.met() { "yes" } else { "no" }
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn progress(args: &Args, row: Option<&Row>) {
+    if let Some(r) = row {
+        if !args.json {
+            eprintln!(
+                "{} done: library {:.3} ms, baseline {:.3} ms",
+                r.id, r.library_ms, r.baseline_ms
+            );
+        }
+    }
+}
