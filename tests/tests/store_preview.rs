@@ -22,7 +22,11 @@ async fn service_put_get_invalidate_and_default_ttl() {
     assert_eq!(e.cache_key, "k1", "the caller never sees the org prefix");
     assert_eq!(e.org_id, f.org_a);
     assert_eq!(e.sync_type, SyncType::Woocommerce);
-    assert_eq!(e.expires_at - e.computed_at, Duration::hours(1), "database default TTL");
+    assert_eq!(
+        e.expires_at - e.computed_at,
+        Duration::hours(1),
+        "database default TTL"
+    );
     let stored: String = f
         .admin
         .query_one("SELECT cache_key FROM sync_preview_cache", &[])
@@ -31,12 +35,28 @@ async fn service_put_get_invalidate_and_default_ttl() {
         .get(0);
     assert_eq!(stored, format!("{}:k1", f.org_a));
 
-    let by_key = svc.get_preview_by_key(f.org_a, "k1").await.unwrap().unwrap();
+    let by_key = svc
+        .get_preview_by_key(f.org_a, "k1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_key, e);
-    let by_sync = svc.get_preview_by_sync_id(f.org_a, "s1").await.unwrap().unwrap();
+    let by_sync = svc
+        .get_preview_by_sync_id(f.org_a, "s1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_sync, e);
-    assert!(svc.get_preview_by_key(f.org_a, "nope").await.unwrap().is_none());
-    assert!(svc.get_preview_by_sync_id(f.org_a, "nope").await.unwrap().is_none());
+    assert!(svc
+        .get_preview_by_key(f.org_a, "nope")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(svc
+        .get_preview_by_sync_id(f.org_a, "nope")
+        .await
+        .unwrap()
+        .is_none());
 
     // Upsert: same key replaces the entry (one row), with the new delta and a new default expiry.
     let computed = OffsetDateTime::now_utc() - Duration::minutes(10);
@@ -49,14 +69,35 @@ async fn service_put_get_invalidate_and_default_ttl() {
     assert_eq!(f.count("sync_preview_cache").await, 1);
 
     // Newest by computed_at wins for get by sync id.
-    let newer = svc.put_preview(f.org_a, &put("s1", "k2", json!({"n": 3}))).await.unwrap();
-    assert_eq!(svc.get_preview_by_sync_id(f.org_a, "s1").await.unwrap().unwrap().id, newer.id);
+    let newer = svc
+        .put_preview(f.org_a, &put("s1", "k2", json!({"n": 3})))
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.get_preview_by_sync_id(f.org_a, "s1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        newer.id
+    );
 
     assert!(svc.invalidate_preview(f.org_a, "k1").await.unwrap());
     assert!(!svc.invalidate_preview(f.org_a, "k1").await.unwrap());
-    assert!(svc.get_preview_by_key(f.org_a, "k1").await.unwrap().is_none());
-    svc.put_preview(f.org_a, &put("s1", "k3", json!({}))).await.unwrap();
-    assert_eq!(svc.invalidate_previews_for_sync(f.org_a, "s1").await.unwrap(), 2);
+    assert!(svc
+        .get_preview_by_key(f.org_a, "k1")
+        .await
+        .unwrap()
+        .is_none());
+    svc.put_preview(f.org_a, &put("s1", "k3", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.invalidate_previews_for_sync(f.org_a, "s1")
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(f.count("sync_preview_cache").await, 0);
 }
 
@@ -81,25 +122,63 @@ async fn ttl_expired_rows_are_never_returned_and_cleanup_counts_them() {
     old_b.ttl = Some(Duration::minutes(10));
     svc.put_preview(f.org_b, &old_b).await.unwrap();
 
-    assert_eq!(f.count("sync_preview_cache").await, 3, "expired rows exist before cleanup");
-    assert!(svc.get_preview_by_key(f.org_a, "old").await.unwrap().is_none());
-    assert!(svc.get_preview_by_sync_id(f.org_a, "s-old").await.unwrap().is_none());
-    assert!(f.store.tenant(f.user_a).get_preview_by_key("old").await.unwrap().is_none());
-    assert!(f.store.tenant(f.user_a).get_preview_by_sync_id("s-old").await.unwrap().is_none());
+    assert_eq!(
+        f.count("sync_preview_cache").await,
+        3,
+        "expired rows exist before cleanup"
+    );
+    assert!(svc
+        .get_preview_by_key(f.org_a, "old")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(svc
+        .get_preview_by_sync_id(f.org_a, "s-old")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(f
+        .store
+        .tenant(f.user_a)
+        .get_preview_by_key("old")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(f
+        .store
+        .tenant(f.user_a)
+        .get_preview_by_sync_id("s-old")
+        .await
+        .unwrap()
+        .is_none());
 
     let m = svc.metrics(f.org_a, None).await.unwrap();
     assert_eq!((m.cache_live, m.cache_expired), (1, 1));
 
     // Tenant cleanup removes only its own org's expired rows.
-    assert_eq!(f.store.tenant(f.user_a).cleanup_expired_previews().await.unwrap(), 1);
+    assert_eq!(
+        f.store
+            .tenant(f.user_a)
+            .cleanup_expired_previews()
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(f.count("sync_preview_cache").await, 2);
     assert_eq!(svc.cleanup_expired_previews_all_orgs().await.unwrap(), 1);
     assert_eq!(svc.cleanup_expired_previews_all_orgs().await.unwrap(), 0);
     assert_eq!(f.count("sync_preview_cache").await, 1);
-    assert!(svc.get_preview_by_key(f.org_a, "short").await.unwrap().is_some());
+    assert!(svc
+        .get_preview_by_key(f.org_a, "short")
+        .await
+        .unwrap()
+        .is_some());
 
     // Re-putting an expired key revives it with a fresh expiry.
-    let revived = svc.put_preview(f.org_a, &put("s-old", "old", json!({"n": 1}))).await.unwrap();
+    let revived = svc
+        .put_preview(f.org_a, &put("s-old", "old", json!({"n": 1})))
+        .await
+        .unwrap();
     assert!(revived.expires_at > OffsetDateTime::now_utc());
 }
 
@@ -107,17 +186,47 @@ async fn ttl_expired_rows_are_never_returned_and_cleanup_counts_them() {
 async fn keys_are_namespaced_per_org() {
     let f = Fixture::new().await;
     let svc = f.store.service();
-    let a = svc.put_preview(f.org_a, &put("s", "same", json!({"org": "a"}))).await.unwrap();
-    let b = svc.put_preview(f.org_b, &put("s", "same", json!({"org": "b"}))).await.unwrap();
-    assert_ne!(a.id, b.id, "same caller key in two orgs: two rows, no overwrite");
-    assert_eq!(svc.get_preview_by_key(f.org_a, "same").await.unwrap().unwrap().delta_json, json!({"org": "a"}));
-    assert_eq!(svc.get_preview_by_key(f.org_b, "same").await.unwrap().unwrap().delta_json, json!({"org": "b"}));
+    let a = svc
+        .put_preview(f.org_a, &put("s", "same", json!({"org": "a"})))
+        .await
+        .unwrap();
+    let b = svc
+        .put_preview(f.org_b, &put("s", "same", json!({"org": "b"})))
+        .await
+        .unwrap();
+    assert_ne!(
+        a.id, b.id,
+        "same caller key in two orgs: two rows, no overwrite"
+    );
+    assert_eq!(
+        svc.get_preview_by_key(f.org_a, "same")
+            .await
+            .unwrap()
+            .unwrap()
+            .delta_json,
+        json!({"org": "a"})
+    );
+    assert_eq!(
+        svc.get_preview_by_key(f.org_b, "same")
+            .await
+            .unwrap()
+            .unwrap()
+            .delta_json,
+        json!({"org": "b"})
+    );
     // A key that spells another org's prefix stays inside the caller's namespace.
     let sneaky = format!("{}:same", f.org_b);
-    assert!(svc.get_preview_by_key(f.org_a, &sneaky).await.unwrap().is_none());
+    assert!(svc
+        .get_preview_by_key(f.org_a, &sneaky)
+        .await
+        .unwrap()
+        .is_none());
     let ta = f.store.tenant(f.user_a);
     assert!(ta.get_preview_by_key(&sneaky).await.unwrap().is_none());
-    assert_eq!(ta.get_preview_by_key("same").await.unwrap().unwrap().id, a.id);
+    assert_eq!(
+        ta.get_preview_by_key("same").await.unwrap().unwrap().id,
+        a.id
+    );
     assert!(!ta.invalidate_preview(&sneaky).await.unwrap());
     assert_eq!(f.count("sync_preview_cache").await, 2);
 }
@@ -127,14 +236,34 @@ async fn tenant_preview_functions() {
     let f = Fixture::new().await;
     let ta = f.store.tenant(f.user_a);
     assert_eq!(ta.user_id(), f.user_a);
-    let e = ta.put_preview(&put("s1", "k1", json!({"x": 1}))).await.unwrap();
+    let e = ta
+        .put_preview(&put("s1", "k1", json!({"x": 1})))
+        .await
+        .unwrap();
     assert_eq!(e.org_id, f.org_a, "org derived from the user");
-    assert_eq!(e.computed_by, Some(f.user_a), "computed_by defaults to the tenant user");
+    assert_eq!(
+        e.computed_by,
+        Some(f.user_a),
+        "computed_by defaults to the tenant user"
+    );
     assert_eq!(e.cache_key, "k1");
-    let e2 = ta.put_preview(&put("s1", "k1", json!({"x": 2}))).await.unwrap();
+    let e2 = ta
+        .put_preview(&put("s1", "k1", json!({"x": 2})))
+        .await
+        .unwrap();
     assert_eq!(e2.id, e.id);
-    assert_eq!(ta.get_preview_by_key("k1").await.unwrap().unwrap().delta_json, json!({"x": 2}));
-    assert_eq!(ta.get_preview_by_sync_id("s1").await.unwrap().unwrap().id, e.id);
+    assert_eq!(
+        ta.get_preview_by_key("k1")
+            .await
+            .unwrap()
+            .unwrap()
+            .delta_json,
+        json!({"x": 2})
+    );
+    assert_eq!(
+        ta.get_preview_by_sync_id("s1").await.unwrap().unwrap().id,
+        e.id
+    );
     // User B sees none of it.
     let tb = f.store.tenant(f.user_b);
     assert!(tb.get_preview_by_key("k1").await.unwrap().is_none());
@@ -148,7 +277,10 @@ async fn tenant_preview_functions() {
 
     // A user without an auth.users_extended row belongs to no org.
     let ghost = f.store.tenant(uuid::Uuid::new_v4());
-    let err = ghost.put_preview(&put("s1", "k1", json!({}))).await.unwrap_err();
+    let err = ghost
+        .put_preview(&put("s1", "k1", json!({})))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Forbidden { .. }), "{err}");
     let err = ghost.get_preview_by_key("k1").await.unwrap_err();
     assert!(matches!(err, Error::Forbidden { .. }), "{err}");

@@ -46,8 +46,14 @@ async fn service_lifecycle_complete_by_total() {
     start.metadata = Some(json!({"shop": "x"}));
     start.initiated_by = Some(f.user_a);
     let p = svc.start_sync(f.org_a, &start).await.unwrap();
-    assert_eq!((p.org_id, p.sync_id.as_str(), p.entity_type), (f.org_a, "s1", SyncEntityType::Product));
-    assert_eq!((p.total_items, p.processed_count, p.failed_count), (Some(10), 0, 0));
+    assert_eq!(
+        (p.org_id, p.sync_id.as_str(), p.entity_type),
+        (f.org_a, "s1", SyncEntityType::Product)
+    );
+    assert_eq!(
+        (p.total_items, p.processed_count, p.failed_count),
+        (Some(10), 0, 0)
+    );
     assert_eq!(p.job_id.as_deref(), Some("job-7"));
     assert_eq!(p.source_system.as_deref(), Some("shopify"));
     assert_eq!(p.metadata, json!({"shop": "x"}));
@@ -59,27 +65,58 @@ async fn service_lifecycle_complete_by_total() {
     assert_eq!(err.code(), Some("23505"));
 
     let c = svc
-        .report_progress(f.org_a, "s1", &ProgressDelta { processed: 3, failed: 1, current_item: Some(4), batch_number: Some(1) })
+        .report_progress(
+            f.org_a,
+            "s1",
+            &ProgressDelta {
+                processed: 3,
+                failed: 1,
+                current_item: Some(4),
+                batch_number: Some(1),
+            },
+        )
         .await
         .unwrap();
-    assert_eq!((c.processed_count, c.failed_count, c.total_items, c.completed_at), (3, 1, Some(10), None));
+    assert_eq!(
+        (
+            c.processed_count,
+            c.failed_count,
+            c.total_items,
+            c.completed_at
+        ),
+        (3, 1, Some(10), None)
+    );
     let p = svc.get_sync(f.org_a, "s1").await.unwrap().unwrap();
     assert_eq!((p.current_item, p.batch_number), (4, Some(1)));
     assert!(p.eta_seconds.is_some() || p.speed_items_per_min.is_none());
     // current_item / batch_number kept when not given.
-    svc.report_progress(f.org_a, "s1", &delta(1, 0)).await.unwrap();
+    svc.report_progress(f.org_a, "s1", &delta(1, 0))
+        .await
+        .unwrap();
     let p = svc.get_sync(f.org_a, "s1").await.unwrap().unwrap();
-    assert_eq!((p.current_item, p.batch_number, p.processed_count), (4, Some(1), 4));
+    assert_eq!(
+        (p.current_item, p.batch_number, p.processed_count),
+        (4, Some(1), 4)
+    );
 
     assert_eq!(svc.list_active_syncs(f.org_a).await.unwrap().len(), 1);
-    let c = svc.report_progress(f.org_a, "s1", &delta(5, 0)).await.unwrap();
-    assert!(c.completed_at.is_some(), "handled reached total: completed by the trigger");
+    let c = svc
+        .report_progress(f.org_a, "s1", &delta(5, 0))
+        .await
+        .unwrap();
+    assert!(
+        c.completed_at.is_some(),
+        "handled reached total: completed by the trigger"
+    );
     let p = svc.get_sync(f.org_a, "s1").await.unwrap().unwrap();
     assert_eq!(p.status(), SyncStatus::CompletedWithErrors);
     assert_eq!(p.eta_seconds, Some(0));
     assert!(svc.list_active_syncs(f.org_a).await.unwrap().is_empty());
 
-    let err = svc.report_progress(f.org_a, "s1", &delta(0, 0)).await.unwrap_err();
+    let err = svc
+        .report_progress(f.org_a, "s1", &delta(0, 0))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::SyncFinished { .. }), "{err}");
     let err = svc.complete_sync(f.org_a, "s1").await.unwrap_err();
     assert!(matches!(err, Error::SyncFinished { .. }), "{err}");
@@ -87,17 +124,28 @@ async fn service_lifecycle_complete_by_total() {
     assert!(matches!(err, Error::SyncFinished { .. }), "{err}");
     let err = svc.fail_sync(f.org_a, "s1", "late").await.unwrap_err();
     assert!(matches!(err, Error::SyncFinished { .. }), "{err}");
-    let err = svc.report_progress(f.org_a, "nope", &delta(1, 0)).await.unwrap_err();
+    let err = svc
+        .report_progress(f.org_a, "nope", &delta(1, 0))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     // Another org's sync with the same id is not found either.
-    let err = svc.report_progress(f.org_b, "s1", &delta(1, 0)).await.unwrap_err();
+    let err = svc
+        .report_progress(f.org_b, "s1", &delta(1, 0))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
 
     assert_eq!(
         log_of(&f, "s1").await,
         vec![
             (SyncAction::SyncStart, SyncStatus::InProgress, None, 10),
-            (SyncAction::SyncComplete, SyncStatus::CompletedWithErrors, Some("1 of 10 items failed".into()), 9),
+            (
+                SyncAction::SyncComplete,
+                SyncStatus::CompletedWithErrors,
+                Some("1 of 10 items failed".into()),
+                9
+            ),
         ]
     );
 }
@@ -107,12 +155,18 @@ async fn service_set_total_complete_fail_cancel_and_lists() {
     let f = Fixture::new().await;
     let svc = f.store.service();
     for id in ["t", "c", "x", "k"] {
-        svc.start_sync(f.org_a, &StartSync::new(id, SyncEntityType::Order)).await.unwrap();
+        svc.start_sync(f.org_a, &StartSync::new(id, SyncEntityType::Order))
+            .await
+            .unwrap();
     }
-    svc.start_sync(f.org_b, &StartSync::new("t", SyncEntityType::Order)).await.unwrap();
+    svc.start_sync(f.org_b, &StartSync::new("t", SyncEntityType::Order))
+        .await
+        .unwrap();
 
     // Unknown total: no completion however many are handled.
-    svc.report_progress(f.org_a, "t", &delta(7, 0)).await.unwrap();
+    svc.report_progress(f.org_a, "t", &delta(7, 0))
+        .await
+        .unwrap();
     let p = svc.set_total(f.org_a, "t", Some(9)).await.unwrap();
     assert_eq!((p.total_items, p.completed_at), (Some(9), None));
     let err = svc.set_total(f.org_a, "t", Some(6)).await.unwrap_err();
@@ -126,14 +180,39 @@ async fn service_set_total_complete_fail_cancel_and_lists() {
 
     let p = svc.complete_sync(f.org_a, "c").await.unwrap();
     assert_eq!(p.status(), SyncStatus::Completed);
-    let p = svc.fail_sync(f.org_a, "x", "source API returned 500").await.unwrap();
+    let p = svc
+        .fail_sync(f.org_a, "x", "source API returned 500")
+        .await
+        .unwrap();
     assert_eq!(p.status(), SyncStatus::Failed);
     assert_eq!(p.outcome_error_message(), Some("source API returned 500"));
-    let p = svc.cancel_sync(f.org_a, "k", Some("user asked")).await.unwrap();
+    let p = svc
+        .cancel_sync(f.org_a, "k", Some("user asked"))
+        .await
+        .unwrap();
     assert_eq!(p.status(), SyncStatus::Cancelled);
-    assert_eq!(log_of(&f, "x").await.last().unwrap(), &(SyncAction::SyncFail, SyncStatus::Failed, Some("source API returned 500".into()), 0));
-    assert_eq!(log_of(&f, "k").await.last().unwrap(), &(SyncAction::SyncCancel, SyncStatus::Cancelled, Some("user asked".into()), 0));
-    assert_eq!(log_of(&f, "c").await.last().unwrap(), &(SyncAction::SyncComplete, SyncStatus::Completed, None, 0));
+    assert_eq!(
+        log_of(&f, "x").await.last().unwrap(),
+        &(
+            SyncAction::SyncFail,
+            SyncStatus::Failed,
+            Some("source API returned 500".into()),
+            0
+        )
+    );
+    assert_eq!(
+        log_of(&f, "k").await.last().unwrap(),
+        &(
+            SyncAction::SyncCancel,
+            SyncStatus::Cancelled,
+            Some("user asked".into()),
+            0
+        )
+    );
+    assert_eq!(
+        log_of(&f, "c").await.last().unwrap(),
+        &(SyncAction::SyncComplete, SyncStatus::Completed, None, 0)
+    );
 
     let recent = svc.list_recent_syncs(f.org_a, 3).await.unwrap();
     assert_eq!(recent.len(), 3);
@@ -149,7 +228,10 @@ async fn service_set_total_complete_fail_cancel_and_lists() {
     assert_eq!(m.active_syncs, 0);
     assert!(m.avg_duration_seconds.is_some());
     // 4 sync_start (in_progress) + completed t, c + failed x + cancelled k.
-    assert_eq!((m.activity_total, m.activity_completed, m.activity_errors), (8, 2, 1));
+    assert_eq!(
+        (m.activity_total, m.activity_completed, m.activity_errors),
+        (8, 2, 1)
+    );
     assert_eq!(m.success_rate, Some(2.0 / 8.0));
     assert_eq!(m.error_rate, Some(1.0 / 8.0));
 }
@@ -164,19 +246,38 @@ async fn tenant_progress_functions() {
     assert_eq!((p.org_id, p.initiated_by), (f.org_a, Some(f.user_a)));
     let c = ta.report_progress("s1", &delta(1, 0)).await.unwrap();
     assert_eq!(c.processed_count, 1);
-    assert_eq!(ta.set_total("s1", Some(5)).await.unwrap().total_items, Some(5));
+    assert_eq!(
+        ta.set_total("s1", Some(5)).await.unwrap().total_items,
+        Some(5)
+    );
     assert_eq!(ta.get_sync("s1").await.unwrap().unwrap().processed_count, 1);
     assert_eq!(ta.list_active_syncs().await.unwrap().len(), 1);
     assert_eq!(ta.list_recent_syncs(10).await.unwrap().len(), 1);
-    assert_eq!(ta.complete_sync("s1").await.unwrap().status(), SyncStatus::Completed);
-    ta.start_sync(&StartSync::new("s2", SyncEntityType::Customer)).await.unwrap();
-    assert_eq!(ta.fail_sync("s2", "boom").await.unwrap().status(), SyncStatus::Failed);
-    ta.start_sync(&StartSync::new("s3", SyncEntityType::Customer)).await.unwrap();
-    assert_eq!(ta.cancel_sync("s3", None).await.unwrap().status(), SyncStatus::Cancelled);
+    assert_eq!(
+        ta.complete_sync("s1").await.unwrap().status(),
+        SyncStatus::Completed
+    );
+    ta.start_sync(&StartSync::new("s2", SyncEntityType::Customer))
+        .await
+        .unwrap();
+    assert_eq!(
+        ta.fail_sync("s2", "boom").await.unwrap().status(),
+        SyncStatus::Failed
+    );
+    ta.start_sync(&StartSync::new("s3", SyncEntityType::Customer))
+        .await
+        .unwrap();
+    assert_eq!(
+        ta.cancel_sync("s3", None).await.unwrap().status(),
+        SyncStatus::Cancelled
+    );
     let err = ta.report_progress("s3", &delta(1, 0)).await.unwrap_err();
     assert!(matches!(err, Error::SyncFinished { .. }), "{err}");
     // The trigger-written activity rows were inserted under the tenant role.
-    assert_eq!(log_of(&f, "s2").await.last().unwrap().0, SyncAction::SyncFail);
+    assert_eq!(
+        log_of(&f, "s2").await.last().unwrap().0,
+        SyncAction::SyncFail
+    );
     let m = ta.metrics(None).await.unwrap();
     assert_eq!(m.activity_total, 6);
 
@@ -186,7 +287,10 @@ async fn tenant_progress_functions() {
     let err = tb.report_progress("s1", &delta(1, 0)).await.unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     assert!(tb.list_recent_syncs(10).await.unwrap().is_empty());
-    let b = tb.start_sync(&StartSync::new("s1", SyncEntityType::Customer)).await.unwrap();
+    let b = tb
+        .start_sync(&StartSync::new("s1", SyncEntityType::Customer))
+        .await
+        .unwrap();
     assert_eq!(b.org_id, f.org_b);
     let mb = tb.metrics(None).await.unwrap();
     assert_eq!((mb.active_syncs, mb.activity_total), (1, 1));

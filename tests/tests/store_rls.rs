@@ -27,9 +27,12 @@ const PARTITIONS: [&str; 5] = [
 async fn seed(f: &Fixture) {
     let svc = f.store.service();
     for org in [f.org_a, f.org_b] {
-        svc.put_preview(org, &PutPreview::new(SyncType::Odoo, "s1", "k", json!({"org": org})))
-            .await
-            .unwrap();
+        svc.put_preview(
+            org,
+            &PutPreview::new(SyncType::Odoo, "s1", "k", json!({"org": org})),
+        )
+        .await
+        .unwrap();
         let mut s = StartSync::new("s1", SyncEntityType::Order);
         s.total_items = Some(100);
         svc.start_sync(org, &s).await.unwrap();
@@ -55,7 +58,9 @@ async fn seed(f: &Fixture) {
 /// claims, then rolls back. Returns the rows affected or the SQLSTATE.
 async fn as_tenant(client: &mut Client, user: Option<Uuid>, sql: &str) -> Result<u64, String> {
     let tx = client.transaction().await.unwrap();
-    tx.batch_execute("SET LOCAL ROLE sync_tenant").await.unwrap();
+    tx.batch_execute("SET LOCAL ROLE sync_tenant")
+        .await
+        .unwrap();
     if let Some(user) = user {
         tx.execute(
             "SELECT set_config('request.jwt.claims', $1, true)",
@@ -64,14 +69,19 @@ async fn as_tenant(client: &mut Client, user: Option<Uuid>, sql: &str) -> Result
         .await
         .unwrap();
     }
-    let r = tx.execute(sql, &[]).await.map_err(|e| e.code().unwrap().code().to_owned());
+    let r = tx
+        .execute(sql, &[])
+        .await
+        .map_err(|e| e.code().unwrap().code().to_owned());
     let _ = tx.rollback().await;
     r
 }
 
 async fn count_as_tenant(client: &mut Client, user: Option<Uuid>, sql: &str) -> i64 {
     let tx = client.transaction().await.unwrap();
-    tx.batch_execute("SET LOCAL ROLE sync_tenant").await.unwrap();
+    tx.batch_execute("SET LOCAL ROLE sync_tenant")
+        .await
+        .unwrap();
     if let Some(user) = user {
         tx.execute(
             "SELECT set_config('request.jwt.claims', $1, true)",
@@ -94,7 +104,10 @@ async fn tenant_api_as_login_role_sees_only_its_org() {
     let mut raw = sync_tests::connect(&config).await;
     let who: (String, bool) = {
         let r = raw
-            .query_one("SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+            .query_one(
+                "SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
             .await
             .unwrap();
         (r.get(0), r.get(1))
@@ -108,20 +121,43 @@ async fn tenant_api_as_login_role_sees_only_its_org() {
     assert_eq!(ta.get_sync("s1").await.unwrap().unwrap().org_id, f.org_a);
     let e = ta.get_preview_by_key("k").await.unwrap().unwrap();
     assert_eq!((e.org_id, e.delta_json), (f.org_a, json!({"org": f.org_a})));
-    let acts = ta.list_activity(&ActivityFilter::default(), None, 100).await.unwrap().entries;
+    let acts = ta
+        .list_activity(&ActivityFilter::default(), None, 100)
+        .await
+        .unwrap()
+        .entries;
     assert_eq!(acts.len(), 6, "5 appended + sync_start");
     assert!(acts.iter().all(|a| a.org_id == f.org_a));
     let m = ta.metrics(None).await.unwrap();
     assert_eq!((m.cache_live, m.active_syncs, m.activity_total), (1, 1, 6));
     // Writes through the tenant API land in the user's org only.
-    ta.report_progress("s1", &sync_store::ProgressDelta { processed: 5, ..Default::default() }).await.unwrap();
-    let b = f.store.service().get_sync(f.org_b, "s1").await.unwrap().unwrap();
+    ta.report_progress(
+        "s1",
+        &sync_store::ProgressDelta {
+            processed: 5,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let b = f
+        .store
+        .service()
+        .get_sync(f.org_b, "s1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(b.processed_count, 0);
 
     // Raw SQL as the same role, switched to sync_tenant with user A's claims.
     let a = Some(f.user_a);
     for t in TABLES {
-        let n = count_as_tenant(&mut raw, a, &format!("SELECT count(*) FROM {t} WHERE org_id = '{}'", f.org_b)).await;
+        let n = count_as_tenant(
+            &mut raw,
+            a,
+            &format!("SELECT count(*) FROM {t} WHERE org_id = '{}'", f.org_b),
+        )
+        .await;
         assert_eq!(n, 0, "select of org B's rows in {t}");
         let n = count_as_tenant(&mut raw, a, &format!("SELECT count(*) FROM {t}")).await;
         assert!(n > 0, "own rows of {t} visible");
@@ -139,7 +175,9 @@ async fn tenant_api_as_login_role_sees_only_its_org() {
     }
     // UPDATE / DELETE of org B's rows: nothing matches.
     for sql in [
-        format!("UPDATE sync_preview_cache SET delta_json = '{{\"pwned\":1}}' WHERE org_id = '{b_org}'"),
+        format!(
+            "UPDATE sync_preview_cache SET delta_json = '{{\"pwned\":1}}' WHERE org_id = '{b_org}'"
+        ),
         format!("UPDATE sync_progress SET processed_count = 99 WHERE org_id = '{b_org}'"),
         "UPDATE sync_progress SET processed_count = 1".to_owned(),
         format!("DELETE FROM sync_preview_cache WHERE org_id = '{b_org}'"),
@@ -151,12 +189,24 @@ async fn tenant_api_as_login_role_sees_only_its_org() {
     }
     // Moving an own row into org B: refused.
     assert_eq!(
-        as_tenant(&mut raw, a, &format!("UPDATE sync_progress SET org_id = '{b_org}'")).await,
+        as_tenant(
+            &mut raw,
+            a,
+            &format!("UPDATE sync_progress SET org_id = '{b_org}'")
+        )
+        .await,
         Err("42501".to_owned())
     );
     // The audit trail is append-only for tenants: UPDATE / DELETE not granted.
-    for sql in ["UPDATE sync_activity_log SET record_count = 1", "DELETE FROM sync_activity_log"] {
-        assert_eq!(as_tenant(&mut raw, a, sql).await, Err("42501".to_owned()), "{sql}");
+    for sql in [
+        "UPDATE sync_activity_log SET record_count = 1",
+        "DELETE FROM sync_activity_log",
+    ] {
+        assert_eq!(
+            as_tenant(&mut raw, a, sql).await,
+            Err("42501".to_owned()),
+            "{sql}"
+        );
     }
     // Partitions directly: no privilege.
     for p in PARTITIONS {
@@ -180,7 +230,13 @@ async fn tenant_api_as_login_role_sees_only_its_org() {
         .get(0);
     assert_eq!(b_rows, 1 + 1 + 6);
     assert!(ta.invalidate_preview("k").await.unwrap());
-    assert!(f.store.service().get_preview_by_key(f.org_b, "k").await.unwrap().is_some());
+    assert!(f
+        .store
+        .service()
+        .get_preview_by_key(f.org_b, "k")
+        .await
+        .unwrap()
+        .is_some());
 }
 
 /// With UPDATE / DELETE granted directly to a login role (and RLS still on), the
@@ -205,13 +261,19 @@ async fn activity_update_delete_policies_and_partitions_with_grants() {
     let raw = sync_tests::connect(&config).await;
     let b_before: i64 = f
         .admin
-        .query_one("SELECT count(*) FROM sync_activity_log WHERE org_id = $1", &[&f.org_b])
+        .query_one(
+            "SELECT count(*) FROM sync_activity_log WHERE org_id = $1",
+            &[&f.org_b],
+        )
         .await
         .unwrap()
         .get(0);
     let a_rows: i64 = f
         .admin
-        .query_one("SELECT count(*) FROM sync_activity_log WHERE org_id = $1", &[&f.org_a])
+        .query_one(
+            "SELECT count(*) FROM sync_activity_log WHERE org_id = $1",
+            &[&f.org_a],
+        )
         .await
         .unwrap()
         .get(0);
@@ -222,25 +284,45 @@ async fn activity_update_delete_policies_and_partitions_with_grants() {
     .await
     .unwrap();
     let updated = raw
-        .execute("UPDATE sync_activity_log SET record_count = record_count + 1000", &[])
+        .execute(
+            "UPDATE sync_activity_log SET record_count = record_count + 1000",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(updated as i64, a_rows, "UPDATE touched only org A's rows");
     let moved = raw
-        .execute(&format!("UPDATE sync_activity_log SET org_id = '{}'", f.org_b), &[])
+        .execute(
+            &format!("UPDATE sync_activity_log SET org_id = '{}'", f.org_b),
+            &[],
+        )
         .await
         .unwrap_err();
-    assert_eq!(moved.code().unwrap().code(), "42501", "cannot move rows into org B");
+    assert_eq!(
+        moved.code().unwrap().code(),
+        "42501",
+        "cannot move rows into org B"
+    );
     let deleted_b = raw
-        .execute("DELETE FROM sync_activity_log WHERE org_id = $1", &[&f.org_b])
+        .execute(
+            "DELETE FROM sync_activity_log WHERE org_id = $1",
+            &[&f.org_b],
+        )
         .await
         .unwrap();
     assert_eq!(deleted_b, 0);
     for p in PARTITIONS {
-        let n: i64 = raw.query_one(&format!("SELECT count(*) FROM {p}"), &[]).await.unwrap().get(0);
+        let n: i64 = raw
+            .query_one(&format!("SELECT count(*) FROM {p}"), &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(n, 0, "{p} read directly shows nothing");
     }
-    let deleted = raw.execute("DELETE FROM sync_activity_log", &[]).await.unwrap();
+    let deleted = raw
+        .execute("DELETE FROM sync_activity_log", &[])
+        .await
+        .unwrap();
     assert_eq!(deleted as i64, a_rows);
     let (b_after, b_changed): (i64, i64) = {
         let r = f
@@ -256,8 +338,17 @@ async fn activity_update_delete_policies_and_partitions_with_grants() {
     assert_eq!((b_after, b_changed), (b_before, 0));
     // Without claims: nothing.
     raw.batch_execute("RESET request.jwt.claims").await.unwrap();
-    let n: i64 = raw.query_one("SELECT count(*) FROM sync_activity_log", &[]).await.unwrap().get(0);
+    let n: i64 = raw
+        .query_one("SELECT count(*) FROM sync_activity_log", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0);
-    assert_eq!(raw.execute("DELETE FROM sync_activity_log", &[]).await.unwrap(), 0);
+    assert_eq!(
+        raw.execute("DELETE FROM sync_activity_log", &[])
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(f.count("sync_activity_log").await, b_before);
 }

@@ -200,13 +200,23 @@ fn check(op: &'static str, e: &NewActivity, tenant_user: Option<Uuid>) -> Result
 
 fn decimal(op: &'static str, v: Option<f64>) -> Result<Option<rust_decimal::Decimal>> {
     v.map(|d| {
-        rust_decimal::Decimal::try_from(d)
-            .map_err(|e| Error::invalid(op, "duration_seconds", format!("{d} is not representable: {e}")))
+        rust_decimal::Decimal::try_from(d).map_err(|e| {
+            Error::invalid(
+                op,
+                "duration_seconds",
+                format!("{d} is not representable: {e}"),
+            )
+        })
     })
     .transpose()
 }
 
-async fn append(store: &Store, scope: Scope, e: &NewActivity, tenant_user: Option<Uuid>) -> Result<ActivityEntry> {
+async fn append(
+    store: &Store,
+    scope: Scope,
+    e: &NewActivity,
+    tenant_user: Option<Uuid>,
+) -> Result<ActivityEntry> {
     const OP: &str = "append_activity";
     check(OP, e, tenant_user)?;
     let duration = decimal(OP, e.duration_seconds)?;
@@ -278,7 +288,11 @@ async fn list(
         .take(limit as usize)
         .map(|r| entry(OP, r))
         .collect::<Result<Vec<_>>>()?;
-    let next = if more { entries.last().map(ActivityEntry::cursor) } else { None };
+    let next = if more {
+        entries.last().map(ActivityEntry::cursor)
+    } else {
+        None
+    };
     Ok(ActivityPage { entries, next })
 }
 
@@ -310,7 +324,13 @@ async fn append_many(store: &Store, org: Uuid, entries: &[NewActivity]) -> Resul
         )
         .await;
         begin.map_err(pg)?;
-        let now: OffsetDateTime = col(OP, now.map_err(pg)?.first().ok_or_else(|| Error::decode(OP, "now()", "no row"))?, 0)?;
+        let now: OffsetDateTime = col(
+            OP,
+            now.map_err(pg)?
+                .first()
+                .ok_or_else(|| Error::decode(OP, "now()", "no row"))?,
+            0,
+        )?;
         let stmt = stmt.map_err(pg)?;
         let sink = client.copy_in(&stmt).await.map_err(pg)?;
         drop(stmt);
@@ -404,7 +424,13 @@ impl TenantScope {
     /// `None` (then the user) or the user. RLS policy `sync_activity_log_insert`
     /// must admit the row.
     pub async fn append_activity(&self, entry: &NewActivity) -> Result<ActivityEntry> {
-        append(&self.store, Scope::Tenant(self.user_id), entry, Some(self.user_id)).await
+        append(
+            &self.store,
+            Scope::Tenant(self.user_id),
+            entry,
+            Some(self.user_id),
+        )
+        .await
     }
 
     /// [`ServiceScope::list_activity`] for the user's org (RLS policy
@@ -415,6 +441,13 @@ impl TenantScope {
         after: Option<ActivityCursor>,
         limit: u32,
     ) -> Result<ActivityPage> {
-        list(&self.store, Scope::Tenant(self.user_id), filter, after, limit).await
+        list(
+            &self.store,
+            Scope::Tenant(self.user_id),
+            filter,
+            after,
+            limit,
+        )
+        .await
     }
 }

@@ -47,7 +47,9 @@ impl CopyTypes {
                 .ok_or_else(|| Error::Decode {
                     operation: op,
                     column: name.to_owned(),
-                    reason: format!("enum type {name} not found; apply the migrations (sync-migrate up)"),
+                    reason: format!(
+                        "enum type {name} not found; apply the migrations (sync-migrate up)"
+                    ),
                 })
         };
         Ok(CopyTypes {

@@ -36,7 +36,9 @@ impl fmt::Display for ActivityCursor {
 impl FromStr for ActivityCursor {
     type Err = BadCursor;
     fn from_str(s: &str) -> Result<Self, BadCursor> {
-        let bad = || BadCursor { token: s.to_owned() };
+        let bad = || BadCursor {
+            token: s.to_owned(),
+        };
         let (micros, id) = s.split_once('.').ok_or_else(bad)?;
         let micros: i128 = micros.parse().map_err(|_| bad())?;
         let created_at =

@@ -62,7 +62,7 @@ pub enum Error {
         /// The operation.
         operation: &'static str,
         /// What the server reported.
-        server: ServerError,
+        server: Box<ServerError>,
     },
 
     /// Row-level security or a missing privilege refused the call, or the tenant
@@ -74,7 +74,7 @@ pub enum Error {
         /// Why, in words.
         reason: String,
         /// What the server reported, when the refusal came from the server.
-        server: Option<ServerError>,
+        server: Option<Box<ServerError>>,
     },
 
     /// The input was refused, before anything was written (validation) or by the
@@ -89,7 +89,7 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
         /// What the server reported, when the server refused it.
-        server: Option<ServerError>,
+        server: Option<Box<ServerError>>,
     },
 
     /// No connection could be had or used (pool exhausted or timed out, server
@@ -122,7 +122,7 @@ pub enum Error {
         /// The operation.
         operation: &'static str,
         /// What the server reported.
-        server: ServerError,
+        server: Box<ServerError>,
     },
 
     /// A value read from the database did not decode into its Rust type (a
@@ -151,7 +151,7 @@ impl Error {
     pub fn server(&self) -> Option<&ServerError> {
         match self {
             Error::Conflict { server, .. } | Error::Database { server, .. } => Some(server),
-            Error::Forbidden { server, .. } | Error::InvalidInput { server, .. } => server.as_ref(),
+            Error::Forbidden { server, .. } | Error::InvalidInput { server, .. } => server.as_deref(),
             _ => None,
         }
     }
@@ -187,14 +187,14 @@ impl Error {
                 code: err.code().map(|c| c.code().to_owned()),
             };
         };
-        let server = ServerError {
+        let server = Box::new(ServerError {
             code: db.code().code().to_owned(),
             message: db.message().to_owned(),
             detail: db.detail().map(str::to_owned),
             hint: db.hint().map(str::to_owned),
             constraint: db.constraint().map(str::to_owned),
             column: db.column().map(str::to_owned),
-        };
+        });
         let code = server.code.as_str();
         match code {
             "23505" | "23P01" => Error::Conflict { operation, server },
@@ -223,7 +223,7 @@ impl Error {
                 Error::Unavailable {
                     operation,
                     reason: server.to_string(),
-                    code: Some(server.code),
+                    code: Some(server.code.clone()),
                 }
             }
             _ => Error::Database { operation, server },
@@ -236,7 +236,7 @@ impl Error {
                 Error::Database { operation, server } => Error::Unavailable {
                     operation,
                     reason: format!("connecting: {server}"),
-                    code: Some(server.code),
+                    code: Some(server.code.clone()),
                 },
                 other => other,
             },
@@ -248,7 +248,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn invalid(operation: &'static str, field: &str, reason: impl Into<String>) -> Error {
+    pub(crate) fn invalid(
+        operation: &'static str,
+        field: &str,
+        reason: impl Into<String>,
+    ) -> Error {
         Error::InvalidInput {
             operation,
             field: field.to_owned(),

@@ -50,7 +50,11 @@ static METRICS: ScopedSql = ScopedSql::new(
            WHERE org_id = {org} AND ($2::timestamptz IS NULL OR created_at >= $2)) a",
 );
 
-async fn metrics(store: &Store, scope: Scope, since: Option<OffsetDateTime>) -> Result<SyncMetrics> {
+async fn metrics(
+    store: &Store,
+    scope: Scope,
+    since: Option<OffsetDateTime>,
+) -> Result<SyncMetrics> {
     const OP: &str = "metrics";
     let row = store
         .one_row(scope, OP, &METRICS, &[(&since, Type::TIMESTAMPTZ)])
@@ -80,7 +84,11 @@ impl ServiceScope {
     ///
     /// SQL: scalar sub-selects of `count(*)` / `avg(…)` over the three tables,
     /// each `WHERE org_id = $1` — the spec's MONITORING queries, scoped.
-    pub async fn metrics(&self, org: uuid::Uuid, since: Option<OffsetDateTime>) -> Result<SyncMetrics> {
+    pub async fn metrics(
+        &self,
+        org: uuid::Uuid,
+        since: Option<OffsetDateTime>,
+    ) -> Result<SyncMetrics> {
         metrics(&self.store, Scope::Service(Some(org)), since).await
     }
 }

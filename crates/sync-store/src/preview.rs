@@ -160,17 +160,30 @@ fn ttl_micros(op: &'static str, ttl: Option<time::Duration>) -> Result<Option<i6
         return Err(Error::invalid(
             op,
             "ttl",
-            format!("is {ttl}, must be positive and at most {}", validate::MAX_PREVIEW_TTL),
+            format!(
+                "is {ttl}, must be positive and at most {}",
+                validate::MAX_PREVIEW_TTL
+            ),
         ));
     }
     Ok(Some((ttl.whole_microseconds()).max(1) as i64))
 }
 
-async fn put(store: &Store, scope: Scope, input: &PutPreview, computed_by: Option<Uuid>) -> Result<PreviewEntry> {
+async fn put(
+    store: &Store,
+    scope: Scope,
+    input: &PutPreview,
+    computed_by: Option<Uuid>,
+) -> Result<PreviewEntry> {
     const OP: &str = "put_preview";
     validate::id(OP, "sync_id", &input.sync_id)?;
     validate::cache_key(OP, &input.cache_key)?;
-    validate::json_size_at_most(OP, "delta_json", &input.delta_json, validate::MAX_DELTA_JSON_BYTES)?;
+    validate::json_size_at_most(
+        OP,
+        "delta_json",
+        &input.delta_json,
+        validate::MAX_DELTA_JSON_BYTES,
+    )?;
     let ttl = ttl_micros(OP, input.ttl)?;
     let sync_type = input.sync_type.as_str();
     let row = store
@@ -195,7 +208,9 @@ async fn put(store: &Store, scope: Scope, input: &PutPreview, computed_by: Optio
 async fn get_by_key(store: &Store, scope: Scope, key: &str) -> Result<Option<PreviewEntry>> {
     const OP: &str = "get_preview_by_key";
     validate::cache_key(OP, key)?;
-    let row = store.opt_row(scope, OP, &GET_BY_KEY, &[(&key, Type::TEXT)]).await?;
+    let row = store
+        .opt_row(scope, OP, &GET_BY_KEY, &[(&key, Type::TEXT)])
+        .await?;
     row.map(|r| entry(OP, &r)).transpose()
 }
 
@@ -208,7 +223,14 @@ async fn get_by_sync(store: &Store, scope: Scope, sync_id: &str) -> Result<Optio
     row.map(|r| entry(OP, &r)).transpose()
 }
 
-async fn count(store: &Store, scope: Scope, op: &'static str, sql: &ScopedSql, arg: &str, ty: Type) -> Result<u64> {
+async fn count(
+    store: &Store,
+    scope: Scope,
+    op: &'static str,
+    sql: &ScopedSql,
+    arg: &str,
+    ty: Type,
+) -> Result<u64> {
     let row = store.one_row(scope, op, sql, &[(&arg, ty)]).await?;
     Ok(col::<i64>(op, &row, 0)? as u64)
 }
@@ -229,7 +251,13 @@ impl ServiceScope {
     /// with `cache_key = '<org>:' || key`. Errors: [`Error::InvalidInput`] (empty
     /// or too long ids/keys, oversized delta, bad TTL, unknown org / user).
     pub async fn put_preview(&self, org: Uuid, input: &PutPreview) -> Result<PreviewEntry> {
-        put(&self.store, Scope::Service(Some(org)), input, input.computed_by).await
+        put(
+            &self.store,
+            Scope::Service(Some(org)),
+            input,
+            input.computed_by,
+        )
+        .await
     }
 
     /// The unexpired preview of `org` stored under the caller's `key`.
@@ -244,7 +272,11 @@ impl ServiceScope {
     ///
     /// SQL: `… WHERE org_id = $1 AND sync_id = $2 AND expires_at > now() ORDER BY
     /// computed_at DESC LIMIT 1` (index `sync_preview_cache_org_sync_idx`).
-    pub async fn get_preview_by_sync_id(&self, org: Uuid, sync_id: &str) -> Result<Option<PreviewEntry>> {
+    pub async fn get_preview_by_sync_id(
+        &self,
+        org: Uuid,
+        sync_id: &str,
+    ) -> Result<Option<PreviewEntry>> {
         get_by_sync(&self.store, Scope::Service(Some(org)), sync_id).await
     }
 
@@ -253,7 +285,15 @@ impl ServiceScope {
     /// SQL: `DELETE FROM sync_preview_cache WHERE cache_key = '<org>:' || $key`.
     pub async fn invalidate_preview(&self, org: Uuid, key: &str) -> Result<bool> {
         validate::cache_key("invalidate_preview", key)?;
-        let n = count(&self.store, Scope::Service(Some(org)), "invalidate_preview", &INVALIDATE_KEY, key, Type::TEXT).await?;
+        let n = count(
+            &self.store,
+            Scope::Service(Some(org)),
+            "invalidate_preview",
+            &INVALIDATE_KEY,
+            key,
+            Type::TEXT,
+        )
+        .await?;
         Ok(n > 0)
     }
 
@@ -262,7 +302,15 @@ impl ServiceScope {
     /// SQL: `DELETE FROM sync_preview_cache WHERE org_id = $1 AND sync_id = $2`.
     pub async fn invalidate_previews_for_sync(&self, org: Uuid, sync_id: &str) -> Result<u64> {
         validate::id("invalidate_previews_for_sync", "sync_id", sync_id)?;
-        count(&self.store, Scope::Service(Some(org)), "invalidate_previews_for_sync", &INVALIDATE_SYNC, sync_id, Type::VARCHAR).await
+        count(
+            &self.store,
+            Scope::Service(Some(org)),
+            "invalidate_previews_for_sync",
+            &INVALIDATE_SYNC,
+            sync_id,
+            Type::VARCHAR,
+        )
+        .await
     }
 
     /// Deletes the expired previews **of every org** and returns how many
@@ -296,14 +344,30 @@ impl TenantScope {
     /// [`ServiceScope::invalidate_preview`] for the user's org.
     pub async fn invalidate_preview(&self, key: &str) -> Result<bool> {
         validate::cache_key("invalidate_preview", key)?;
-        let n = count(&self.store, Scope::Tenant(self.user_id), "invalidate_preview", &INVALIDATE_KEY, key, Type::TEXT).await?;
+        let n = count(
+            &self.store,
+            Scope::Tenant(self.user_id),
+            "invalidate_preview",
+            &INVALIDATE_KEY,
+            key,
+            Type::TEXT,
+        )
+        .await?;
         Ok(n > 0)
     }
 
     /// [`ServiceScope::invalidate_previews_for_sync`] for the user's org.
     pub async fn invalidate_previews_for_sync(&self, sync_id: &str) -> Result<u64> {
         validate::id("invalidate_previews_for_sync", "sync_id", sync_id)?;
-        count(&self.store, Scope::Tenant(self.user_id), "invalidate_previews_for_sync", &INVALIDATE_SYNC, sync_id, Type::VARCHAR).await
+        count(
+            &self.store,
+            Scope::Tenant(self.user_id),
+            "invalidate_previews_for_sync",
+            &INVALIDATE_SYNC,
+            sync_id,
+            Type::VARCHAR,
+        )
+        .await
     }
 
     /// Deletes the expired previews of the user's org (RLS limits

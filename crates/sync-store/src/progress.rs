@@ -185,9 +185,8 @@ static FINISH: ScopedSql = ScopedSql::new(concat!(
     progress_cols!()
 ));
 
-static STATE: ScopedSql = ScopedSql::new(
-    "SELECT completed_at FROM sync_progress WHERE org_id = {org} AND sync_id = $2",
-);
+static STATE: ScopedSql =
+    ScopedSql::new("SELECT completed_at FROM sync_progress WHERE org_id = {org} AND sync_id = $2");
 
 static GET: ScopedSql = ScopedSql::new(concat!(
     "SELECT ",
@@ -234,7 +233,10 @@ fn progress(op: &'static str, row: &Row) -> Result<SyncProgress> {
 
 /// After an UPDATE … AND completed_at IS NULL matched nothing: why.
 async fn not_updated(store: &Store, scope: Scope, op: &'static str, sync_id: &str) -> Error {
-    match store.opt_row(scope, op, &STATE, &[(&sync_id, Type::VARCHAR)]).await {
+    match store
+        .opt_row(scope, op, &STATE, &[(&sync_id, Type::VARCHAR)])
+        .await
+    {
         Err(e) => e,
         Ok(None) => Error::NotFound {
             operation: op,
@@ -247,7 +249,12 @@ async fn not_updated(store: &Store, scope: Scope, op: &'static str, sync_id: &st
     }
 }
 
-async fn start(store: &Store, scope: Scope, input: &StartSync, by: Option<Uuid>) -> Result<SyncProgress> {
+async fn start(
+    store: &Store,
+    scope: Scope,
+    input: &StartSync,
+    by: Option<Uuid>,
+) -> Result<SyncProgress> {
     const OP: &str = "start_sync";
     validate::id(OP, "sync_id", &input.sync_id)?;
     if let Some(t) = input.total_items {
@@ -282,7 +289,12 @@ async fn start(store: &Store, scope: Scope, input: &StartSync, by: Option<Uuid>)
     progress(OP, &row)
 }
 
-async fn tick(store: &Store, scope: Scope, sync_id: &str, d: &ProgressDelta) -> Result<ProgressCounts> {
+async fn tick(
+    store: &Store,
+    scope: Scope,
+    sync_id: &str,
+    d: &ProgressDelta,
+) -> Result<ProgressCounts> {
     const OP: &str = "report_progress";
     validate::id(OP, "sync_id", sync_id)?;
     validate::non_negative(OP, "processed", d.processed)?;
@@ -318,14 +330,24 @@ async fn tick(store: &Store, scope: Scope, sync_id: &str, d: &ProgressDelta) -> 
     }
 }
 
-async fn set_total(store: &Store, scope: Scope, sync_id: &str, total: Option<i32>) -> Result<SyncProgress> {
+async fn set_total(
+    store: &Store,
+    scope: Scope,
+    sync_id: &str,
+    total: Option<i32>,
+) -> Result<SyncProgress> {
     const OP: &str = "set_total";
     validate::id(OP, "sync_id", sync_id)?;
     if let Some(t) = total {
         validate::non_negative(OP, "total_items", t)?;
     }
     let row = store
-        .opt_row(scope, OP, &SET_TOTAL, &[(&sync_id, Type::VARCHAR), (&total, Type::INT4)])
+        .opt_row(
+            scope,
+            OP,
+            &SET_TOTAL,
+            &[(&sync_id, Type::VARCHAR), (&total, Type::INT4)],
+        )
         .await?;
     match row {
         Some(row) => progress(OP, &row),
@@ -350,7 +372,11 @@ async fn finish(
             scope,
             op,
             &FINISH,
-            &[(&sync_id, Type::VARCHAR), (&outcome, Type::TEXT), (&message, Type::TEXT)],
+            &[
+                (&sync_id, Type::VARCHAR),
+                (&outcome, Type::TEXT),
+                (&message, Type::TEXT),
+            ],
         )
         .await?;
     match row {
@@ -362,7 +388,9 @@ async fn finish(
 async fn get(store: &Store, scope: Scope, sync_id: &str) -> Result<Option<SyncProgress>> {
     const OP: &str = "get_sync";
     validate::id(OP, "sync_id", sync_id)?;
-    let row = store.opt_row(scope, OP, &GET, &[(&sync_id, Type::VARCHAR)]).await?;
+    let row = store
+        .opt_row(scope, OP, &GET, &[(&sync_id, Type::VARCHAR)])
+        .await?;
     row.map(|r| progress(OP, &r)).transpose()
 }
 
@@ -376,7 +404,9 @@ async fn recent(store: &Store, scope: Scope, limit: u32) -> Result<Vec<SyncProgr
     const OP: &str = "list_recent_syncs";
     validate::page_size(OP, limit)?;
     let limit = i64::from(limit);
-    let rows = store.rows(scope, OP, &RECENT, &[(&limit, Type::INT8)]).await?;
+    let rows = store
+        .rows(scope, OP, &RECENT, &[(&limit, Type::INT8)])
+        .await?;
     rows.iter().map(|r| progress(OP, r)).collect()
 }
 
@@ -483,4 +513,9 @@ macro_rules! progress_api {
 }
 
 progress_api!(ServiceScope, "\n\nService scope: for the org named by `org`.", |self| Scope::Service(Some(org)), None, org: Uuid);
-progress_api!(TenantScope, "\n\nTenant scope: for the user's org, through RLS; `initiated_by` defaults to the user.", |self| Scope::Tenant(self.user_id), Some(self.user_id),);
+progress_api!(
+    TenantScope,
+    "\n\nTenant scope: for the user's org, through RLS; `initiated_by` defaults to the user.",
+    |self| Scope::Tenant(self.user_id),
+    Some(self.user_id),
+);

@@ -264,7 +264,11 @@ impl Store {
         sql: &ScopedSql,
         params: &[Param<'_>],
     ) -> Result<Option<Row>> {
-        Ok(self.rows(scope, operation, sql, params).await?.into_iter().next())
+        Ok(self
+            .rows(scope, operation, sql, params)
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Like [`Store::rows`] for a statement returning exactly one row.

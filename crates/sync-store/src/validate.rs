@@ -28,7 +28,11 @@ pub const OUTCOME_KEY: &str = "_sync_outcome";
 
 pub(crate) fn text(op: &'static str, field: &str, value: &str, max_chars: usize) -> Result<()> {
     if value.contains('\0') {
-        return Err(Error::invalid(op, field, "contains a NUL character, which PostgreSQL text cannot hold"));
+        return Err(Error::invalid(
+            op,
+            field,
+            "contains a NUL character, which PostgreSQL text cannot hold",
+        ));
     }
     let chars = value.chars().count();
     if chars > max_chars {
@@ -57,7 +61,11 @@ pub(crate) fn cache_key(op: &'static str, key: &str) -> Result<()> {
 
 pub(crate) fn non_negative(op: &'static str, field: &str, value: i32) -> Result<()> {
     if value < 0 {
-        return Err(Error::invalid(op, field, format!("is {value}, must be >= 0")));
+        return Err(Error::invalid(
+            op,
+            field,
+            format!("is {value}, must be >= 0"),
+        ));
     }
     Ok(())
 }
@@ -75,13 +83,20 @@ pub(crate) fn finite_non_negative(op: &'static str, field: &str, value: f64) -> 
 
 pub(crate) fn error_message(op: &'static str, value: &str) -> Result<()> {
     if value.contains('\0') {
-        return Err(Error::invalid(op, "error_message", "contains a NUL character"));
+        return Err(Error::invalid(
+            op,
+            "error_message",
+            "contains a NUL character",
+        ));
     }
     if value.len() > MAX_ERROR_MESSAGE_BYTES {
         return Err(Error::invalid(
             op,
             "error_message",
-            format!("is {} bytes, at most {MAX_ERROR_MESSAGE_BYTES} allowed", value.len()),
+            format!(
+                "is {} bytes, at most {MAX_ERROR_MESSAGE_BYTES} allowed",
+                value.len()
+            ),
         ));
     }
     Ok(())

@@ -21,8 +21,12 @@ impl Fixture {
     pub async fn new() -> Fixture {
         let db = TestDb::migrated().await;
         let admin = db.client().await;
-        let (org_a, org_b, user_a, user_b) =
-            (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (org_a, org_b, user_a, user_b) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
         admin
             .execute(
                 "INSERT INTO organization (id, name) VALUES ($1, 'org A'), ($2, 'org B')",
