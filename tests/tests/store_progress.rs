@@ -59,6 +59,19 @@ async fn service_lifecycle_complete_by_total() {
     assert_eq!(p.metadata, json!({"shop": "x"}));
     assert_eq!(p.initiated_by, Some(f.user_a));
     assert_eq!(p.status(), SyncStatus::InProgress);
+    let by_job = svc.find_syncs_by_job(f.org_a, "job-7").await.unwrap();
+    assert_eq!(by_job.len(), 1);
+    assert_eq!(by_job[0].id, p.id);
+    assert!(svc
+        .find_syncs_by_job(f.org_b, "job-7")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(svc
+        .find_syncs_by_job(f.org_a, "job-8")
+        .await
+        .unwrap()
+        .is_empty());
 
     let err = svc.start_sync(f.org_a, &start).await.unwrap_err();
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
@@ -242,6 +255,7 @@ async fn tenant_progress_functions() {
     let ta = f.store.tenant(f.user_a);
     let mut start = StartSync::new("s1", SyncEntityType::Customer);
     start.total_items = Some(4);
+    start.job_id = Some("j".into());
     let p = ta.start_sync(&start).await.unwrap();
     assert_eq!((p.org_id, p.initiated_by), (f.org_a, Some(f.user_a)));
     let c = ta.report_progress("s1", &delta(1, 0)).await.unwrap();
@@ -253,6 +267,14 @@ async fn tenant_progress_functions() {
     assert_eq!(ta.get_sync("s1").await.unwrap().unwrap().processed_count, 1);
     assert_eq!(ta.list_active_syncs().await.unwrap().len(), 1);
     assert_eq!(ta.list_recent_syncs(10).await.unwrap().len(), 1);
+    assert_eq!(ta.find_syncs_by_job("j").await.unwrap()[0].id, p.id);
+    assert!(f
+        .store
+        .tenant(f.user_b)
+        .find_syncs_by_job("j")
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         ta.complete_sync("s1").await.unwrap().status(),
         SyncStatus::Completed

@@ -151,7 +151,9 @@ impl Error {
     pub fn server(&self) -> Option<&ServerError> {
         match self {
             Error::Conflict { server, .. } | Error::Database { server, .. } => Some(server),
-            Error::Forbidden { server, .. } | Error::InvalidInput { server, .. } => server.as_deref(),
+            Error::Forbidden { server, .. } | Error::InvalidInput { server, .. } => {
+                server.as_deref()
+            }
             _ => None,
         }
     }

@@ -207,6 +207,12 @@ static RECENT: ScopedSql = ScopedSql::new(concat!(
     " FROM sync_progress WHERE org_id = {org} ORDER BY started_at DESC, id DESC LIMIT $2"
 ));
 
+static BY_JOB: ScopedSql = ScopedSql::new(concat!(
+    "SELECT ",
+    progress_cols!(),
+    " FROM sync_progress WHERE org_id = {org} AND job_id = $2 ORDER BY started_at DESC, id DESC"
+));
+
 fn progress(op: &'static str, row: &Row) -> Result<SyncProgress> {
     Ok(SyncProgress {
         id: col(op, row, 0)?,
@@ -410,6 +416,15 @@ async fn recent(store: &Store, scope: Scope, limit: u32) -> Result<Vec<SyncProgr
     rows.iter().map(|r| progress(OP, r)).collect()
 }
 
+async fn by_job(store: &Store, scope: Scope, job_id: &str) -> Result<Vec<SyncProgress>> {
+    const OP: &str = "find_syncs_by_job";
+    validate::id(OP, "job_id", job_id)?;
+    let rows = store
+        .rows(scope, OP, &BY_JOB, &[(&job_id, Type::VARCHAR)])
+        .await?;
+    rows.iter().map(|r| progress(OP, r)).collect()
+}
+
 macro_rules! progress_api {
     ($scope_ty:ty, $doc_scope:literal, |$s:ident| $scope:expr, $by:expr, $( $org:ident : $org_ty:ty )?) => {
         impl $scope_ty {
@@ -507,6 +522,16 @@ macro_rules! progress_api {
             #[doc = $doc_scope]
             pub async fn list_recent_syncs(&$s, $($org: $org_ty,)? limit: u32) -> Result<Vec<SyncProgress>> {
                 recent(&$s.store, $scope, limit).await
+            }
+
+            /// The syncs of one worker job, newest first (the spec's troubleshooting
+            /// query by `job_id`).
+            ///
+            /// SQL: `… WHERE org_id = … AND job_id = $2 ORDER BY started_at DESC`
+            /// (index `sync_progress_org_job_idx`).
+            #[doc = $doc_scope]
+            pub async fn find_syncs_by_job(&$s, $($org: $org_ty,)? job_id: &str) -> Result<Vec<SyncProgress>> {
+                by_job(&$s.store, $scope, job_id).await
             }
         }
     };
