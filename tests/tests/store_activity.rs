@@ -49,6 +49,31 @@ async fn append_one_in_both_scopes() {
     assert_eq!(now_entry.entity_type, None);
     assert_eq!(f.count("sync_activity_log_future").await, 1);
 
+    // duration_seconds is numeric: 0.1 is stored as 0.1 by both the single and the COPY path.
+    let mut tenth = entry(SyncAction::SyncProgress, SyncStatus::InProgress);
+    tenth.duration_seconds = Some(0.1);
+    tenth.sync_id = Some("tenth".into());
+    svc.append_activity(f.org_a, &tenth).await.unwrap();
+    svc.append_activity_many(f.org_a, &[tenth.clone()])
+        .await
+        .unwrap();
+    let texts: Vec<String> = f
+        .admin
+        .query(
+            "SELECT duration_seconds::text FROM sync_activity_log WHERE sync_id = 'tenth'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(texts, vec!["0.1".to_owned(), "0.1".to_owned()]);
+    f.admin
+        .execute("DELETE FROM sync_activity_log WHERE sync_id = 'tenth'", &[])
+        .await
+        .unwrap();
+
     let ta = f.store.tenant(f.user_a);
     let t = ta
         .append_activity(&entry(SyncAction::PreviewDelta, SyncStatus::Completed))
