@@ -1,0 +1,453 @@
+//! Activity log: append one, append many (binary COPY), filtered keyset listing.
+
+use std::pin::pin;
+
+use postgres_types::Type;
+use time::OffsetDateTime;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::copy_types::Label;
+use crate::cursor::ActivityCursor;
+use crate::enums::{parse_label, SyncAction, SyncEntityType, SyncStatus};
+use crate::error::{Error, Result};
+use crate::sql::ScopedSql;
+use crate::store::{col, ConnGuard, Scope, ServiceScope, Store, TenantScope};
+use crate::validate;
+
+/// A `sync_activity_log` row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ActivityEntry {
+    /// Row id (with `created_at`, the primary key).
+    pub id: Uuid,
+    /// Owning org.
+    pub org_id: Uuid,
+    /// The sync, if any.
+    pub sync_id: Option<String>,
+    /// What kind of record, if any.
+    pub entity_type: Option<SyncEntityType>,
+    /// What happened.
+    pub action: SyncAction,
+    /// Outcome.
+    pub status: SyncStatus,
+    /// Records concerned.
+    pub record_count: i32,
+    /// Duration in seconds, if known.
+    pub duration_seconds: Option<f64>,
+    /// Error text, if any.
+    pub error_message: Option<String>,
+    /// Acting user, if any.
+    pub user_id: Option<Uuid>,
+    /// When (partition key).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl ActivityEntry {
+    /// The cursor that continues a listing after this entry.
+    pub fn cursor(&self) -> ActivityCursor {
+        ActivityCursor {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+/// Input of `append_activity` / `append_activity_many`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewActivity {
+    /// The sync, if any (at most 255 characters).
+    pub sync_id: Option<String>,
+    /// What kind of record, if any.
+    pub entity_type: Option<SyncEntityType>,
+    /// What happened.
+    pub action: SyncAction,
+    /// Outcome.
+    pub status: SyncStatus,
+    /// Records concerned (`>= 0`).
+    pub record_count: i32,
+    /// Duration in seconds (finite, `>= 0`).
+    pub duration_seconds: Option<f64>,
+    /// Error text (at most [`validate::MAX_ERROR_MESSAGE_BYTES`]).
+    pub error_message: Option<String>,
+    /// Acting user; in tenant scope it must be the tenant user or `None` (= the user).
+    pub user_id: Option<Uuid>,
+    /// When; `None` = the server's `now()` (transaction time).
+    pub created_at: Option<OffsetDateTime>,
+}
+
+impl NewActivity {
+    /// An entry with only `action` and `status` set.
+    pub fn new(action: SyncAction, status: SyncStatus) -> NewActivity {
+        NewActivity {
+            sync_id: None,
+            entity_type: None,
+            action,
+            status,
+            record_count: 0,
+            duration_seconds: None,
+            error_message: None,
+            user_id: None,
+            created_at: None,
+        }
+    }
+}
+
+/// Filters of an activity listing; every `None` matches all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActivityFilter {
+    /// Only this entity type.
+    pub entity_type: Option<SyncEntityType>,
+    /// Only this action.
+    pub action: Option<SyncAction>,
+    /// Only this status.
+    pub status: Option<SyncStatus>,
+    /// Only this sync.
+    pub sync_id: Option<String>,
+    /// Only entries with `created_at >= since`.
+    pub since: Option<OffsetDateTime>,
+    /// Only entries with `created_at < until`.
+    pub until: Option<OffsetDateTime>,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ActivityPage {
+    /// The entries, newest first by `(created_at, id)`.
+    pub entries: Vec<ActivityEntry>,
+    /// Pass as `after` to get the next page; `None` on the last page.
+    pub next: Option<ActivityCursor>,
+}
+
+macro_rules! activity_cols {
+    () => {
+        "id, org_id, sync_id, entity_type::text, action::text, status::text, record_count, \
+         duration_seconds::float8, error_message, user_id, created_at"
+    };
+}
+
+static APPEND: ScopedSql = ScopedSql::new(concat!(
+    "INSERT INTO sync_activity_log (org_id, sync_id, entity_type, action, status, record_count, \
+       duration_seconds, error_message, user_id, created_at) \
+     VALUES ({org}, $2, $3::text::sync_entity_type, $4::text::sync_action, \
+       $5::text::sync_status_type, $6, $7::numeric, $8, $9, coalesce($10, now())) RETURNING ",
+    activity_cols!()
+));
+
+// With unnamed statements the plan is made for the actual parameters, so the
+// `$n IS NULL OR …` filters fold away and the keyset condition uses index
+// sync_activity_log_org_created_idx (org_id, created_at DESC, id DESC).
+static LIST: ScopedSql = ScopedSql::new(concat!(
+    "SELECT ",
+    activity_cols!(),
+    " FROM sync_activity_log WHERE org_id = {org} \
+       AND ($2::text IS NULL OR entity_type = $2::text::sync_entity_type) \
+       AND ($3::text IS NULL OR action = $3::text::sync_action) \
+       AND ($4::text IS NULL OR status = $4::text::sync_status_type) \
+       AND ($5::varchar IS NULL OR sync_id = $5) \
+       AND ($6::timestamptz IS NULL OR created_at >= $6) \
+       AND ($7::timestamptz IS NULL OR created_at < $7) \
+       AND ($8::timestamptz IS NULL OR (created_at, id) < ($8, $9)) \
+     ORDER BY created_at DESC, id DESC LIMIT $10"
+));
+
+const COPY: &str = "COPY sync_activity_log (org_id, sync_id, entity_type, action, status, \
+     record_count, duration_seconds, error_message, user_id, created_at) FROM STDIN (FORMAT binary)";
+
+fn entry(op: &'static str, row: &Row) -> Result<ActivityEntry> {
+    Ok(ActivityEntry {
+        id: col(op, row, 0)?,
+        org_id: col(op, row, 1)?,
+        sync_id: col(op, row, 2)?,
+        entity_type: col::<Option<&str>>(op, row, 3)?
+            .map(|l| parse_label(op, l))
+            .transpose()?,
+        action: parse_label(op, col::<&str>(op, row, 4)?)?,
+        status: parse_label(op, col::<&str>(op, row, 5)?)?,
+        record_count: col(op, row, 6)?,
+        duration_seconds: col(op, row, 7)?,
+        error_message: col(op, row, 8)?,
+        user_id: col(op, row, 9)?,
+        created_at: col(op, row, 10)?,
+    })
+}
+
+fn check(op: &'static str, e: &NewActivity, tenant_user: Option<Uuid>) -> Result<()> {
+    if let Some(s) = &e.sync_id {
+        validate::id(op, "sync_id", s)?;
+    }
+    validate::non_negative(op, "record_count", e.record_count)?;
+    if let Some(d) = e.duration_seconds {
+        validate::finite_non_negative(op, "duration_seconds", d)?;
+    }
+    if let Some(m) = &e.error_message {
+        validate::error_message(op, m)?;
+    }
+    if let (Some(user), Some(given)) = (tenant_user, e.user_id) {
+        if user != given {
+            return Err(Error::invalid(
+                op,
+                "user_id",
+                format!("is {given}, but a tenant may only log as itself ({user}); pass None"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn decimal(op: &'static str, v: Option<f64>) -> Result<Option<rust_decimal::Decimal>> {
+    v.map(|d| {
+        rust_decimal::Decimal::try_from(d).map_err(|e| {
+            Error::invalid(
+                op,
+                "duration_seconds",
+                format!("{d} is not representable: {e}"),
+            )
+        })
+    })
+    .transpose()
+}
+
+async fn append(
+    store: &Store,
+    scope: Scope,
+    e: &NewActivity,
+    tenant_user: Option<Uuid>,
+) -> Result<ActivityEntry> {
+    const OP: &str = "append_activity";
+    check(OP, e, tenant_user)?;
+    let duration = decimal(OP, e.duration_seconds)?;
+    let user = e.user_id.or(tenant_user);
+    let entity = e.entity_type.map(SyncEntityType::as_str);
+    let action = e.action.as_str();
+    let status = e.status.as_str();
+    let row = store
+        .one_row(
+            scope,
+            OP,
+            &APPEND,
+            &[
+                (&e.sync_id, Type::VARCHAR),
+                (&entity, Type::TEXT),
+                (&action, Type::TEXT),
+                (&status, Type::TEXT),
+                (&e.record_count, Type::INT4),
+                (&duration, Type::NUMERIC),
+                (&e.error_message, Type::TEXT),
+                (&user, Type::UUID),
+                (&e.created_at, Type::TIMESTAMPTZ),
+            ],
+        )
+        .await?;
+    entry(OP, &row)
+}
+
+async fn list(
+    store: &Store,
+    scope: Scope,
+    filter: &ActivityFilter,
+    after: Option<ActivityCursor>,
+    limit: u32,
+) -> Result<ActivityPage> {
+    const OP: &str = "list_activity";
+    validate::page_size(OP, limit)?;
+    if let Some(s) = &filter.sync_id {
+        validate::id(OP, "sync_id", s)?;
+    }
+    let entity = filter.entity_type.map(SyncEntityType::as_str);
+    let action = filter.action.map(SyncAction::as_str);
+    let status = filter.status.map(SyncStatus::as_str);
+    let after_at = after.map(|c| c.created_at);
+    let after_id = after.map(|c| c.id);
+    // One extra row tells whether another page follows.
+    let fetch = i64::from(limit) + 1;
+    let rows = store
+        .rows(
+            scope,
+            OP,
+            &LIST,
+            &[
+                (&entity, Type::TEXT),
+                (&action, Type::TEXT),
+                (&status, Type::TEXT),
+                (&filter.sync_id, Type::VARCHAR),
+                (&filter.since, Type::TIMESTAMPTZ),
+                (&filter.until, Type::TIMESTAMPTZ),
+                (&after_at, Type::TIMESTAMPTZ),
+                (&after_id, Type::UUID),
+                (&fetch, Type::INT8),
+            ],
+        )
+        .await?;
+    let more = rows.len() > limit as usize;
+    let entries = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| entry(OP, r))
+        .collect::<Result<Vec<_>>>()?;
+    let next = if more {
+        entries.last().map(ActivityEntry::cursor)
+    } else {
+        None
+    };
+    Ok(ActivityPage { entries, next })
+}
+
+/// Service-scope bulk append in one transaction: BEGIN pipelined with the
+/// server's `now()` and the COPY statement's Parse, then binary COPY, then
+/// COMMIT. The prepared COPY statement is closed before COMMIT (nothing named
+/// outlives the transaction, for transaction-mode poolers); the connection is
+/// discarded unless COMMIT was acknowledged.
+async fn append_many(store: &Store, org: Uuid, entries: &[NewActivity]) -> Result<u64> {
+    const OP: &str = "append_activity_many";
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let mut durations = Vec::with_capacity(entries.len());
+    for e in entries {
+        check(OP, e, None)?;
+        durations.push(decimal(OP, e.duration_seconds)?);
+    }
+    let obj = store.pool().get().await.map_err(|e| Error::pool(OP, e))?;
+    let mut guard = ConnGuard::new(obj);
+    let pg = |e| Error::from_pg(OP, e);
+    let n = {
+        let client = guard.client();
+        let types = store.copy_types(client, OP).await?;
+        let (begin, now, stmt) = futures_util::future::join3(
+            client.simple_query("BEGIN"),
+            client.query_typed("SELECT now()", &[]),
+            client.prepare(COPY),
+        )
+        .await;
+        begin.map_err(pg)?;
+        let now: OffsetDateTime = col(
+            OP,
+            now.map_err(pg)?
+                .first()
+                .ok_or_else(|| Error::decode(OP, "now()", "no row"))?,
+            0,
+        )?;
+        let stmt = stmt.map_err(pg)?;
+        let sink = client.copy_in(&stmt).await.map_err(pg)?;
+        drop(stmt);
+        let column_types = [
+            Type::UUID,
+            Type::VARCHAR,
+            types.entity.clone(),
+            types.action.clone(),
+            types.status.clone(),
+            Type::INT4,
+            Type::NUMERIC,
+            Type::TEXT,
+            Type::UUID,
+            Type::TIMESTAMPTZ,
+        ];
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, &column_types));
+        for (e, duration) in entries.iter().zip(&durations) {
+            let entity = e.entity_type.map(|t| Label(t.as_str()));
+            let action = Label(e.action.as_str());
+            let status = Label(e.status.as_str());
+            let at = e.created_at.unwrap_or(now);
+            writer
+                .as_mut()
+                .write(&[
+                    &org,
+                    &e.sync_id,
+                    &entity,
+                    &action,
+                    &status,
+                    &e.record_count,
+                    duration,
+                    &e.error_message,
+                    &e.user_id,
+                    &at,
+                ])
+                .await
+                .map_err(pg)?;
+        }
+        let n = writer.finish().await.map_err(pg)?;
+        client.batch_execute("COMMIT").await.map_err(pg)?;
+        n
+    };
+    guard.mark_clean();
+    Ok(n)
+}
+
+impl ServiceScope {
+    /// Appends one entry for `org` and returns it.
+    ///
+    /// SQL: `INSERT INTO sync_activity_log (…) VALUES (…) RETURNING …`; the row
+    /// lands in the partition of its `created_at`. Errors: [`Error::InvalidInput`]
+    /// (bad input, unknown org or user; nothing written).
+    pub async fn append_activity(&self, org: Uuid, entry: &NewActivity) -> Result<ActivityEntry> {
+        append(&self.store, Scope::Service(Some(org)), entry, None).await
+    }
+
+    /// Appends many entries for `org` through binary `COPY … FROM STDIN` in one
+    /// transaction (the high-volume path); returns how many were written. All or
+    /// nothing: every entry is validated first, and any server error rolls the
+    /// whole batch back. Entries without `created_at` get the transaction's `now()`.
+    ///
+    /// SQL: `COPY sync_activity_log (org_id, sync_id, entity_type, action, status,
+    /// record_count, duration_seconds, error_message, user_id, created_at) FROM
+    /// STDIN (FORMAT binary)`; enum OIDs are read once per [`crate::Store`] from
+    /// `pg_type` / `pg_enum`.
+    pub async fn append_activity_many(&self, org: Uuid, entries: &[NewActivity]) -> Result<u64> {
+        append_many(&self.store, org, entries).await
+    }
+
+    /// One page of `org`'s activity, newest first by `(created_at, id)`,
+    /// filtered, starting after `after` (keyset pagination), at most `limit`
+    /// (1..=1000) entries. The spec's "Get Activity Log for Organization" is
+    /// `list_activity(org, &ActivityFilter::default(), None, 100)`.
+    ///
+    /// SQL: `SELECT … FROM sync_activity_log WHERE org_id = $1 AND <filters> AND
+    /// (created_at, id) < ($after_at, $after_id) ORDER BY created_at DESC, id DESC
+    /// LIMIT $limit + 1`.
+    pub async fn list_activity(
+        &self,
+        org: Uuid,
+        filter: &ActivityFilter,
+        after: Option<ActivityCursor>,
+        limit: u32,
+    ) -> Result<ActivityPage> {
+        list(&self.store, Scope::Service(Some(org)), filter, after, limit).await
+    }
+}
+
+impl TenantScope {
+    /// [`ServiceScope::append_activity`] for the user's org; `user_id` must be
+    /// `None` (then the user) or the user. RLS policy `sync_activity_log_insert`
+    /// must admit the row.
+    pub async fn append_activity(&self, entry: &NewActivity) -> Result<ActivityEntry> {
+        append(
+            &self.store,
+            Scope::Tenant(self.user_id),
+            entry,
+            Some(self.user_id),
+        )
+        .await
+    }
+
+    /// [`ServiceScope::list_activity`] for the user's org (RLS policy
+    /// `sync_activity_log_select` applies as well).
+    pub async fn list_activity(
+        &self,
+        filter: &ActivityFilter,
+        after: Option<ActivityCursor>,
+        limit: u32,
+    ) -> Result<ActivityPage> {
+        list(
+            &self.store,
+            Scope::Tenant(self.user_id),
+            filter,
+            after,
+            limit,
+        )
+        .await
+    }
+}

@@ -1,0 +1,290 @@
+//! The one error type of this crate: what went wrong, in terms a caller can act on.
+
+use std::fmt;
+
+/// What the server reported about a failed statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    /// Five-character SQLSTATE, e.g. `23505`.
+    pub code: String,
+    /// The server's primary message.
+    pub message: String,
+    /// The server's DETAIL line, if any.
+    pub detail: Option<String>,
+    /// The server's HINT line, if any.
+    pub hint: Option<String>,
+    /// The constraint named by the server (check, unique, foreign key), if any.
+    pub constraint: Option<String>,
+    /// The column named by the server (not-null violations), if any.
+    pub column: Option<String>,
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SQLSTATE {}: {}", self.code, self.message)?;
+        if let Some(detail) = &self.detail {
+            write!(f, " (detail: {detail})")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything a call of this crate can fail with. Each message names the
+/// operation that failed and says what to do next.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The row the call needs does not exist (or is not visible to the tenant).
+    #[error("{operation}: {what} was not found (or is not visible to this caller); check the id and the org")]
+    NotFound {
+        /// The operation, e.g. `report_progress`.
+        operation: &'static str,
+        /// What was looked for, e.g. `sync "s1" of org …`.
+        what: String,
+    },
+
+    /// The sync already finished (completed, failed or cancelled); it accepts no
+    /// more progress, total changes or outcome.
+    #[error("{operation}: sync {sync_id:?} already finished; start a new sync with a new sync_id")]
+    SyncFinished {
+        /// The operation, e.g. `report_progress`.
+        operation: &'static str,
+        /// The finished sync.
+        sync_id: String,
+    },
+
+    /// A unique constraint refused the write (e.g. a sync_id already started).
+    #[error("{operation}: conflicts with an existing row: {server}; use another id or act on the existing row")]
+    Conflict {
+        /// The operation.
+        operation: &'static str,
+        /// What the server reported.
+        server: Box<ServerError>,
+    },
+
+    /// Row-level security or a missing privilege refused the call, or the tenant
+    /// user has no `auth.users_extended` row (so it belongs to no org).
+    #[error("{operation}: forbidden: {reason}")]
+    Forbidden {
+        /// The operation.
+        operation: &'static str,
+        /// Why, in words.
+        reason: String,
+        /// What the server reported, when the refusal came from the server.
+        server: Option<Box<ServerError>>,
+    },
+
+    /// The input was refused, before anything was written (validation) or by the
+    /// database (check, foreign key, not-null, enum, length, numeric range).
+    /// Nothing was written.
+    #[error("{operation}: invalid {field}: {reason}; fix the input and retry")]
+    InvalidInput {
+        /// The operation.
+        operation: &'static str,
+        /// The offending field, or the constraint / column the server named.
+        field: String,
+        /// Why it is invalid.
+        reason: String,
+        /// What the server reported, when the server refused it.
+        server: Option<Box<ServerError>>,
+    },
+
+    /// No connection could be had or used (pool exhausted or timed out, server
+    /// down or shutting down, statement cancelled by a timeout). Safe to retry later.
+    #[error("{operation}: database unavailable: {reason}; retry later and check the server and the pool size")]
+    Unavailable {
+        /// The operation.
+        operation: &'static str,
+        /// What the pool, the driver or the server said.
+        reason: String,
+        /// SQLSTATE, when the server sent one.
+        code: Option<String>,
+    },
+
+    /// The database returned an enum label this build does not know (a newer
+    /// migration added it).
+    #[error("{operation}: the database returned label {label:?} of enum {type_name}, unknown to this build of sync-store; upgrade sync-store")]
+    UnknownLabel {
+        /// The operation.
+        operation: &'static str,
+        /// The PostgreSQL enum, e.g. `sync_action`.
+        type_name: &'static str,
+        /// The label.
+        label: String,
+    },
+
+    /// Any other server error, kept whole.
+    #[error("{operation} failed: {server}")]
+    Database {
+        /// The operation.
+        operation: &'static str,
+        /// What the server reported.
+        server: Box<ServerError>,
+    },
+
+    /// A value read from the database did not decode into its Rust type (a
+    /// schema this build does not match).
+    #[error("{operation}: cannot decode column {column}: {reason}; check that the schema matches this build (sync-migrate verify)")]
+    Decode {
+        /// The operation.
+        operation: &'static str,
+        /// The column.
+        column: String,
+        /// What the driver said.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// The SQLSTATE of the server error behind this one, when there is one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Unavailable { code, .. } => code.as_deref(),
+            _ => self.server().map(|s| s.code.as_str()),
+        }
+    }
+
+    /// The server's report behind this error, when a statement failed.
+    pub fn server(&self) -> Option<&ServerError> {
+        match self {
+            Error::Conflict { server, .. } | Error::Database { server, .. } => Some(server),
+            Error::Forbidden { server, .. } | Error::InvalidInput { server, .. } => {
+                server.as_deref()
+            }
+            _ => None,
+        }
+    }
+
+    /// The operation (public function) that failed, e.g. `report_progress`.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Error::NotFound { operation, .. }
+            | Error::SyncFinished { operation, .. }
+            | Error::Conflict { operation, .. }
+            | Error::Forbidden { operation, .. }
+            | Error::InvalidInput { operation, .. }
+            | Error::Unavailable { operation, .. }
+            | Error::UnknownLabel { operation, .. }
+            | Error::Database { operation, .. }
+            | Error::Decode { operation, .. } => operation,
+        }
+    }
+
+    /// Whether retrying the same call later may succeed: [`Error::Unavailable`],
+    /// serialization failures (`40001`) and deadlocks (`40P01`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+            || matches!(self.code(), Some("40001") | Some("40P01"))
+    }
+
+    /// Maps a driver error of `operation` to what a caller can act on.
+    pub(crate) fn from_pg(operation: &'static str, err: tokio_postgres::Error) -> Error {
+        let Some(db) = err.as_db_error() else {
+            return Error::Unavailable {
+                operation,
+                reason: source_chain(&err),
+                code: err.code().map(|c| c.code().to_owned()),
+            };
+        };
+        let server = Box::new(ServerError {
+            code: db.code().code().to_owned(),
+            message: db.message().to_owned(),
+            detail: db.detail().map(str::to_owned),
+            hint: db.hint().map(str::to_owned),
+            constraint: db.constraint().map(str::to_owned),
+            column: db.column().map(str::to_owned),
+        });
+        let code = server.code.as_str();
+        match code {
+            "23505" | "23P01" => Error::Conflict { operation, server },
+            "42501" => Error::Forbidden {
+                operation,
+                reason: server.message.clone(),
+                server: Some(server),
+            },
+            "23514" | "23503" | "23502" | "22P02" | "22001" | "22003" | "22021" | "22007"
+            | "22008" | "22023" | "22P05" | "2202E" => Error::InvalidInput {
+                operation,
+                field: server
+                    .constraint
+                    .clone()
+                    .or_else(|| server.column.clone())
+                    .unwrap_or_else(|| "value".to_owned()),
+                reason: server.to_string(),
+                server: Some(server),
+            },
+            c if c.starts_with("08")
+                || c.starts_with("53")
+                || c.starts_with("57P")
+                || c == "57014"
+                || c == "55P03" =>
+            {
+                Error::Unavailable {
+                    operation,
+                    reason: server.to_string(),
+                    code: Some(server.code.clone()),
+                }
+            }
+            _ => Error::Database { operation, server },
+        }
+    }
+
+    pub(crate) fn pool(operation: &'static str, err: deadpool_postgres::PoolError) -> Error {
+        match err {
+            deadpool_postgres::PoolError::Backend(e) => match Error::from_pg(operation, e) {
+                Error::Database { operation, server } => Error::Unavailable {
+                    operation,
+                    reason: format!("connecting: {server}"),
+                    code: Some(server.code.clone()),
+                },
+                other => other,
+            },
+            other => Error::Unavailable {
+                operation,
+                reason: format!("getting a pooled connection: {}", source_chain(&other)),
+                code: None,
+            },
+        }
+    }
+
+    pub(crate) fn invalid(
+        operation: &'static str,
+        field: &str,
+        reason: impl Into<String>,
+    ) -> Error {
+        Error::InvalidInput {
+            operation,
+            field: field.to_owned(),
+            reason: reason.into(),
+            server: None,
+        }
+    }
+
+    pub(crate) fn decode(operation: &'static str, column: &str, err: impl fmt::Display) -> Error {
+        Error::Decode {
+            operation,
+            column: column.to_owned(),
+            reason: err.to_string(),
+        }
+    }
+}
+
+fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

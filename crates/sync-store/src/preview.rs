@@ -1,0 +1,378 @@
+//! Preview cache: computed delta snapshots with a TTL, keyed per org.
+
+use postgres_types::Type;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::enums::{parse_label, SyncType};
+use crate::error::{Error, Result};
+use crate::sql::ScopedSql;
+use crate::store::{col, Scope, ServiceScope, Store, TenantScope};
+use crate::validate;
+
+/// A cached preview (`sync_preview_cache` row). `cache_key` is the caller's key,
+/// without the `<org_id>:` prefix it is stored with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct PreviewEntry {
+    /// Row id.
+    pub id: Uuid,
+    /// Owning org.
+    pub org_id: Uuid,
+    /// Source system.
+    pub sync_type: SyncType,
+    /// The sync this preview belongs to.
+    pub sync_id: String,
+    /// The computed delta.
+    pub delta_json: serde_json::Value,
+    /// When the delta was computed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub computed_at: OffsetDateTime,
+    /// When it stops being returned.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Who computed it.
+    pub computed_by: Option<Uuid>,
+    /// The caller's key (no org prefix).
+    pub cache_key: String,
+    /// Row creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last update time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Input of `put_preview`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PutPreview {
+    /// Source system.
+    pub sync_type: SyncType,
+    /// The sync this preview belongs to (1..=255 characters).
+    pub sync_id: String,
+    /// The caller's key (1..=[`validate::MAX_CACHE_KEY_CHARS`] characters); stored
+    /// as `<org_id>:<key>`, never visible to or collidable by other orgs.
+    pub cache_key: String,
+    /// The delta (at most [`validate::MAX_DELTA_JSON_BYTES`] serialized).
+    pub delta_json: serde_json::Value,
+    /// When it was computed; `None` = the server's `now()`.
+    pub computed_at: Option<OffsetDateTime>,
+    /// Time to live from `computed_at` (positive, at most
+    /// [`validate::MAX_PREVIEW_TTL`]); `None` = the database default of 1 hour.
+    pub ttl: Option<time::Duration>,
+    /// Who computed it; in tenant scope `None` means the tenant user.
+    pub computed_by: Option<Uuid>,
+}
+
+impl PutPreview {
+    /// A preview with the default TTL, computed now, by nobody in particular.
+    pub fn new(
+        sync_type: SyncType,
+        sync_id: impl Into<String>,
+        cache_key: impl Into<String>,
+        delta_json: serde_json::Value,
+    ) -> PutPreview {
+        PutPreview {
+            sync_type,
+            sync_id: sync_id.into(),
+            cache_key: cache_key.into(),
+            delta_json,
+            computed_at: None,
+            ttl: None,
+            computed_by: None,
+        }
+    }
+}
+
+macro_rules! cache_cols {
+    () => {
+        "c.id, c.org_id, c.sync_type::text, c.sync_id, c.delta_json, c.computed_at, c.expires_at, \
+         c.computed_by, substr(c.cache_key, length(c.org_id::text) + 2), c.created_at, c.updated_at"
+    };
+}
+
+// expires_at NULL lets the BEFORE INSERT trigger apply the 1-hour default;
+// EXCLUDED carries the trigger's value into the update branch.
+static PUT: ScopedSql = ScopedSql::new(concat!(
+    "INSERT INTO sync_preview_cache AS c \
+       (org_id, sync_type, sync_id, delta_json, computed_at, expires_at, computed_by, cache_key) \
+     SELECT o.org_id, $2::text::sync_type, $3, $4, x.at, x.at + $5::float8 * interval '1 microsecond', $6, \
+            o.org_id::text || ':' || $7 \
+     FROM (SELECT {org} AS org_id) o, (SELECT coalesce($8, now()) AS at) x \
+     ON CONFLICT (cache_key) DO UPDATE SET sync_type = EXCLUDED.sync_type, \
+       sync_id = EXCLUDED.sync_id, delta_json = EXCLUDED.delta_json, \
+       computed_at = EXCLUDED.computed_at, expires_at = EXCLUDED.expires_at, \
+       computed_by = EXCLUDED.computed_by \
+     RETURNING ",
+    cache_cols!()
+));
+
+static GET_BY_KEY: ScopedSql = ScopedSql::new(concat!(
+    "SELECT ",
+    cache_cols!(),
+    " FROM sync_preview_cache c \
+      WHERE c.cache_key = ({org})::text || ':' || $2 AND c.expires_at > now()"
+));
+
+static GET_BY_SYNC: ScopedSql = ScopedSql::new(concat!(
+    "SELECT ",
+    cache_cols!(),
+    " FROM sync_preview_cache c \
+      WHERE c.org_id = {org} AND c.sync_id = $2 AND c.expires_at > now() \
+      ORDER BY c.computed_at DESC, c.id DESC LIMIT 1"
+));
+
+static INVALIDATE_KEY: ScopedSql = ScopedSql::new(
+    "WITH d AS (DELETE FROM sync_preview_cache \
+                WHERE cache_key = ({org})::text || ':' || $2 RETURNING 1) \
+     SELECT count(*) FROM d",
+);
+
+static INVALIDATE_SYNC: ScopedSql = ScopedSql::new(
+    "WITH d AS (DELETE FROM sync_preview_cache \
+                WHERE org_id = {org} AND sync_id = $2 RETURNING 1) \
+     SELECT count(*) FROM d",
+);
+
+static CLEANUP: ScopedSql =
+    ScopedSql::new("SELECT deleted_count FROM auto_cleanup_preview_cache()");
+
+fn entry(op: &'static str, row: &Row) -> Result<PreviewEntry> {
+    Ok(PreviewEntry {
+        id: col(op, row, 0)?,
+        org_id: col(op, row, 1)?,
+        sync_type: parse_label(op, col::<&str>(op, row, 2)?)?,
+        sync_id: col(op, row, 3)?,
+        delta_json: col(op, row, 4)?,
+        computed_at: col(op, row, 5)?,
+        expires_at: col(op, row, 6)?,
+        computed_by: col(op, row, 7)?,
+        cache_key: col(op, row, 8)?,
+        created_at: col(op, row, 9)?,
+        updated_at: col(op, row, 10)?,
+    })
+}
+
+fn ttl_micros(op: &'static str, ttl: Option<time::Duration>) -> Result<Option<i64>> {
+    let Some(ttl) = ttl else { return Ok(None) };
+    if ttl <= time::Duration::ZERO || ttl > validate::MAX_PREVIEW_TTL {
+        return Err(Error::invalid(
+            op,
+            "ttl",
+            format!(
+                "is {ttl}, must be positive and at most {}",
+                validate::MAX_PREVIEW_TTL
+            ),
+        ));
+    }
+    Ok(Some((ttl.whole_microseconds()).max(1) as i64))
+}
+
+async fn put(
+    store: &Store,
+    scope: Scope,
+    input: &PutPreview,
+    computed_by: Option<Uuid>,
+) -> Result<PreviewEntry> {
+    const OP: &str = "put_preview";
+    validate::id(OP, "sync_id", &input.sync_id)?;
+    validate::cache_key(OP, &input.cache_key)?;
+    validate::json_size_at_most(
+        OP,
+        "delta_json",
+        &input.delta_json,
+        validate::MAX_DELTA_JSON_BYTES,
+    )?;
+    let ttl = ttl_micros(OP, input.ttl)?;
+    let sync_type = input.sync_type.as_str();
+    let row = store
+        .one_row(
+            scope,
+            OP,
+            &PUT,
+            &[
+                (&sync_type, Type::TEXT),
+                (&input.sync_id, Type::VARCHAR),
+                (&input.delta_json, Type::JSONB),
+                (&ttl, Type::INT8),
+                (&computed_by, Type::UUID),
+                (&input.cache_key, Type::TEXT),
+                (&input.computed_at, Type::TIMESTAMPTZ),
+            ],
+        )
+        .await?;
+    entry(OP, &row)
+}
+
+async fn get_by_key(store: &Store, scope: Scope, key: &str) -> Result<Option<PreviewEntry>> {
+    const OP: &str = "get_preview_by_key";
+    validate::cache_key(OP, key)?;
+    let row = store
+        .opt_row(scope, OP, &GET_BY_KEY, &[(&key, Type::TEXT)])
+        .await?;
+    row.map(|r| entry(OP, &r)).transpose()
+}
+
+async fn get_by_sync(store: &Store, scope: Scope, sync_id: &str) -> Result<Option<PreviewEntry>> {
+    const OP: &str = "get_preview_by_sync_id";
+    validate::id(OP, "sync_id", sync_id)?;
+    let row = store
+        .opt_row(scope, OP, &GET_BY_SYNC, &[(&sync_id, Type::VARCHAR)])
+        .await?;
+    row.map(|r| entry(OP, &r)).transpose()
+}
+
+async fn count(
+    store: &Store,
+    scope: Scope,
+    op: &'static str,
+    sql: &ScopedSql,
+    arg: &str,
+    ty: Type,
+) -> Result<u64> {
+    let row = store.one_row(scope, op, sql, &[(&arg, ty)]).await?;
+    Ok(col::<i64>(op, &row, 0)? as u64)
+}
+
+async fn cleanup(store: &Store, scope: Scope) -> Result<u64> {
+    const OP: &str = "cleanup_expired_previews";
+    let row = store.one_row(scope, OP, &CLEANUP, &[]).await?;
+    Ok(col::<i64>(OP, &row, 0)? as u64)
+}
+
+impl ServiceScope {
+    /// Caches a preview for `org` (upsert on the org-namespaced key): inserts,
+    /// or replaces the entry with the same key. `expires_at = computed_at + ttl`,
+    /// or the database default (`computed_at + 1 hour`, trigger
+    /// `sync_preview_cache_defaults`) when `ttl` is `None`.
+    ///
+    /// SQL: `INSERT INTO sync_preview_cache … ON CONFLICT (cache_key) DO UPDATE`
+    /// with `cache_key = '<org>:' || key`. Errors: [`Error::InvalidInput`] (empty
+    /// or too long ids/keys, oversized delta, bad TTL, unknown org / user).
+    pub async fn put_preview(&self, org: Uuid, input: &PutPreview) -> Result<PreviewEntry> {
+        put(
+            &self.store,
+            Scope::Service(Some(org)),
+            input,
+            input.computed_by,
+        )
+        .await
+    }
+
+    /// The unexpired preview of `org` stored under the caller's `key`.
+    ///
+    /// SQL: `… WHERE cache_key = '<org>:' || $key AND expires_at > now()` (an
+    /// expired row is never returned, even before cleanup).
+    pub async fn get_preview_by_key(&self, org: Uuid, key: &str) -> Result<Option<PreviewEntry>> {
+        get_by_key(&self.store, Scope::Service(Some(org)), key).await
+    }
+
+    /// The newest unexpired preview of `org` for `sync_id`.
+    ///
+    /// SQL: `… WHERE org_id = $1 AND sync_id = $2 AND expires_at > now() ORDER BY
+    /// computed_at DESC LIMIT 1` (index `sync_preview_cache_org_sync_idx`).
+    pub async fn get_preview_by_sync_id(
+        &self,
+        org: Uuid,
+        sync_id: &str,
+    ) -> Result<Option<PreviewEntry>> {
+        get_by_sync(&self.store, Scope::Service(Some(org)), sync_id).await
+    }
+
+    /// Drops the preview of `org` under `key` (expired or not); `true` when one was deleted.
+    ///
+    /// SQL: `DELETE FROM sync_preview_cache WHERE cache_key = '<org>:' || $key`.
+    pub async fn invalidate_preview(&self, org: Uuid, key: &str) -> Result<bool> {
+        validate::cache_key("invalidate_preview", key)?;
+        let n = count(
+            &self.store,
+            Scope::Service(Some(org)),
+            "invalidate_preview",
+            &INVALIDATE_KEY,
+            key,
+            Type::TEXT,
+        )
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Drops every preview of `org` for `sync_id`; returns how many.
+    ///
+    /// SQL: `DELETE FROM sync_preview_cache WHERE org_id = $1 AND sync_id = $2`.
+    pub async fn invalidate_previews_for_sync(&self, org: Uuid, sync_id: &str) -> Result<u64> {
+        validate::id("invalidate_previews_for_sync", "sync_id", sync_id)?;
+        count(
+            &self.store,
+            Scope::Service(Some(org)),
+            "invalidate_previews_for_sync",
+            &INVALIDATE_SYNC,
+            sync_id,
+            Type::VARCHAR,
+        )
+        .await
+    }
+
+    /// Deletes the expired previews **of every org** and returns how many
+    /// (maintenance job; the one service call that names no org).
+    ///
+    /// SQL: `SELECT deleted_count FROM auto_cleanup_preview_cache()`, which deletes
+    /// `WHERE expires_at < now()`.
+    pub async fn cleanup_expired_previews_all_orgs(&self) -> Result<u64> {
+        cleanup(&self.store, Scope::Service(None)).await
+    }
+}
+
+impl TenantScope {
+    /// [`ServiceScope::put_preview`] for the user's org; `computed_by` defaults to the user.
+    /// RLS policies `sync_preview_cache_insert` / `_update` must admit the row.
+    pub async fn put_preview(&self, input: &PutPreview) -> Result<PreviewEntry> {
+        let by = input.computed_by.or(Some(self.user_id));
+        put(&self.store, Scope::Tenant(self.user_id), input, by).await
+    }
+
+    /// [`ServiceScope::get_preview_by_key`] for the user's org.
+    pub async fn get_preview_by_key(&self, key: &str) -> Result<Option<PreviewEntry>> {
+        get_by_key(&self.store, Scope::Tenant(self.user_id), key).await
+    }
+
+    /// [`ServiceScope::get_preview_by_sync_id`] for the user's org.
+    pub async fn get_preview_by_sync_id(&self, sync_id: &str) -> Result<Option<PreviewEntry>> {
+        get_by_sync(&self.store, Scope::Tenant(self.user_id), sync_id).await
+    }
+
+    /// [`ServiceScope::invalidate_preview`] for the user's org.
+    pub async fn invalidate_preview(&self, key: &str) -> Result<bool> {
+        validate::cache_key("invalidate_preview", key)?;
+        let n = count(
+            &self.store,
+            Scope::Tenant(self.user_id),
+            "invalidate_preview",
+            &INVALIDATE_KEY,
+            key,
+            Type::TEXT,
+        )
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// [`ServiceScope::invalidate_previews_for_sync`] for the user's org.
+    pub async fn invalidate_previews_for_sync(&self, sync_id: &str) -> Result<u64> {
+        validate::id("invalidate_previews_for_sync", "sync_id", sync_id)?;
+        count(
+            &self.store,
+            Scope::Tenant(self.user_id),
+            "invalidate_previews_for_sync",
+            &INVALIDATE_SYNC,
+            sync_id,
+            Type::VARCHAR,
+        )
+        .await
+    }
+
+    /// Deletes the expired previews of the user's org (RLS limits
+    /// `auto_cleanup_preview_cache()`, a SECURITY INVOKER function, to them).
+    pub async fn cleanup_expired_previews(&self) -> Result<u64> {
+        cleanup(&self.store, Scope::Tenant(self.user_id)).await
+    }
+}

@@ -1,0 +1,546 @@
+//! Sync progress: start, atomic increments, total, explicit finish, reads.
+
+use postgres_types::Type;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::enums::{parse_label, SyncEntityType, SyncStatus};
+use crate::error::{Error, Result};
+use crate::sql::ScopedSql;
+use crate::store::{col, Scope, ServiceScope, Store, TenantScope};
+use crate::validate::{self, OUTCOME_KEY};
+
+/// A `sync_progress` row, with the database-computed elapsed, speed and ETA.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct SyncProgress {
+    /// Row id.
+    pub id: Uuid,
+    /// Owning org.
+    pub org_id: Uuid,
+    /// The sync (unique per org).
+    pub sync_id: String,
+    /// The worker job, if any.
+    pub job_id: Option<String>,
+    /// What is synced.
+    pub entity_type: SyncEntityType,
+    /// The item being processed.
+    pub current_item: i32,
+    /// Total items; `None` = not known yet (no ETA, no automatic completion).
+    pub total_items: Option<i32>,
+    /// Items done.
+    pub processed_count: i32,
+    /// Items failed.
+    pub failed_count: i32,
+    /// `(processed + failed) * 60 / elapsed`, rounded to 2 places (trigger).
+    pub speed_items_per_min: Option<f64>,
+    /// Seconds left (trigger); `None` while unknown.
+    pub eta_seconds: Option<i32>,
+    /// Seconds since start, frozen at completion (trigger).
+    pub elapsed_seconds: i32,
+    /// Start time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// Last change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// When it finished (completed, failed or cancelled).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub completed_at: Option<OffsetDateTime>,
+    /// Source system label.
+    pub source_system: Option<String>,
+    /// Last batch number reported.
+    pub batch_number: Option<i32>,
+    /// Caller metadata (a JSON object; `_sync_outcome` is reserved).
+    pub metadata: serde_json::Value,
+    /// Who started it.
+    pub initiated_by: Option<Uuid>,
+}
+
+impl SyncProgress {
+    /// The lifecycle state: in progress until `completed_at` is set; then failed
+    /// or cancelled per `metadata._sync_outcome.status`, else completed (with
+    /// errors when `failed_count > 0`) — the same rule the activity trigger uses.
+    pub fn status(&self) -> SyncStatus {
+        if self.completed_at.is_none() {
+            return SyncStatus::InProgress;
+        }
+        match self.outcome_field("status") {
+            Some("failed") => SyncStatus::Failed,
+            Some("cancelled") => SyncStatus::Cancelled,
+            _ if self.failed_count > 0 => SyncStatus::CompletedWithErrors,
+            _ => SyncStatus::Completed,
+        }
+    }
+
+    /// The error message given to `fail_sync` / `cancel_sync`, if any.
+    pub fn outcome_error_message(&self) -> Option<&str> {
+        self.outcome_field("error_message")
+    }
+
+    fn outcome_field(&self, key: &str) -> Option<&str> {
+        self.metadata.get(OUTCOME_KEY)?.get(key)?.as_str()
+    }
+}
+
+/// The counts after one `report_progress` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProgressCounts {
+    /// Items done so far.
+    pub processed_count: i32,
+    /// Items failed so far.
+    pub failed_count: i32,
+    /// The total, if known.
+    pub total_items: Option<i32>,
+    /// Set when this increment completed the sync (handled reached the total).
+    pub completed_at: Option<OffsetDateTime>,
+}
+
+/// Input of `start_sync`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartSync {
+    /// The sync id, unique per org (1..=255 characters).
+    pub sync_id: String,
+    /// What is synced.
+    pub entity_type: SyncEntityType,
+    /// Total items, `None` when not known yet (`>= 0`).
+    pub total_items: Option<i32>,
+    /// Source system label (at most 50 characters).
+    pub source_system: Option<String>,
+    /// Worker job id (at most 255 characters).
+    pub job_id: Option<String>,
+    /// A JSON object (at most [`validate::MAX_METADATA_BYTES`]); `_sync_outcome` is refused.
+    pub metadata: Option<serde_json::Value>,
+    /// Who started it; in tenant scope `None` means the tenant user.
+    pub initiated_by: Option<Uuid>,
+}
+
+impl StartSync {
+    /// A sync of `entity_type` with nothing else set.
+    pub fn new(sync_id: impl Into<String>, entity_type: SyncEntityType) -> StartSync {
+        StartSync {
+            sync_id: sync_id.into(),
+            entity_type,
+            total_items: None,
+            source_system: None,
+            job_id: None,
+            metadata: None,
+            initiated_by: None,
+        }
+    }
+}
+
+/// One progress report: increments and the worker's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProgressDelta {
+    /// Added to `processed_count` (`>= 0`).
+    pub processed: i32,
+    /// Added to `failed_count` (`>= 0`).
+    pub failed: i32,
+    /// New `current_item` (`>= 0`), or keep.
+    pub current_item: Option<i32>,
+    /// New `batch_number` (`>= 0`), or keep.
+    pub batch_number: Option<i32>,
+}
+
+macro_rules! progress_cols {
+    () => {
+        "id, org_id, sync_id, job_id, entity_type::text, current_item, total_items, \
+         processed_count, failed_count, speed_items_per_min::float8, eta_seconds, \
+         elapsed_seconds, started_at, updated_at, completed_at, source_system, \
+         batch_number, metadata, initiated_by"
+    };
+}
+
+static START: ScopedSql = ScopedSql::new(concat!(
+    "INSERT INTO sync_progress \
+       (org_id, sync_id, entity_type, total_items, source_system, job_id, metadata, initiated_by) \
+     VALUES ({org}, $2, $3::text::sync_entity_type, $4, $5, $6, $7, $8) RETURNING ",
+    progress_cols!()
+));
+
+static TICK: ScopedSql = ScopedSql::new(
+    "UPDATE sync_progress SET processed_count = processed_count + $3, \
+       failed_count = failed_count + $4, current_item = coalesce($5, current_item), \
+       batch_number = coalesce($6, batch_number) \
+     WHERE org_id = {org} AND sync_id = $2 AND completed_at IS NULL \
+     RETURNING processed_count, failed_count, total_items, completed_at",
+);
+
+static SET_TOTAL: ScopedSql = ScopedSql::new(concat!(
+    "UPDATE sync_progress SET total_items = $3 \
+     WHERE org_id = {org} AND sync_id = $2 AND completed_at IS NULL RETURNING ",
+    progress_cols!()
+));
+
+// $3 = outcome status ('failed' / 'cancelled') or NULL for a plain completion.
+static FINISH: ScopedSql = ScopedSql::new(concat!(
+    "UPDATE sync_progress SET completed_at = greatest(now(), started_at), \
+       metadata = CASE WHEN $3::text IS NULL THEN metadata ELSE metadata || \
+         jsonb_build_object('_sync_outcome', \
+           jsonb_build_object('status', $3::text, 'error_message', $4::text)) END \
+     WHERE org_id = {org} AND sync_id = $2 AND completed_at IS NULL RETURNING ",
+    progress_cols!()
+));
+
+static STATE: ScopedSql =
+    ScopedSql::new("SELECT completed_at FROM sync_progress WHERE org_id = {org} AND sync_id = $2");
+
+static GET: ScopedSql = ScopedSql::new(concat!(
+    "SELECT ",
+    progress_cols!(),
+    " FROM sync_progress WHERE org_id = {org} AND sync_id = $2"
+));
+
+static ACTIVE: ScopedSql = ScopedSql::new(concat!(
+    "SELECT ",
+    progress_cols!(),
+    " FROM sync_progress WHERE org_id = {org} AND completed_at IS NULL \
+      ORDER BY updated_at DESC, id DESC"
+));
+
+static RECENT: ScopedSql = ScopedSql::new(concat!(
+    "SELECT ",
+    progress_cols!(),
+    " FROM sync_progress WHERE org_id = {org} ORDER BY started_at DESC, id DESC LIMIT $2"
+));
+
+static BY_JOB: ScopedSql = ScopedSql::new(concat!(
+    "SELECT ",
+    progress_cols!(),
+    " FROM sync_progress WHERE org_id = {org} AND job_id = $2 ORDER BY started_at DESC, id DESC"
+));
+
+fn progress(op: &'static str, row: &Row) -> Result<SyncProgress> {
+    Ok(SyncProgress {
+        id: col(op, row, 0)?,
+        org_id: col(op, row, 1)?,
+        sync_id: col(op, row, 2)?,
+        job_id: col(op, row, 3)?,
+        entity_type: parse_label(op, col::<&str>(op, row, 4)?)?,
+        current_item: col(op, row, 5)?,
+        total_items: col(op, row, 6)?,
+        processed_count: col(op, row, 7)?,
+        failed_count: col(op, row, 8)?,
+        speed_items_per_min: col(op, row, 9)?,
+        eta_seconds: col(op, row, 10)?,
+        elapsed_seconds: col(op, row, 11)?,
+        started_at: col(op, row, 12)?,
+        updated_at: col(op, row, 13)?,
+        completed_at: col(op, row, 14)?,
+        source_system: col(op, row, 15)?,
+        batch_number: col(op, row, 16)?,
+        metadata: col(op, row, 17)?,
+        initiated_by: col(op, row, 18)?,
+    })
+}
+
+/// After an UPDATE … AND completed_at IS NULL matched nothing: why.
+async fn not_updated(store: &Store, scope: Scope, op: &'static str, sync_id: &str) -> Error {
+    match store
+        .opt_row(scope, op, &STATE, &[(&sync_id, Type::VARCHAR)])
+        .await
+    {
+        Err(e) => e,
+        Ok(None) => Error::NotFound {
+            operation: op,
+            what: format!("sync {sync_id:?}"),
+        },
+        Ok(Some(_)) => Error::SyncFinished {
+            operation: op,
+            sync_id: sync_id.to_owned(),
+        },
+    }
+}
+
+async fn start(
+    store: &Store,
+    scope: Scope,
+    input: &StartSync,
+    by: Option<Uuid>,
+) -> Result<SyncProgress> {
+    const OP: &str = "start_sync";
+    validate::id(OP, "sync_id", &input.sync_id)?;
+    if let Some(t) = input.total_items {
+        validate::non_negative(OP, "total_items", t)?;
+    }
+    if let Some(s) = &input.source_system {
+        validate::text(OP, "source_system", s, validate::MAX_SOURCE_SYSTEM_CHARS)?;
+    }
+    if let Some(j) = &input.job_id {
+        validate::text(OP, "job_id", j, validate::MAX_ID_CHARS)?;
+    }
+    let empty = serde_json::Value::Object(Default::default());
+    let metadata = input.metadata.as_ref().unwrap_or(&empty);
+    validate::metadata(OP, metadata)?;
+    let entity = input.entity_type.as_str();
+    let row = store
+        .one_row(
+            scope,
+            OP,
+            &START,
+            &[
+                (&input.sync_id, Type::VARCHAR),
+                (&entity, Type::TEXT),
+                (&input.total_items, Type::INT4),
+                (&input.source_system, Type::VARCHAR),
+                (&input.job_id, Type::VARCHAR),
+                (metadata, Type::JSONB),
+                (&by, Type::UUID),
+            ],
+        )
+        .await?;
+    progress(OP, &row)
+}
+
+async fn tick(
+    store: &Store,
+    scope: Scope,
+    sync_id: &str,
+    d: &ProgressDelta,
+) -> Result<ProgressCounts> {
+    const OP: &str = "report_progress";
+    validate::id(OP, "sync_id", sync_id)?;
+    validate::non_negative(OP, "processed", d.processed)?;
+    validate::non_negative(OP, "failed", d.failed)?;
+    if let Some(c) = d.current_item {
+        validate::non_negative(OP, "current_item", c)?;
+    }
+    if let Some(b) = d.batch_number {
+        validate::non_negative(OP, "batch_number", b)?;
+    }
+    let row = store
+        .opt_row(
+            scope,
+            OP,
+            &TICK,
+            &[
+                (&sync_id, Type::VARCHAR),
+                (&d.processed, Type::INT4),
+                (&d.failed, Type::INT4),
+                (&d.current_item, Type::INT4),
+                (&d.batch_number, Type::INT4),
+            ],
+        )
+        .await?;
+    match row {
+        Some(row) => Ok(ProgressCounts {
+            processed_count: col(OP, &row, 0)?,
+            failed_count: col(OP, &row, 1)?,
+            total_items: col(OP, &row, 2)?,
+            completed_at: col(OP, &row, 3)?,
+        }),
+        None => Err(not_updated(store, scope, OP, sync_id).await),
+    }
+}
+
+async fn set_total(
+    store: &Store,
+    scope: Scope,
+    sync_id: &str,
+    total: Option<i32>,
+) -> Result<SyncProgress> {
+    const OP: &str = "set_total";
+    validate::id(OP, "sync_id", sync_id)?;
+    if let Some(t) = total {
+        validate::non_negative(OP, "total_items", t)?;
+    }
+    let row = store
+        .opt_row(
+            scope,
+            OP,
+            &SET_TOTAL,
+            &[(&sync_id, Type::VARCHAR), (&total, Type::INT4)],
+        )
+        .await?;
+    match row {
+        Some(row) => progress(OP, &row),
+        None => Err(not_updated(store, scope, OP, sync_id).await),
+    }
+}
+
+async fn finish(
+    store: &Store,
+    scope: Scope,
+    op: &'static str,
+    sync_id: &str,
+    outcome: Option<&str>,
+    message: Option<&str>,
+) -> Result<SyncProgress> {
+    validate::id(op, "sync_id", sync_id)?;
+    if let Some(m) = message {
+        validate::error_message(op, m)?;
+    }
+    let row = store
+        .opt_row(
+            scope,
+            op,
+            &FINISH,
+            &[
+                (&sync_id, Type::VARCHAR),
+                (&outcome, Type::TEXT),
+                (&message, Type::TEXT),
+            ],
+        )
+        .await?;
+    match row {
+        Some(row) => progress(op, &row),
+        None => Err(not_updated(store, scope, op, sync_id).await),
+    }
+}
+
+async fn get(store: &Store, scope: Scope, sync_id: &str) -> Result<Option<SyncProgress>> {
+    const OP: &str = "get_sync";
+    validate::id(OP, "sync_id", sync_id)?;
+    let row = store
+        .opt_row(scope, OP, &GET, &[(&sync_id, Type::VARCHAR)])
+        .await?;
+    row.map(|r| progress(OP, &r)).transpose()
+}
+
+async fn active(store: &Store, scope: Scope) -> Result<Vec<SyncProgress>> {
+    const OP: &str = "list_active_syncs";
+    let rows = store.rows(scope, OP, &ACTIVE, &[]).await?;
+    rows.iter().map(|r| progress(OP, r)).collect()
+}
+
+async fn recent(store: &Store, scope: Scope, limit: u32) -> Result<Vec<SyncProgress>> {
+    const OP: &str = "list_recent_syncs";
+    validate::page_size(OP, limit)?;
+    let limit = i64::from(limit);
+    let rows = store
+        .rows(scope, OP, &RECENT, &[(&limit, Type::INT8)])
+        .await?;
+    rows.iter().map(|r| progress(OP, r)).collect()
+}
+
+async fn by_job(store: &Store, scope: Scope, job_id: &str) -> Result<Vec<SyncProgress>> {
+    const OP: &str = "find_syncs_by_job";
+    validate::id(OP, "job_id", job_id)?;
+    let rows = store
+        .rows(scope, OP, &BY_JOB, &[(&job_id, Type::VARCHAR)])
+        .await?;
+    rows.iter().map(|r| progress(OP, r)).collect()
+}
+
+macro_rules! progress_api {
+    ($scope_ty:ty, $doc_scope:literal, |$s:ident| $scope:expr, $by:expr, $( $org:ident : $org_ty:ty )?) => {
+        impl $scope_ty {
+            /// Starts a sync. The database logs `sync_start` (trigger
+            /// `trg_sync_progress_30_log_start`) and, when `total_items = 0`, completes it at once.
+            ///
+            /// SQL: `INSERT INTO sync_progress (…) VALUES (…) RETURNING …`.
+            /// Errors: [`Error::Conflict`] when the org already has this `sync_id`;
+            /// [`Error::InvalidInput`] for bad input (nothing written).
+            #[doc = $doc_scope]
+            pub async fn start_sync(&$s, $($org: $org_ty,)? input: &StartSync) -> Result<SyncProgress> {
+                let by = input.initiated_by.or($by);
+                start(&$s.store, $scope, input, by).await
+            }
+
+            /// Adds `delta.processed` / `delta.failed` atomically (concurrent
+            /// workers lose no update) and sets `current_item` / `batch_number`
+            /// when given. Completes the sync when handled reaches the total
+            /// (trigger). One statement, one round trip.
+            ///
+            /// SQL: `UPDATE sync_progress SET processed_count = processed_count + $n, …
+            /// WHERE org_id = … AND sync_id = $2 AND completed_at IS NULL`.
+            /// Errors: [`Error::InvalidInput`] for negative input or when the counts
+            /// would pass `total_items` (CHECK `sync_progress_handled_within_total`)
+            /// or overflow; [`Error::NotFound`]; [`Error::SyncFinished`].
+            #[doc = $doc_scope]
+            pub async fn report_progress(&$s, $($org: $org_ty,)? sync_id: &str, delta: &ProgressDelta) -> Result<ProgressCounts> {
+                tick(&$s.store, $scope, sync_id, delta).await
+            }
+
+            /// Sets (or clears, with `None`) the total of a running sync. Setting it
+            /// to exactly the handled count completes the sync (trigger).
+            ///
+            /// SQL: `UPDATE sync_progress SET total_items = $3 WHERE … AND completed_at IS NULL`.
+            /// Errors: [`Error::InvalidInput`] when below the handled count;
+            /// [`Error::NotFound`]; [`Error::SyncFinished`].
+            #[doc = $doc_scope]
+            pub async fn set_total(&$s, $($org: $org_ty,)? sync_id: &str, total_items: Option<i32>) -> Result<SyncProgress> {
+                set_total(&$s.store, $scope, sync_id, total_items).await
+            }
+
+            /// Marks a running sync completed now; the database logs
+            /// `sync_complete` (`completed`, or `completed_with_errors` when
+            /// `failed_count > 0`).
+            ///
+            /// SQL: `UPDATE sync_progress SET completed_at = greatest(now(), started_at) WHERE … AND completed_at IS NULL`.
+            /// Errors: [`Error::NotFound`]; [`Error::SyncFinished`].
+            #[doc = $doc_scope]
+            pub async fn complete_sync(&$s, $($org: $org_ty,)? sync_id: &str) -> Result<SyncProgress> {
+                finish(&$s.store, $scope, "complete_sync", sync_id, None, None).await
+            }
+
+            /// Marks a running sync failed; the database logs `sync_fail` / `failed`
+            /// with `error_message`.
+            ///
+            /// SQL: one `UPDATE` setting `completed_at` and merging
+            /// `{"_sync_outcome": {"status": "failed", "error_message": …}}` into metadata.
+            /// Errors: [`Error::InvalidInput`] (oversized message); [`Error::NotFound`]; [`Error::SyncFinished`].
+            #[doc = $doc_scope]
+            pub async fn fail_sync(&$s, $($org: $org_ty,)? sync_id: &str, error_message: &str) -> Result<SyncProgress> {
+                finish(&$s.store, $scope, "fail_sync", sync_id, Some("failed"), Some(error_message)).await
+            }
+
+            /// Marks a running sync cancelled; the database logs `sync_cancel` /
+            /// `cancelled` with the reason as `error_message`.
+            ///
+            /// SQL: as [`Self::fail_sync`] with status `cancelled`.
+            #[doc = $doc_scope]
+            pub async fn cancel_sync(&$s, $($org: $org_ty,)? sync_id: &str, reason: Option<&str>) -> Result<SyncProgress> {
+                finish(&$s.store, $scope, "cancel_sync", sync_id, Some("cancelled"), reason).await
+            }
+
+            /// One sync with its database-computed elapsed, speed and ETA (the
+            /// spec's "Get Sync Progress"), or `None`.
+            ///
+            /// SQL: `SELECT … FROM sync_progress WHERE org_id = … AND sync_id = $2`.
+            #[doc = $doc_scope]
+            pub async fn get_sync(&$s, $($org: $org_ty,)? sync_id: &str) -> Result<Option<SyncProgress>> {
+                get(&$s.store, $scope, sync_id).await
+            }
+
+            /// Running syncs, most recently updated first (the spec's "Get Active Syncs").
+            ///
+            /// SQL: `… WHERE org_id = … AND completed_at IS NULL ORDER BY updated_at DESC`
+            /// (partial index `sync_progress_active_idx`).
+            #[doc = $doc_scope]
+            pub async fn list_active_syncs(&$s $(, $org: $org_ty)?) -> Result<Vec<SyncProgress>> {
+                active(&$s.store, $scope).await
+            }
+
+            /// The `limit` (1..=1000) most recently started syncs, finished or not.
+            ///
+            /// SQL: `… WHERE org_id = … ORDER BY started_at DESC, id DESC LIMIT $2`
+            /// (index `sync_progress_org_started_idx`).
+            #[doc = $doc_scope]
+            pub async fn list_recent_syncs(&$s, $($org: $org_ty,)? limit: u32) -> Result<Vec<SyncProgress>> {
+                recent(&$s.store, $scope, limit).await
+            }
+
+            /// The syncs of one worker job, newest first (the spec's troubleshooting
+            /// query by `job_id`).
+            ///
+            /// SQL: `… WHERE org_id = … AND job_id = $2 ORDER BY started_at DESC`
+            /// (index `sync_progress_org_job_idx`).
+            #[doc = $doc_scope]
+            pub async fn find_syncs_by_job(&$s, $($org: $org_ty,)? job_id: &str) -> Result<Vec<SyncProgress>> {
+                by_job(&$s.store, $scope, job_id).await
+            }
+        }
+    };
+}
+
+progress_api!(ServiceScope, "\n\nService scope: for the org named by `org`.", |self| Scope::Service(Some(org)), None, org: Uuid);
+progress_api!(
+    TenantScope,
+    "\n\nTenant scope: for the user's org, through RLS; `initiated_by` defaults to the user.",
+    |self| Scope::Tenant(self.user_id),
+    Some(self.user_id),
+);

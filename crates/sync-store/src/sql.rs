@@ -1,0 +1,42 @@
+//! One SQL text per statement, rendered for the service and the tenant scope.
+//!
+//! Templates write the org as `{org}`. In service scope it becomes `$1::uuid`
+//! (the org the caller names). In tenant scope it becomes [`TENANT_ORG`], the
+//! org of the user in `request.jwt.claims`, read through the user's own RLS
+//! policy on `auth.users_extended`; `$1` is still declared (as a NULL uuid) so
+//! both renderings take the same parameters.
+
+use std::sync::OnceLock;
+
+/// The tenant user's org, evaluated once per statement.
+pub(crate) const TENANT_ORG: &str =
+    "(SELECT u.org_id FROM auth.users_extended u WHERE u.id = (SELECT auth.uid()))";
+
+/// A statement template with its two renderings, built on first use.
+pub(crate) struct ScopedSql {
+    template: &'static str,
+    service: OnceLock<String>,
+    tenant: OnceLock<String>,
+}
+
+impl ScopedSql {
+    pub(crate) const fn new(template: &'static str) -> ScopedSql {
+        ScopedSql {
+            template,
+            service: OnceLock::new(),
+            tenant: OnceLock::new(),
+        }
+    }
+
+    /// The text for the service scope (`{org}` = `$1::uuid`).
+    pub(crate) fn service(&self) -> &str {
+        self.service
+            .get_or_init(|| self.template.replace("{org}", "$1::uuid"))
+    }
+
+    /// The text for the tenant scope (`{org}` = the user's org).
+    pub(crate) fn tenant(&self) -> &str {
+        self.tenant
+            .get_or_init(|| self.template.replace("{org}", TENANT_ORG))
+    }
+}

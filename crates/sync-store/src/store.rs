@@ -1,0 +1,306 @@
+//! The store, its two scopes, and how each scope runs a statement.
+
+use std::sync::Arc;
+
+use deadpool_postgres::{Object, Pool};
+use futures_util::TryStreamExt;
+use postgres_types::{ToSql, Type};
+use tokio_postgres::{Client, Row, SimpleQueryMessage};
+use uuid::Uuid;
+
+use crate::copy_types::CopyTypes;
+use crate::error::{Error, Result};
+use crate::sql::ScopedSql;
+
+/// The role tenant transactions switch to with `SET LOCAL ROLE` (created by
+/// migration 0001; row-level security applies to it).
+pub const TENANT_ROLE: &str = "sync_tenant";
+
+/// A typed repository over the sync tables, on a [`deadpool_postgres::Pool`].
+///
+/// Cheap to clone (one `Arc`). Hand out [`Store::service`] to trusted workers
+/// and [`Store::tenant`] to request handlers acting for one user.
+///
+/// The pool's login role must be allowed to `SET ROLE sync_tenant` for the
+/// tenant scope, and must own (or bypass RLS on) the tables for the service
+/// scope: the service scope does **not** go through row-level security.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    copy_types: tokio::sync::OnceCell<CopyTypes>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("pool", &self.inner.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Wraps a pool. Nothing is sent to the server until the first call.
+    pub fn new(pool: Pool) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                pool,
+                copy_types: tokio::sync::OnceCell::new(),
+            }),
+        }
+    }
+
+    /// The pool this store draws connections from.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// The trusted service scope: every call names its org; statements run as
+    /// the pool's login role, **without row-level security** when that role
+    /// owns the tables. For sync workers, never for request handlers.
+    pub fn service(&self) -> ServiceScope {
+        ServiceScope {
+            store: self.clone(),
+        }
+    }
+
+    /// The tenant scope of one user: every call runs in its own transaction
+    /// that does `SET LOCAL ROLE sync_tenant` and sets `request.jwt.claims` to
+    /// `{"sub": user_id}` locally, so the RLS policies decide what the user sees
+    /// and writes; the org is the user's `auth.users_extended.org_id`.
+    pub fn tenant(&self, user_id: Uuid) -> TenantScope {
+        TenantScope {
+            store: self.clone(),
+            user_id,
+        }
+    }
+
+    pub(crate) async fn copy_types(&self, client: &Client, op: &'static str) -> Result<&CopyTypes> {
+        self.inner
+            .copy_types
+            .get_or_try_init(|| CopyTypes::load(client, op))
+            .await
+    }
+}
+
+/// Trusted scope for sync workers: every call names its org explicitly.
+/// Created by [`Store::service`].
+#[derive(Clone, Debug)]
+pub struct ServiceScope {
+    pub(crate) store: Store,
+}
+
+/// Scope of one end user (API handlers), enforced by PostgreSQL's row-level
+/// security. Created by [`Store::tenant`].
+#[derive(Clone, Debug)]
+pub struct TenantScope {
+    pub(crate) store: Store,
+    pub(crate) user_id: Uuid,
+}
+
+impl TenantScope {
+    /// The user this scope acts for.
+    pub fn user_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
+/// Who runs a statement.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Scope {
+    /// Service scope; `$1` is this org (None only for statements that ignore it).
+    Service(Option<Uuid>),
+    /// Tenant scope of this user; `$1` is a NULL uuid.
+    Tenant(Uuid),
+}
+
+/// One parameter with its declared type (statements are sent unnamed, typed).
+pub(crate) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
+/// A pooled connection that is thrown away (closed, never returned to the pool)
+/// unless [`ConnGuard::mark_clean`] was called: a call dropped mid-way
+/// (cancelled) or failed at the protocol level can leave a transaction, a role or
+/// claims behind, and such a connection must never be handed out again.
+pub(crate) struct ConnGuard {
+    obj: Option<Object>,
+    clean: bool,
+}
+
+impl ConnGuard {
+    pub(crate) fn new(obj: Object) -> ConnGuard {
+        ConnGuard {
+            obj: Some(obj),
+            clean: false,
+        }
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        self.obj.as_ref().expect("connection present until drop")
+    }
+
+    pub(crate) fn mark_clean(&mut self) {
+        self.clean = true;
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if !self.clean {
+            if let Some(obj) = self.obj.take() {
+                // Detach from the pool and close: the server ends the session and
+                // with it any open transaction, role and claims.
+                drop(Object::take(obj));
+            }
+        }
+    }
+}
+
+/// The statements that open a tenant transaction. `user` is a `Uuid`, whose
+/// text form is hex digits and dashes only, so formatting it in is safe.
+fn tenant_setup(user: Uuid) -> String {
+    format!(
+        "BEGIN; SET LOCAL ROLE {TENANT_ROLE}; \
+         SELECT set_config('request.jwt.claims', '{{\"sub\":\"{user}\"}}', true), \
+                set_config('request.jwt.claim.sub', '{user}', true); \
+         SELECT org_id::text AS tenant_org FROM auth.users_extended WHERE id = auth.uid()"
+    )
+}
+
+impl Store {
+    /// Runs one statement in `scope` and returns its rows.
+    ///
+    /// Service: one unnamed, typed statement on a pooled connection (one round
+    /// trip, no transaction). Tenant: three requests pipelined in one round trip:
+    /// `BEGIN; SET LOCAL ROLE; set_config(claims)` + the org lookup (simple
+    /// query), the statement (unnamed, typed), `COMMIT`. If the set-up fails the
+    /// transaction is aborted, so the statement cannot run outside the tenant
+    /// role; if the statement fails, `COMMIT` rolls back. The connection goes
+    /// back to the pool only once `COMMIT` was acknowledged.
+    pub(crate) async fn rows(
+        &self,
+        scope: Scope,
+        operation: &'static str,
+        sql: &ScopedSql,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>> {
+        let obj = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| Error::pool(operation, e))?;
+        match scope {
+            Scope::Service(org) => {
+                let client: &Client = &obj;
+                let all = std::iter::once((&org as &(dyn ToSql + Sync), Type::UUID))
+                    .chain(params.iter().map(|(v, t)| (*v, t.clone())));
+                let stream = client
+                    .query_typed_raw(sql.service(), all)
+                    .await
+                    .map_err(|e| Error::from_pg(operation, e))?;
+                stream
+                    .try_collect()
+                    .await
+                    .map_err(|e| Error::from_pg(operation, e))
+            }
+            Scope::Tenant(user) => {
+                let mut guard = ConnGuard::new(obj);
+                let none: Option<Uuid> = None;
+                let setup = tenant_setup(user);
+                let (setup, rows, commit) = {
+                    let client = guard.client();
+                    let all = std::iter::once((&none as &(dyn ToSql + Sync), Type::UUID))
+                        .chain(params.iter().map(|(v, t)| (*v, t.clone())));
+                    // join3 polls its futures in order, and each sends its request
+                    // on its first poll: the server receives set-up, statement,
+                    // COMMIT in that order, in one flight.
+                    futures_util::future::join3(
+                        client.simple_query(&setup),
+                        async move {
+                            client
+                                .query_typed_raw(sql.tenant(), all)
+                                .await?
+                                .try_collect::<Vec<Row>>()
+                                .await
+                        },
+                        client.simple_query("COMMIT"),
+                    )
+                    .await
+                };
+                if commit.is_ok() {
+                    guard.mark_clean();
+                }
+                drop(guard);
+                let setup = setup.map_err(|e| Error::from_pg(operation, e))?;
+                let has_org = setup.iter().any(|m| {
+                    matches!(m, SimpleQueryMessage::Row(r)
+                        if r.columns().first().is_some_and(|c| c.name() == "tenant_org"))
+                });
+                if !has_org {
+                    return Err(Error::Forbidden {
+                        operation,
+                        reason: format!(
+                            "user {user} has no auth.users_extended row, so it belongs to no org; \
+                             create the user's row (id, org_id) first"
+                        ),
+                        server: None,
+                    });
+                }
+                let rows = rows.map_err(|e| Error::from_pg(operation, e))?;
+                commit.map_err(|e| Error::from_pg(operation, e))?;
+                Ok(rows)
+            }
+        }
+    }
+
+    /// Like [`Store::rows`] for a statement returning at most one row.
+    pub(crate) async fn opt_row(
+        &self,
+        scope: Scope,
+        operation: &'static str,
+        sql: &ScopedSql,
+        params: &[Param<'_>],
+    ) -> Result<Option<Row>> {
+        Ok(self
+            .rows(scope, operation, sql, params)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Like [`Store::rows`] for a statement returning exactly one row.
+    pub(crate) async fn one_row(
+        &self,
+        scope: Scope,
+        operation: &'static str,
+        sql: &ScopedSql,
+        params: &[Param<'_>],
+    ) -> Result<Row> {
+        self.opt_row(scope, operation, sql, params)
+            .await?
+            .ok_or_else(|| Error::Decode {
+                operation,
+                column: "(row)".to_owned(),
+                reason: "the statement returned no row".to_owned(),
+            })
+    }
+}
+
+/// Reads column `idx` of `row`, mapping a decoding failure to [`Error::Decode`].
+pub(crate) fn col<'a, T: postgres_types::FromSql<'a>>(
+    operation: &'static str,
+    row: &'a Row,
+    idx: usize,
+) -> Result<T> {
+    row.try_get(idx).map_err(|e| {
+        let name = row
+            .columns()
+            .get(idx)
+            .map(|c| c.name().to_owned())
+            .unwrap_or_else(|| idx.to_string());
+        Error::decode(operation, &name, e)
+    })
+}

@@ -1,0 +1,163 @@
+//! Checks run before any write, so a bad input is refused with a typed error
+//! and nothing reaches the database. The limits are public constants.
+
+use std::io::Write;
+
+use crate::error::{Error, Result};
+
+/// Maximum characters of a `sync_id` or `job_id` (their columns are `varchar(255)`).
+pub const MAX_ID_CHARS: usize = 255;
+/// Maximum characters of a `source_system` (`varchar(50)`).
+pub const MAX_SOURCE_SYSTEM_CHARS: usize = 50;
+/// Maximum characters of a caller's cache key: the stored key is
+/// `<org_id>:<key>` (37 characters of prefix) in a `varchar(255)`.
+pub const MAX_CACHE_KEY_CHARS: usize = 255 - 37;
+/// Maximum size of a preview's `delta_json`, serialized (4 MiB).
+pub const MAX_DELTA_JSON_BYTES: usize = 4 * 1024 * 1024;
+/// Maximum size of a sync's `metadata`, serialized (256 KiB).
+pub const MAX_METADATA_BYTES: usize = 256 * 1024;
+/// Maximum size of an `error_message` (64 KiB).
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 64 * 1024;
+/// Longest preview TTL accepted (30 days).
+pub const MAX_PREVIEW_TTL: time::Duration = time::Duration::days(30);
+/// Largest page of [`crate::ActivityFilter`] listings and recent syncs.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Reserved key of `sync_progress.metadata`: the outcome of an explicit fail or
+/// cancel, written only by [`crate::ServiceScope::fail_sync`] and friends.
+pub const OUTCOME_KEY: &str = "_sync_outcome";
+
+pub(crate) fn text(op: &'static str, field: &str, value: &str, max_chars: usize) -> Result<()> {
+    if value.contains('\0') {
+        return Err(Error::invalid(
+            op,
+            field,
+            "contains a NUL character, which PostgreSQL text cannot hold",
+        ));
+    }
+    let chars = value.chars().count();
+    if chars > max_chars {
+        return Err(Error::invalid(
+            op,
+            field,
+            format!("is {chars} characters long, at most {max_chars} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn id(op: &'static str, field: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(op, field, "is empty"));
+    }
+    text(op, field, value, MAX_ID_CHARS)
+}
+
+pub(crate) fn cache_key(op: &'static str, key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid(op, "cache_key", "is empty"));
+    }
+    text(op, "cache_key", key, MAX_CACHE_KEY_CHARS)
+}
+
+pub(crate) fn non_negative(op: &'static str, field: &str, value: i32) -> Result<()> {
+    if value < 0 {
+        return Err(Error::invalid(
+            op,
+            field,
+            format!("is {value}, must be >= 0"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn finite_non_negative(op: &'static str, field: &str, value: f64) -> Result<()> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(Error::invalid(
+            op,
+            field,
+            format!("is {value}, must be a finite number >= 0"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn error_message(op: &'static str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(Error::invalid(
+            op,
+            "error_message",
+            "contains a NUL character",
+        ));
+    }
+    if value.len() > MAX_ERROR_MESSAGE_BYTES {
+        return Err(Error::invalid(
+            op,
+            "error_message",
+            format!(
+                "is {} bytes, at most {MAX_ERROR_MESSAGE_BYTES} allowed",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Counts the serialized size of a JSON value without keeping the bytes.
+fn json_size(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a Value to an infallible writer cannot fail.
+    let _ = serde_json::to_writer(&mut c, value);
+    c.0
+}
+
+pub(crate) fn json_size_at_most(
+    op: &'static str,
+    field: &str,
+    value: &serde_json::Value,
+    max: usize,
+) -> Result<()> {
+    let size = json_size(value);
+    if size > max {
+        return Err(Error::invalid(
+            op,
+            field,
+            format!("is {size} bytes serialized, at most {max} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn metadata(op: &'static str, value: &serde_json::Value) -> Result<()> {
+    let Some(map) = value.as_object() else {
+        return Err(Error::invalid(op, "metadata", "must be a JSON object"));
+    };
+    if map.contains_key(OUTCOME_KEY) {
+        return Err(Error::invalid(
+            op,
+            "metadata",
+            format!("key {OUTCOME_KEY:?} is reserved for fail_sync / cancel_sync"),
+        ));
+    }
+    json_size_at_most(op, "metadata", value, MAX_METADATA_BYTES)
+}
+
+pub(crate) fn page_size(op: &'static str, limit: u32) -> Result<()> {
+    if limit == 0 || limit > MAX_PAGE_SIZE {
+        return Err(Error::invalid(
+            op,
+            "limit",
+            format!("is {limit}, must be 1..={MAX_PAGE_SIZE}"),
+        ));
+    }
+    Ok(())
+}
