@@ -86,8 +86,8 @@ async fn archive(
         .await
         .map_err(err("beginning the transaction".into()))?;
     begin_serialised(&tx, options).await?;
-    let parent = find_parent(&tx).await?;
-    let current = current_month(&tx).await?;
+    let parent = find_parent(&tx, options.lock_timeout).await?;
+    let current = current_month(&tx, options.lock_timeout).await?;
     if before > current {
         return Err(PartitionError::CutoffNotInPast { before, current });
     }
@@ -104,13 +104,13 @@ async fn archive(
             .filter_map(|p| p.month.filter(|m| *m < before).map(|m| (p.name, m)))
             .collect()
     };
-    if old(read_partitions(&tx, &parent).await?).is_empty() {
+    if old(read_partitions(&tx, &parent, options.lock_timeout).await?).is_empty() {
         tx.commit().await.map_err(err("committing".into()))?;
         return Ok(report);
     }
     let locked_at = Instant::now();
     lock_table_exclusive(&tx, &parent, options).await?;
-    let months = old(read_partitions(&tx, &parent).await?);
+    let months = old(read_partitions(&tx, &parent, options.lock_timeout).await?);
     let p = parent.qualified();
     for (name, month) in months {
         let q = parent.qualify(&name);

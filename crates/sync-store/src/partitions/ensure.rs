@@ -122,10 +122,10 @@ where
         .await
         .map_err(|e| PartitionError::from_pg("beginning the transaction", options.lock_timeout, e))?;
     begin_serialised(&tx, options).await?;
-    let parent = find_parent(&tx).await?;
-    let current = current_month(&tx).await?;
+    let parent = find_parent(&tx, options.lock_timeout).await?;
+    let current = current_month(&tx, options.lock_timeout).await?;
     let through = current.plus(months_ahead);
-    let before = read_partitions(&tx, &parent).await?;
+    let before = read_partitions(&tx, &parent, options.lock_timeout).await?;
     let catch_all_before = before
         .iter()
         .find(|p| p.kind == super::list::PartitionKind::CatchAll)
@@ -146,7 +146,7 @@ where
     let locked_at = Instant::now();
     lock_table_exclusive(&tx, &parent, options).await?;
     // Re-read under the table lock: only DDL by hand could have changed it.
-    let partitions = read_partitions(&tx, &parent).await?;
+    let partitions = read_partitions(&tx, &parent, options.lock_timeout).await?;
     let Some(plan) = plan(&partitions, current, months_ahead)? else {
         commit(tx, options).await?;
         return Ok(report);

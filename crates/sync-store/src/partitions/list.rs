@@ -1,5 +1,7 @@
 //! [`list_partitions`]: the partitions of `sync_activity_log` with their bounds and sizes.
 
+use std::time::Duration;
+
 use time::OffsetDateTime;
 use tokio_postgres::{Client, GenericClient};
 
@@ -53,13 +55,14 @@ pub struct PartitionInfo {
 /// `archive` holds its ACCESS EXCLUSIVE lock. Changes nothing.
 /// [`PartitionError::NotMigrated`] when the table does not exist.
 pub async fn list_partitions(client: &Client) -> Result<Vec<PartitionInfo>, PartitionError> {
-    let parent = find_parent(client).await?;
-    read_partitions(client, &parent).await
+    let parent = find_parent(client, Duration::ZERO).await?;
+    read_partitions(client, &parent, Duration::ZERO).await
 }
 
 pub(crate) async fn read_partitions<C: GenericClient + Sync>(
     client: &C,
     parent: &Parent,
+    lock_timeout: Duration,
 ) -> Result<Vec<PartitionInfo>, PartitionError> {
     let rows = client
         .query(
@@ -77,7 +80,7 @@ pub(crate) async fn read_partitions<C: GenericClient + Sync>(
         )
         .await
         .map_err(|e| {
-            PartitionError::from_pg("reading the partitions of sync_activity_log", Default::default(), e)
+            PartitionError::from_pg("reading the partitions of sync_activity_log", lock_timeout, e)
         })?;
     Ok(rows
         .iter()

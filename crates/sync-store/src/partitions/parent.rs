@@ -1,5 +1,7 @@
 //! The partitioned table `sync_activity_log` as found in the catalog.
 
+use std::time::Duration;
+
 use time::OffsetDateTime;
 use tokio_postgres::GenericClient;
 
@@ -38,6 +40,7 @@ pub(crate) fn quote_ident(ident: &str) -> String {
 /// when it is missing or not partitioned.
 pub(crate) async fn find_parent<C: GenericClient + Sync>(
     client: &C,
+    lock_timeout: Duration,
 ) -> Result<Parent, PartitionError> {
     let row = client
         .query_opt(
@@ -51,7 +54,7 @@ pub(crate) async fn find_parent<C: GenericClient + Sync>(
         )
         .await
         .map_err(|e| {
-            PartitionError::from_pg("looking up sync_activity_log", Default::default(), e)
+            PartitionError::from_pg("looking up sync_activity_log", lock_timeout, e)
         })?
         .ok_or(PartitionError::NotMigrated)?;
     Ok(Parent {
@@ -64,11 +67,12 @@ pub(crate) async fn find_parent<C: GenericClient + Sync>(
 /// The current UTC month by the server's clock (`now()`: the transaction's start).
 pub(crate) async fn current_month<C: GenericClient + Sync>(
     client: &C,
+    lock_timeout: Duration,
 ) -> Result<Month, PartitionError> {
     let now: OffsetDateTime = client
         .query_one("SELECT now()", &[])
         .await
-        .map_err(|e| PartitionError::from_pg("reading the server clock", Default::default(), e))?
+        .map_err(|e| PartitionError::from_pg("reading the server clock", lock_timeout, e))?
         .get(0);
     Month::containing(now)
 }
