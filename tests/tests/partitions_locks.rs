@@ -93,7 +93,7 @@ async fn inserts_during_ensure_wait_and_are_neither_lost_nor_failed() {
         }));
     }
     // Wait until all four inserters are queued on the table lock, then let ensure go.
-    let mut waiting = 0;
+    let mut waiting: i64 = 0;
     for _ in 0..600 {
         waiting = c
             .query_one(
