@@ -4,8 +4,8 @@ mod partitions_common;
 
 use partitions_common::*;
 use sync_store::partitions::{
-    archive_partitions, archive_partitions_dropping_data, ensure_partitions, Month,
-    PartitionError, PartitionOptions,
+    archive_partitions, archive_partitions_dropping_data, ensure_partitions, Month, PartitionError,
+    PartitionOptions,
 };
 use sync_tests::TestDb;
 
@@ -31,7 +31,10 @@ async fn archive_keeps_or_drops_old_months_and_never_the_current_one() {
         .await
         .unwrap();
     let names: Vec<_> = kept.archived.iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(names, ["sync_activity_log_2025_11", "sync_activity_log_2025_12"]);
+    assert_eq!(
+        names,
+        ["sync_activity_log_2025_11", "sync_activity_log_2025_12"]
+    );
     assert!(kept.archived.iter().all(|a| !a.dropped));
     assert_eq!(
         count(&c, "SELECT count(*) FROM sync_activity_log_2025_12").await,
@@ -119,7 +122,10 @@ async fn archive_keeps_or_drops_old_months_and_never_the_current_one() {
     let err = archive_partitions(&mut c, current.next(), &opts)
         .await
         .unwrap_err();
-    assert!(matches!(err, PartitionError::CutoffNotInPast { .. }), "{err}");
+    assert!(
+        matches!(err, PartitionError::CutoffNotInPast { .. }),
+        "{err}"
+    );
 
     // Rolling 0024 back now fails, naming a kept archive table (it uses 0024's
     // enum types), and changes nothing; once they are dropped it works.
@@ -151,9 +157,13 @@ async fn archive_keeps_or_drops_old_months_and_never_the_current_one() {
 async fn archive_with_nothing_old_changes_nothing() {
     let db = TestDb::migrated().await;
     let mut c = db.client().await;
-    let r = archive_partitions(&mut c, "2025-11".parse().unwrap(), &PartitionOptions::default())
-        .await
-        .unwrap();
+    let r = archive_partitions(
+        &mut c,
+        "2025-11".parse().unwrap(),
+        &PartitionOptions::default(),
+    )
+    .await
+    .unwrap();
     assert!(r.archived.is_empty());
     assert_eq!(partition_names(&c).await.len(), 5);
 }

@@ -129,7 +129,9 @@ async fn ensure_splits_future_into_months_keeping_rows_rls_and_grants() {
     let mut tenant = connect(&cfg).await;
     let rows_of_a = rows_before.iter().filter(|r| r.2 == t.org_a).count() as i64;
     let tx = tenant.transaction().await.unwrap();
-    tx.batch_execute("SET LOCAL ROLE sync_tenant").await.unwrap();
+    tx.batch_execute("SET LOCAL ROLE sync_tenant")
+        .await
+        .unwrap();
     tx.execute(
         "SELECT set_config('request.jwt.claims', $1, true)",
         &[&format!("{{\"sub\":\"{}\"}}", t.user_a)],
@@ -167,7 +169,9 @@ async fn ensure_splits_future_into_months_keeping_rows_rls_and_grants() {
 
     // The user of org B sees B's rows only.
     let tx = tenant.transaction().await.unwrap();
-    tx.batch_execute("SET LOCAL ROLE sync_tenant").await.unwrap();
+    tx.batch_execute("SET LOCAL ROLE sync_tenant")
+        .await
+        .unwrap();
     tx.execute(
         "SELECT set_config('request.jwt.claims', $1, true)",
         &[&format!("{{\"sub\":\"{}\"}}", t.user_b)],
@@ -248,7 +252,10 @@ async fn ensure_on_empty_catch_all_and_horizon_growth() {
     let err = ensure_partitions(&mut c, 1000, &PartitionOptions::default(), |_| {})
         .await
         .unwrap_err();
-    assert!(matches!(err, PartitionError::TooManyMonthsAhead { .. }), "{err}");
+    assert!(
+        matches!(err, PartitionError::TooManyMonthsAhead { .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -117,10 +117,9 @@ where
             max: MAX_MONTHS_AHEAD,
         });
     }
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| PartitionError::from_pg("beginning the transaction", options.lock_timeout, e))?;
+    let tx = client.transaction().await.map_err(|e| {
+        PartitionError::from_pg("beginning the transaction", options.lock_timeout, e)
+    })?;
     begin_serialised(&tx, options).await?;
     let parent = find_parent(&tx, options.lock_timeout).await?;
     let current = current_month(&tx, options.lock_timeout).await?;
@@ -236,7 +235,13 @@ async fn split(
         let taken: bool = tx
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&q])
             .await
-            .map_err(|e| PartitionError::from_pg(format!("checking that {name} is free"), options.lock_timeout, e))?
+            .map_err(|e| {
+                PartitionError::from_pg(
+                    format!("checking that {name} is free"),
+                    options.lock_timeout,
+                    e,
+                )
+            })?
             .get(0);
         if taken {
             return Err(PartitionError::NameTaken { name: q });
@@ -247,8 +252,20 @@ async fn split(
     let mut reference = plan.reference.clone();
     if let Some(name) = &plan.old_catch_all {
         let q = parent.qualify(name);
-        exec(tx, options, format!("detaching {name}"), &format!("ALTER TABLE {p} DETACH PARTITION {q}")).await?;
-        exec(tx, options, format!("renaming {name} to {OLD_CATCH_ALL}"), &format!("ALTER TABLE {q} RENAME TO {OLD_CATCH_ALL}")).await?;
+        exec(
+            tx,
+            options,
+            format!("detaching {name}"),
+            &format!("ALTER TABLE {p} DETACH PARTITION {q}"),
+        )
+        .await?;
+        exec(
+            tx,
+            options,
+            format!("renaming {name} to {OLD_CATCH_ALL}"),
+            &format!("ALTER TABLE {q} RENAME TO {OLD_CATCH_ALL}"),
+        )
+        .await?;
         reference = Some(OLD_CATCH_ALL.to_owned());
     }
 
@@ -293,7 +310,13 @@ async fn split(
     }
 
     if plan.old_catch_all.is_some() {
-        exec(tx, options, format!("dropping the old catch-all {OLD_CATCH_ALL}"), &format!("DROP TABLE {old}")).await?;
+        exec(
+            tx,
+            options,
+            format!("dropping the old catch-all {OLD_CATCH_ALL}"),
+            &format!("DROP TABLE {old}"),
+        )
+        .await?;
     }
     Ok(moved)
 }
@@ -324,7 +347,10 @@ async fn move_rows(
     let (blocks, reltuples): (i64, i64) = (row.get(0), row.get(1));
     let rows_estimated = u64::try_from(reltuples).ok();
     let mut moved: u64 = 0;
-    progress(MoveProgress { rows_moved: 0, rows_estimated });
+    progress(MoveProgress {
+        rows_moved: 0,
+        rows_estimated,
+    });
     if blocks == 0 {
         return Ok(0);
     }
@@ -340,7 +366,11 @@ async fn move_rows(
             tx,
             options,
             format!("attaching {} to the staging table", t.name),
-            &format!("ALTER TABLE {staging} ATTACH PARTITION {} {}", parent.qualify(&t.name), t.bound_spec()),
+            &format!(
+                "ALTER TABLE {staging} ATTACH PARTITION {} {}",
+                parent.qualify(&t.name),
+                t.bound_spec()
+            ),
         )
         .await?;
     }
@@ -361,7 +391,10 @@ async fn move_rows(
             &format!("INSERT INTO {staging} ({cols}) SELECT {cols} FROM {old} WHERE {range}"),
         )
         .await?;
-        progress(MoveProgress { rows_moved: moved, rows_estimated });
+        progress(MoveProgress {
+            rows_moved: moved,
+            rows_estimated,
+        });
         start = end;
     }
     for t in targets {
@@ -369,10 +402,19 @@ async fn move_rows(
             tx,
             options,
             format!("detaching {} from the staging table", t.name),
-            &format!("ALTER TABLE {staging} DETACH PARTITION {}", parent.qualify(&t.name)),
+            &format!(
+                "ALTER TABLE {staging} DETACH PARTITION {}",
+                parent.qualify(&t.name)
+            ),
         )
         .await?;
     }
-    exec(tx, options, "dropping the staging table", &format!("DROP TABLE {staging}")).await?;
+    exec(
+        tx,
+        options,
+        "dropping the staging table",
+        &format!("DROP TABLE {staging}"),
+    )
+    .await?;
     Ok(moved)
 }

@@ -79,7 +79,7 @@ pub enum PartitionError {
         /// The `lock_timeout` in force.
         waited: Duration,
         /// What the server reported (SQLSTATE 55P03).
-        server: ServerReport,
+        server: Box<ServerReport>,
     },
 
     /// A statement failed on the server; the transaction was rolled back.
@@ -88,7 +88,7 @@ pub enum PartitionError {
         /// Which step failed, e.g. "attaching sync_activity_log_2026_03".
         step: String,
         /// What the server reported.
-        server: ServerReport,
+        server: Box<ServerReport>,
     },
 
     /// The connection broke; the server rolls the transaction back.
@@ -105,7 +105,9 @@ pub enum PartitionError {
     NotMigrated,
 
     /// A month could not be parsed or is out of range.
-    #[error("invalid month {input:?}: expected YYYY-MM with a year from 1000 to 9999, e.g. 2026-03")]
+    #[error(
+        "invalid month {input:?}: expected YYYY-MM with a year from 1000 to 9999, e.g. 2026-03"
+    )]
     InvalidMonth {
         /// What was given.
         input: String,
@@ -158,9 +160,8 @@ impl PartitionError {
     /// The server's report, when the error came from a statement.
     pub fn server_report(&self) -> Option<&ServerReport> {
         match self {
-            PartitionError::LockTimeout { server, .. } | PartitionError::Database { server, .. } => {
-                Some(server)
-            }
+            PartitionError::LockTimeout { server, .. }
+            | PartitionError::Database { server, .. } => Some(server),
             _ => None,
         }
     }
@@ -183,7 +184,7 @@ impl PartitionError {
                 reason: ServerReport::from_pg(&err).message,
             };
         }
-        let server = ServerReport::from_pg(&err);
+        let server = Box::new(ServerReport::from_pg(&err));
         if err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
             PartitionError::LockTimeout {
                 step,

@@ -80,7 +80,11 @@ pub(crate) async fn read_partitions<C: GenericClient + Sync>(
         )
         .await
         .map_err(|e| {
-            PartitionError::from_pg("reading the partitions of sync_activity_log", lock_timeout, e)
+            PartitionError::from_pg(
+                "reading the partitions of sync_activity_log",
+                lock_timeout,
+                e,
+            )
         })?;
     Ok(rows
         .iter()

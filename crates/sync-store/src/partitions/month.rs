@@ -103,9 +103,17 @@ impl FromStr for Month {
 
     /// Parses `YYYY-MM` exactly (four digits, dash, two digits).
     fn from_str(s: &str) -> Result<Month, PartitionError> {
-        let invalid = || PartitionError::InvalidMonth { input: s.to_owned() };
+        let invalid = || PartitionError::InvalidMonth {
+            input: s.to_owned(),
+        };
         let b = s.as_bytes();
-        if b.len() != 7 || b[4] != b'-' || !b.iter().enumerate().all(|(i, c)| i == 4 || c.is_ascii_digit()) {
+        if b.len() != 7
+            || b[4] != b'-'
+            || !b
+                .iter()
+                .enumerate()
+                .all(|(i, c)| i == 4 || c.is_ascii_digit())
+        {
             return Err(invalid());
         }
         let year: i32 = s[..4].parse().map_err(|_| invalid())?;
@@ -133,7 +141,9 @@ mod tests {
         assert_eq!(m.start_literal(), "'2026-11-01 00:00:00+00'");
         assert_eq!(Month::starting_at(m.start()), Some(m));
         assert_eq!(Month::starting_at(m.start() + time::Duration::SECOND), None);
-        for bad in ["2026-13", "2026-00", "26-11", "2026/11", "2026-1", "0999-01", "2026-11x", "+026-11"] {
+        for bad in [
+            "2026-13", "2026-00", "26-11", "2026/11", "2026-1", "0999-01", "2026-11x", "+026-11",
+        ] {
             assert!(bad.parse::<Month>().is_err(), "{bad}");
         }
     }

@@ -53,9 +53,7 @@ pub(crate) async fn find_parent<C: GenericClient + Sync>(
             &[],
         )
         .await
-        .map_err(|e| {
-            PartitionError::from_pg("looking up sync_activity_log", lock_timeout, e)
-        })?
+        .map_err(|e| PartitionError::from_pg("looking up sync_activity_log", lock_timeout, e))?
         .ok_or(PartitionError::NotMigrated)?;
     Ok(Parent {
         schema: row.get(0),

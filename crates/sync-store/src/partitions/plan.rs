@@ -45,18 +45,20 @@ pub(crate) fn plan(
         .iter()
         .filter(|p| p.kind == PartitionKind::Month)
         .max_by_key(|p| p.month);
-    let catch_all = partitions.iter().find(|p| p.kind == PartitionKind::CatchAll);
-    let start = match (last_month, catch_all) {
-        (Some(m), _) => m.month.expect("monthly partition has a month").next(),
-        (None, Some(c)) => c
-            .from
-            .and_then(Month::starting_at)
-            .ok_or_else(|| PartitionError::UnexpectedLayout {
-                partition: c.name.clone(),
-                bounds: c.bounds.clone(),
+    let catch_all = partitions
+        .iter()
+        .find(|p| p.kind == PartitionKind::CatchAll);
+    let start =
+        match (last_month, catch_all) {
+            (Some(m), _) => m.month.expect("monthly partition has a month").next(),
+            (None, Some(c)) => c.from.and_then(Month::starting_at).ok_or_else(|| {
+                PartitionError::UnexpectedLayout {
+                    partition: c.name.clone(),
+                    bounds: c.bounds.clone(),
+                }
             })?,
-        (None, None) => current,
-    };
+            (None, None) => current,
+        };
     let through = current.plus(months_ahead);
     if catch_all.is_some() && start > through {
         return Ok(None);
@@ -113,8 +115,14 @@ mod tests {
 
     #[test]
     fn migration_layout_gets_months_through_current_plus_n() {
-        let parts = vec![month_part("2026-01"), month_part("2026-02"), catch_all("2026-03")];
-        let p = plan(&parts, "2026-11".parse().unwrap(), 3).unwrap().unwrap();
+        let parts = vec![
+            month_part("2026-01"),
+            month_part("2026-02"),
+            catch_all("2026-03"),
+        ];
+        let p = plan(&parts, "2026-11".parse().unwrap(), 3)
+            .unwrap()
+            .unwrap();
         assert_eq!(p.months.first().unwrap().to_string(), "2026-03");
         assert_eq!(p.months.last().unwrap().to_string(), "2027-02");
         assert_eq!(p.months.len(), 12);
@@ -129,7 +137,9 @@ mod tests {
         // A smaller horizon never removes anything.
         assert_eq!(plan(&parts, "2026-11".parse().unwrap(), 0).unwrap(), None);
         // Without a catch-all, one is created even when the months are there.
-        let p = plan(&parts[..1], "2026-11".parse().unwrap(), 3).unwrap().unwrap();
+        let p = plan(&parts[..1], "2026-11".parse().unwrap(), 3)
+            .unwrap()
+            .unwrap();
         assert!(p.months.is_empty());
         assert_eq!(p.catch_all_from.to_string(), "2027-03");
     }

@@ -89,7 +89,7 @@ pub(crate) async fn copy_security(
             if *grantable { " WITH GRANT OPTION" } else { "" }
         ));
     }
-    tx.batch_execute(&sql)
-        .await
-        .map_err(err(format!("copying the grants of {reference} to {target}")))
+    tx.batch_execute(&sql).await.map_err(err(format!(
+        "copying the grants of {reference} to {target}"
+    )))
 }

@@ -103,7 +103,11 @@ pub(crate) async fn run(
                 for a in &report.archived {
                     println!(
                         "{} {} ({})",
-                        if a.dropped { "dropped" } else { "detached, kept as table" },
+                        if a.dropped {
+                            "dropped"
+                        } else {
+                            "detached, kept as table"
+                        },
                         a.name,
                         a.month
                     );
