@@ -114,6 +114,24 @@ async fn ensure_splits_future_into_months_keeping_rows_rls_and_grants() {
         .unwrap()
         .get(0);
     assert_eq!(unattached, 0);
+    // Index names are the ones CREATE TABLE … PARTITION OF gives: <table>_<cols>_idx / _pkey.
+    let odd_names: Vec<String> = c
+        .query(
+            "SELECT ic.relname::text FROM pg_index x \
+               JOIN pg_class ic ON ic.oid = x.indexrelid \
+               JOIN pg_class c ON c.oid = x.indrelid \
+               JOIN pg_inherits i ON i.inhrelid = c.oid \
+              WHERE i.inhparent = 'sync_activity_log'::regclass \
+                AND (left(ic.relname, length(c.relname) + 1) <> c.relname || '_' \
+                     OR ic.relname !~ '(_idx|_pkey)$')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(odd_names.is_empty(), "{odd_names:?}");
     let leftovers: i64 = c
         .query_one(
             "SELECT count(*) FROM pg_class WHERE relname LIKE 'sync_activity_log_ensure%'",

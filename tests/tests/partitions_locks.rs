@@ -109,6 +109,13 @@ async fn inserts_during_ensure_wait_and_are_neither_lost_nor_failed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(waiting, 4, "all inserters wait for ensure's lock");
+    // While rows move, writes to the tables the foreign keys reference are not blocked.
+    c.batch_execute(
+        "BEGIN; SET LOCAL lock_timeout = '5s'; \
+         INSERT INTO organization (name) VALUES ('during ensure'); COMMIT",
+    )
+    .await
+    .expect("organization is writable while rows move");
     go_tx.send(()).unwrap();
     let report = tokio::task::spawn_blocking(move || ensure.join().unwrap())
         .await

@@ -73,12 +73,7 @@ async fn apply_locked(client: &mut Client) -> Result<ApplyReport> {
     let applied = report
         .applied_migrations()
         .iter()
-        .filter_map(|m| {
-            pending
-                .iter()
-                .find(|p| p.version == m.version())
-                .cloned()
-        })
+        .filter_map(|m| pending.iter().find(|p| p.version == m.version()).cloned())
         .collect();
     Ok(ApplyReport {
         applied,

@@ -11,7 +11,7 @@ use super::list::read_partitions;
 use super::lock::{begin_serialised, lock_table_exclusive};
 use super::month::Month;
 use super::options::{PartitionOptions, MAX_MONTHS_AHEAD};
-use super::parent::{current_month, find_parent, Parent};
+use super::parent::{current_month, find_parent, quote_ident, Parent};
 use super::plan::{plan, Plan, CATCH_ALL_NAME};
 use super::security::copy_security;
 
@@ -21,8 +21,8 @@ const OLD_CATCH_ALL: &str = "sync_activity_log_ensure_old_future";
 const STAGING: &str = "sync_activity_log_ensure_staging";
 /// Temporary CHECK constraint that lets ATTACH skip its validation scan.
 const BOUNDS_CHECK: &str = "sync_activity_log_ensure_bounds";
-/// Rows are copied in slices of this many heap blocks (64 MiB) to report progress.
-const CHUNK_BLOCKS: i64 = 8192;
+/// Rows are copied in slices of this many heap blocks (16 MiB) to report progress.
+const CHUNK_BLOCKS: i64 = 2048;
 
 /// Progress of moving rows out of the old catch-all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -77,14 +77,16 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// `SET LOCAL lock_timeout`, `pg_advisory_xact_lock(PARTITION_LOCK_KEY)`, read the
 /// layout from `pg_inherits`. Nothing to do → commit, report
 /// [`changed()`](EnsureReport::changed) `false`, no table lock taken. Otherwise
-/// `LOCK TABLE sync_activity_log IN ACCESS EXCLUSIVE MODE`, `DETACH` the catch-all,
-/// create each new table `LIKE sync_activity_log` with a CHECK on its bounds,
-/// route the old rows into them through a staging partitioned table with
-/// `INSERT … SELECT` in 64 MiB slices (calling `progress` before the first and
-/// after each slice), `ATTACH` them to `sync_activity_log` (which builds their
-/// indexes from the partitioned indexes and clones and validates the foreign
-/// keys), drop the CHECKs, enable RLS and copy owner and grants of the old
-/// catch-all, drop the old catch-all, commit. Months come from the server's clock.
+/// `LOCK TABLE sync_activity_log IN ACCESS EXCLUSIVE MODE`; rename the catch-all
+/// (and its indexes) out of the way while still attached; create each new table
+/// `LIKE sync_activity_log` with a CHECK on its bounds; route the old rows into
+/// them through a staging partitioned table with `INSERT … SELECT` in 16 MiB
+/// slices (calling `progress` before the first and after each slice); build the
+/// parent's primary key and indexes on each new table in bulk; `DETACH` the old
+/// catch-all; `ATTACH` the new tables (attaching the indexes just built, cloning
+/// and validating the foreign keys; the CHECK spares the partition-constraint
+/// scan); drop the CHECKs; enable RLS and copy owner and grants of the old
+/// catch-all; drop it; commit. Months come from the server's clock.
 ///
 /// Errors: any failure rolls everything back. A lock not had within
 /// `options.lock_timeout` → [`PartitionError::LockTimeout`]; a partition that is
@@ -251,14 +253,39 @@ async fn split(
     let old = parent.qualify(OLD_CATCH_ALL);
     let mut reference = plan.reference.clone();
     if let Some(name) = &plan.old_catch_all {
+        // Still attached: renaming it (and its indexes, whose names the new
+        // catch-all's indexes will take) needs no lock beyond the one we hold.
         let q = parent.qualify(name);
-        exec(
-            tx,
-            options,
-            format!("detaching {name}"),
-            &format!("ALTER TABLE {p} DETACH PARTITION {q}"),
-        )
-        .await?;
+        let indexes: Vec<String> = tx
+            .query(
+                "SELECT c.relname::text FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid \
+                  WHERE x.indrelid = $1::text::regclass ORDER BY c.relname",
+                &[&q],
+            )
+            .await
+            .map_err(|e| {
+                PartitionError::from_pg(
+                    format!("reading the indexes of {name}"),
+                    options.lock_timeout,
+                    e,
+                )
+            })?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (i, index) in indexes.iter().enumerate() {
+            exec(
+                tx,
+                options,
+                format!("renaming index {index} of {name}"),
+                &format!(
+                    "ALTER INDEX {} RENAME TO {}",
+                    parent.qualify(index),
+                    quote_ident(&format!("{OLD_CATCH_ALL}_idx{i}"))
+                ),
+            )
+            .await?;
+        }
         exec(
             tx,
             options,
@@ -289,7 +316,21 @@ async fn split(
     if plan.old_catch_all.is_some() {
         moved = move_rows(tx, parent, &targets, options, progress).await?;
     }
+    for t in &targets {
+        build_indexes(tx, parent, &t.name, options).await?;
+    }
 
+    // Only now does the foreign-key bookkeeping start: DETACH and ATTACH take
+    // SHARE ROW EXCLUSIVE on organization and auth.users_extended until commit.
+    if plan.old_catch_all.is_some() {
+        exec(
+            tx,
+            options,
+            format!("detaching {OLD_CATCH_ALL}"),
+            &format!("ALTER TABLE {p} DETACH PARTITION {old}"),
+        )
+        .await?;
+    }
     for t in &targets {
         let q = parent.qualify(&t.name);
         exec(
@@ -319,6 +360,49 @@ async fn split(
         .await?;
     }
     Ok(moved)
+}
+
+/// Builds on the standalone `target` (after its rows are in) the parent's
+/// primary-key/unique constraints (`ALTER TABLE … ADD <pg_get_constraintdef>`)
+/// and its other partitioned indexes (`pg_get_indexdef` with the name left for
+/// PostgreSQL to choose), so ATTACH finds and attaches them instead of building
+/// them. Names come out as `CREATE TABLE … PARTITION OF` would give them.
+async fn build_indexes(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    target: &str,
+    options: &PartitionOptions,
+) -> Result<(), PartitionError> {
+    let t = parent.qualify(target);
+    let err = |step: String| move |e| PartitionError::from_pg(step, options.lock_timeout, e);
+    let statements: Vec<String> = tx
+        .query(
+            r"SELECT format('ALTER TABLE %s ADD %s', $2::text, pg_get_constraintdef(k.oid)), k.oid::int8
+                FROM pg_constraint k
+               WHERE k.conrelid = $1 AND k.contype IN ('p', 'u', 'x')
+              UNION ALL
+              SELECT regexp_replace(pg_get_indexdef(x.indexrelid),
+                                    '^CREATE (UNIQUE )?INDEX \S+ ON (ONLY )?\S+ ',
+                                    'CREATE \1INDEX ON ' || $2::text || ' '),
+                     x.indexrelid::int8
+                FROM pg_index x
+               WHERE x.indrelid = $1
+                 AND NOT EXISTS (SELECT 1 FROM pg_constraint k
+                                  WHERE k.conrelid = $1 AND k.conindid = x.indexrelid)
+               ORDER BY 2",
+            &[&parent.oid, &t],
+        )
+        .await
+        .map_err(err(format!("reading the index definitions for {target}")))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for sql in statements {
+        tx.batch_execute(&sql)
+            .await
+            .map_err(err(format!("building an index of {target} ({sql})")))?;
+    }
+    Ok(())
 }
 
 /// Routes every row of the old catch-all into the (not yet attached) targets

@@ -32,17 +32,18 @@
 //!    it is held, every read and write of `sync_activity_log` waits: concurrent
 //!    inserts block and then succeed after commit, routed to the new partitions —
 //!    none is lost or fails unless its own `lock_timeout`/`statement_timeout` runs out.
-//! 3. `ensure` only, while attaching: `ATTACH PARTITION` clones the foreign keys,
-//!    which takes SHARE ROW EXCLUSIVE on the referenced tables `organization` and
-//!    `auth.users_extended` until commit (writes to them wait; reads do not).
-//!    ACCESS EXCLUSIVE on the new and old tables and the staging table, which no
-//!    one else sees.
+//! 3. `ensure` only, from the `DETACH` of the old catch-all to commit (after
+//!    the rows are copied and the indexes built): `DETACH`/`ATTACH PARTITION`
+//!    drop and clone the foreign keys, which takes SHARE ROW EXCLUSIVE on the
+//!    referenced tables `organization` and `auth.users_extended` (their writes
+//!    wait; reads do not). Plus ACCESS EXCLUSIVE on the new tables, the old
+//!    catch-all and the staging table, which no one else uses.
 //!
 //! How long lock 2 is held is reported as `exclusive_lock_held`. For `archive` it
 //! is catalog work only (milliseconds). For `ensure` it grows with the rows in the
-//! old catch-all: one sequential pass copying them (no per-row index or foreign key
-//! work — the new tables get their indexes built in bulk and their foreign keys
-//! validated by one anti-join each when attached). When nothing must change
+//! old catch-all: one sequential pass copying them into tables without indexes
+//! (no per-row index or foreign key work), a bulk build of each index, and one
+//! validation query per foreign key and new partition at ATTACH. When nothing must change
 //! (the usual start-up case) no table lock is taken at all.
 //!
 //! New partitions get their indexes from the partitioned indexes (names as
