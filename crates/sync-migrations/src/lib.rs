@@ -12,6 +12,7 @@ mod lock;
 mod options;
 mod pooler;
 mod rollback;
+mod startup;
 mod status;
 mod verify;
 
@@ -25,12 +26,12 @@ pub use error::{Error, Result, ServerError};
 pub use history::{applied_migrations, AppliedMigration};
 pub use lock::{
     acquire as acquire_advisory_lock, release as release_advisory_lock, MIGRATION_LOCK_KEY,
-    PARTITION_LOCK_KEY,
 };
 pub use options::MigrateOptions;
 pub use pooler::{direct_host_for, refuse_pooler_host, refuse_transaction_pooler};
 pub use rollback::{
     rollback_0024_dropping_data, rollback_0024_dropping_data_pool, RollbackOutcome,
 };
+pub use startup::{startup, StartupError, StartupReport};
 pub use status::{status, MigrationState, MigrationStatus};
 pub use verify::{verify, Check, VerifyReport, FUNCTIONS, REQUIRED_ENUM_LABELS, TABLES};

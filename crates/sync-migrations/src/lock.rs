@@ -16,10 +16,6 @@ use crate::error::{Error, Result};
 /// Advisory lock key for migrate / rollback: ASCII "syncmigr" as a big-endian i64.
 pub const MIGRATION_LOCK_KEY: i64 = 0x7379_6e63_6d69_6772;
 
-/// Advisory lock key for partition maintenance (`sync-store`'s ensure/archive):
-/// ASCII "syncpart".
-pub const PARTITION_LOCK_KEY: i64 = 0x7379_6e63_7061_7274;
-
 /// Takes the session advisory lock `key`, waiting at most `wait`.
 ///
 /// Runs `SET lock_timeout`, `SELECT pg_advisory_lock($1)`, `RESET lock_timeout`.

@@ -8,6 +8,7 @@ mod cursor;
 mod enums;
 mod error;
 mod metrics;
+pub mod partitions;
 mod preview;
 mod progress;
 mod sql;

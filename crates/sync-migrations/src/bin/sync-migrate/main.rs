@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use sync_migrations::{MigrateOptions, MigrationState, RollbackOutcome};
 use tokio_postgres::config::Host;
 
+mod partitions;
+
 /// Apply, roll back, inspect and verify the sync-store migrations.
 #[derive(Parser, Debug)]
 #[command(name = "sync-migrate", version)]
@@ -41,15 +43,50 @@ enum Command {
     Status,
     /// Check the live catalog against the spec's verification table; exit 1 on any shortfall.
     Verify,
+    /// Partition maintenance of sync_activity_log: list, ensure, archive.
+    #[command(subcommand)]
+    Partitions(partitions::PartitionsCmd),
+}
+
+/// An error of any command: the migrator's (with its SQLSTATE) or another's.
+#[derive(Debug)]
+enum CliError {
+    Migrations(sync_migrations::Error),
+    Other(Box<dyn std::error::Error>),
+}
+
+impl CliError {
+    fn code(&self) -> Option<&str> {
+        match self {
+            CliError::Migrations(e) => e.code(),
+            CliError::Other(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Migrations(e) => e.fmt(f),
+            CliError::Other(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<sync_migrations::Error> for CliError {
+    fn from(e: sync_migrations::Error) -> Self {
+        CliError::Migrations(e)
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli).await {
+    let json = cli.json;
+    match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            if cli.json {
+            if json {
                 let body = serde_json::json!({
                     "error": e.to_string(),
                     "sqlstate": e.code(),
@@ -62,7 +99,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: &Cli) -> Result<ExitCode, sync_migrations::Error> {
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let config = sync_migrations::resolve_config(cli.database_url.as_deref())?;
     for host in config.get_hosts() {
         if let Host::Tcp(name) = host {
@@ -74,7 +111,12 @@ async fn run(cli: &Cli) -> Result<ExitCode, sync_migrations::Error> {
         lock_wait: Duration::from_secs(cli.lock_wait_secs),
         ..MigrateOptions::default()
     };
-    match &cli.command {
+    match cli.command {
+        Command::Partitions(cmd) => {
+            return partitions::run(cmd, &mut client, cli.json)
+                .await
+                .map_err(CliError::Other);
+        }
         Command::Up => {
             let report = sync_migrations::apply(&mut client, &options).await?;
             if cli.json {

@@ -1,0 +1,187 @@
+//! `sync-migrate partitions list | ensure | archive`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use sync_store::partitions::{
+    archive_partitions, archive_partitions_dropping_data, ensure_partitions, list_partitions,
+    Month, MoveProgress, PartitionInfo, PartitionOptions,
+};
+use time::OffsetDateTime;
+
+/// Partition maintenance of `sync_activity_log`.
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum PartitionsCmd {
+    /// Each partition of sync_activity_log with its bounds, row estimate and size.
+    List,
+    /// Create monthly partitions through the current month + N and move rows out
+    /// of the catch-all `sync_activity_log_future` into their months (one
+    /// transaction; blocks reads and writes of the table while rows move).
+    Ensure {
+        /// How many months after the current (UTC) month must have partitions.
+        #[arg(long, default_value_t = 3)]
+        months_ahead: u32,
+    },
+    /// Detach the months before a cut-off (kept as standalone tables unless --drop).
+    /// Never touches the current month or the catch-all.
+    Archive {
+        /// Cut-off month, YYYY-MM: months entirely before it are archived. At most
+        /// the current month.
+        #[arg(long)]
+        before: String,
+        /// DROP the archived months with all their rows instead of keeping them.
+        #[arg(long)]
+        drop: bool,
+    },
+}
+
+/// Runs one `partitions` subcommand; results go to stdout (JSON with `json`),
+/// progress to stderr.
+pub(crate) async fn run(
+    cmd: PartitionsCmd,
+    client: &mut tokio_postgres::Client,
+    json: bool,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let options = PartitionOptions::default();
+    match cmd {
+        PartitionsCmd::List => {
+            let parts = list_partitions(client).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&parts)?);
+            } else {
+                print!("{}", list_table(&parts));
+            }
+        }
+        PartitionsCmd::Ensure { months_ahead } => {
+            let progress = |p: MoveProgress| {
+                let of = p
+                    .rows_estimated
+                    .map(|n| format!(" of about {n}"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "moving rows out of the catch-all: {} moved{of}",
+                    p.rows_moved
+                );
+            };
+            let report = ensure_partitions(client, months_ahead, &options, progress).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !report.changed() {
+                println!(
+                    "nothing to do: monthly partitions already reach {} (current month {} + {months_ahead})",
+                    report.through, report.current_month
+                );
+            } else {
+                println!(
+                    "created {} partition(s){}; catch-all now from {}; moved {} row(s); \
+                     sync_activity_log was locked (ACCESS EXCLUSIVE) for {} ms",
+                    report.created.len(),
+                    match (report.created.first(), report.created.last()) {
+                        (Some(a), Some(b)) if a != b => format!(" {a} … {b}"),
+                        (Some(a), _) => format!(" {a}"),
+                        _ => String::new(),
+                    },
+                    report.catch_all_from.map(show).unwrap_or_default(),
+                    report.rows_moved,
+                    report.exclusive_lock_held.as_millis()
+                );
+            }
+        }
+        PartitionsCmd::Archive { before, drop } => {
+            let before: Month = before.parse()?;
+            let report = if drop {
+                archive_partitions_dropping_data(client, before, &options).await?
+            } else {
+                archive_partitions(client, before, &options).await?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if report.archived.is_empty() {
+                println!("nothing to do: no attached month before {before}");
+            } else {
+                for a in &report.archived {
+                    println!(
+                        "{} {} ({})",
+                        if a.dropped {
+                            "dropped"
+                        } else {
+                            "detached, kept as table"
+                        },
+                        a.name,
+                        a.month
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    if t.time() == time::Time::MIDNIGHT {
+        format!("{}", t.date())
+    } else {
+        format!("{} {} UTC", t.date(), t.time())
+    }
+}
+
+fn human_bytes(n: i64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn list_table(parts: &[PartitionInfo]) -> String {
+    let rows: Vec<[String; 5]> = parts
+        .iter()
+        .map(|p| {
+            [
+                p.name.clone(),
+                p.from.map(show).unwrap_or_else(|| p.bounds.clone()),
+                p.to.map(show).unwrap_or_else(|| "MAXVALUE".into()),
+                p.row_estimate
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                human_bytes(p.total_bytes),
+            ]
+        })
+        .collect();
+    let head = ["partition", "from", "to", "rows (est.)", "size"];
+    let mut w = head.map(str::len);
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |c: [&str; 5]| {
+        format!(
+            "{:<a$}  {:<b$}  {:<c$}  {:>d$}  {:>e$}\n",
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            a = w[0],
+            b = w[1],
+            c = w[2],
+            d = w[3],
+            e = w[4]
+        )
+    };
+    let mut out = line(head);
+    for r in &rows {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    }
+    out
+}

@@ -1,0 +1,504 @@
+//! [`ensure_partitions`]: monthly partitions through the current month + N, rows
+//! split out of the catch-all.
+
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tokio_postgres::{Client, Transaction};
+
+use super::error::PartitionError;
+use super::list::read_partitions;
+use super::lock::{begin_serialised, lock_table_exclusive};
+use super::month::Month;
+use super::options::{PartitionOptions, MAX_MONTHS_AHEAD};
+use super::parent::{current_month, find_parent, quote_ident, Parent};
+use super::plan::{plan, Plan, CATCH_ALL_NAME};
+use super::security::copy_security;
+
+/// Temporary name of the old catch-all while its rows are moved (same transaction).
+const OLD_CATCH_ALL: &str = "sync_activity_log_ensure_old_future";
+/// Temporary partitioned table the rows are routed through (same transaction).
+const STAGING: &str = "sync_activity_log_ensure_staging";
+/// Temporary CHECK constraint that lets ATTACH skip its validation scan.
+const BOUNDS_CHECK: &str = "sync_activity_log_ensure_bounds";
+/// Rows are copied in slices of this many heap blocks (16 MiB) to report progress.
+const CHUNK_BLOCKS: i64 = 2048;
+
+/// Progress of moving rows out of the old catch-all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MoveProgress {
+    /// Rows copied so far.
+    pub rows_moved: u64,
+    /// The planner's estimate of all rows to move (`reltuples`), when known.
+    pub rows_estimated: Option<u64>,
+}
+
+/// What one [`ensure_partitions`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EnsureReport {
+    /// The current UTC month (server clock).
+    pub current_month: Month,
+    /// Monthly partitions are wanted through this month (current + months ahead).
+    pub through: Month,
+    /// Partitions this call created, in order (empty: nothing to do).
+    pub created: Vec<String>,
+    /// Where the catch-all started before the call (`None`: there was none).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub catch_all_from_before: Option<OffsetDateTime>,
+    /// Where the catch-all starts now.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub catch_all_from: Option<OffsetDateTime>,
+    /// Rows moved out of the old catch-all (into the new months or the new catch-all).
+    pub rows_moved: u64,
+    /// How long the ACCESS EXCLUSIVE lock on `sync_activity_log` was held (zero
+    /// when nothing had to change). Serialised as milliseconds.
+    #[serde(serialize_with = "as_millis")]
+    pub exclusive_lock_held: Duration,
+}
+
+impl EnsureReport {
+    /// True when this call changed the partition layout.
+    pub fn changed(&self) -> bool {
+        self.catch_all_from != self.catch_all_from_before || !self.created.is_empty()
+    }
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// Makes sure monthly partitions `sync_activity_log_YYYY_MM` exist for every month
+/// from the first one after the existing monthly partitions through the current
+/// UTC month + `months_ahead`, followed by the catch-all `sync_activity_log_future`
+/// (… TO MAXVALUE) starting right after them; rows of the old catch-all move into
+/// their months (rows beyond the new range stay in the new catch-all).
+///
+/// Contract (one transaction; see the [module docs](super) for the locks):
+/// `SET LOCAL lock_timeout`, `pg_advisory_xact_lock(PARTITION_LOCK_KEY)`, read the
+/// layout from `pg_inherits`. Nothing to do → commit, report
+/// [`changed()`](EnsureReport::changed) `false`, no table lock taken. Otherwise
+/// `LOCK TABLE sync_activity_log IN ACCESS EXCLUSIVE MODE`; rename the catch-all
+/// (and its indexes) out of the way while still attached; create each new table
+/// `LIKE sync_activity_log` with a CHECK on its bounds; route the old rows into
+/// them through a staging partitioned table with `INSERT … SELECT` in 16 MiB
+/// slices (calling `progress` before the first and after each slice); build the
+/// parent's primary key and indexes on each new table in bulk; `DETACH` the old
+/// catch-all; `ATTACH` the new tables (attaching the indexes just built, cloning
+/// and validating the foreign keys; the CHECK spares the partition-constraint
+/// scan); drop the CHECKs; enable RLS and copy owner and grants of the old
+/// catch-all; drop it; commit. Months come from the server's clock.
+///
+/// Errors: any failure rolls everything back. A lock not had within
+/// `options.lock_timeout` → [`PartitionError::LockTimeout`]; a partition that is
+/// neither a month nor the catch-all → [`PartitionError::UnexpectedLayout`]; a
+/// table in the way of a new name → [`PartitionError::NameTaken`];
+/// `months_ahead` > [`MAX_MONTHS_AHEAD`] → [`PartitionError::TooManyMonthsAhead`].
+///
+/// ```no_run
+/// # async fn f(client: &mut tokio_postgres::Client) -> Result<(), sync_store::partitions::PartitionError> {
+/// use sync_store::partitions::{ensure_partitions, PartitionOptions};
+/// let report = ensure_partitions(client, 3, &PartitionOptions::default(), |p| {
+///     eprintln!("moved {} rows", p.rows_moved)
+/// })
+/// .await?;
+/// println!("created {:?}", report.created);
+/// # Ok(()) }
+/// ```
+pub async fn ensure_partitions<F>(
+    client: &mut Client,
+    months_ahead: u32,
+    options: &PartitionOptions,
+    mut progress: F,
+) -> Result<EnsureReport, PartitionError>
+where
+    F: FnMut(MoveProgress) + Send,
+{
+    if months_ahead > MAX_MONTHS_AHEAD {
+        return Err(PartitionError::TooManyMonthsAhead {
+            given: months_ahead,
+            max: MAX_MONTHS_AHEAD,
+        });
+    }
+    let tx = client.transaction().await.map_err(|e| {
+        PartitionError::from_pg("beginning the transaction", options.lock_timeout, e)
+    })?;
+    begin_serialised(&tx, options).await?;
+    let parent = find_parent(&tx, options.lock_timeout).await?;
+    let current = current_month(&tx, options.lock_timeout).await?;
+    let through = current.plus(months_ahead);
+    let before = read_partitions(&tx, &parent, options.lock_timeout).await?;
+    let catch_all_before = before
+        .iter()
+        .find(|p| p.kind == super::list::PartitionKind::CatchAll)
+        .and_then(|p| p.from);
+    let mut report = EnsureReport {
+        current_month: current,
+        through,
+        created: Vec::new(),
+        catch_all_from_before: catch_all_before,
+        catch_all_from: catch_all_before,
+        rows_moved: 0,
+        exclusive_lock_held: Duration::ZERO,
+    };
+    if plan(&before, current, months_ahead)?.is_none() {
+        commit(tx, options).await?;
+        return Ok(report);
+    }
+    let locked_at = Instant::now();
+    lock_table_exclusive(&tx, &parent, options).await?;
+    // Re-read under the table lock: only DDL by hand could have changed it.
+    let partitions = read_partitions(&tx, &parent, options.lock_timeout).await?;
+    let Some(plan) = plan(&partitions, current, months_ahead)? else {
+        commit(tx, options).await?;
+        return Ok(report);
+    };
+    report.rows_moved = split(&tx, &parent, &plan, options, &mut progress).await?;
+    commit(tx, options).await?;
+    report.exclusive_lock_held = locked_at.elapsed();
+    report.created = plan.months.iter().map(|m| m.partition_name()).collect();
+    report.catch_all_from = Some(plan.catch_all_from.start());
+    Ok(report)
+}
+
+async fn commit(tx: Transaction<'_>, options: &PartitionOptions) -> Result<(), PartitionError> {
+    tx.commit()
+        .await
+        .map_err(|e| PartitionError::from_pg("committing", options.lock_timeout, e))
+}
+
+/// One table to create: name, lower bound literal, upper bound literal (`None`: MAXVALUE).
+struct Target {
+    name: String,
+    from: String,
+    to: Option<String>,
+}
+
+impl Target {
+    fn bound_spec(&self) -> String {
+        format!(
+            "FOR VALUES FROM ({}) TO ({})",
+            self.from,
+            self.to.as_deref().unwrap_or("MAXVALUE")
+        )
+    }
+
+    fn check(&self) -> String {
+        match &self.to {
+            Some(to) => format!("created_at >= {} AND created_at < {to}", self.from),
+            None => format!("created_at >= {}", self.from),
+        }
+    }
+}
+
+async fn exec(
+    tx: &Transaction<'_>,
+    options: &PartitionOptions,
+    step: impl Into<String>,
+    sql: &str,
+) -> Result<u64, PartitionError> {
+    tx.execute(sql, &[])
+        .await
+        .map_err(|e| PartitionError::from_pg(step, options.lock_timeout, e))
+}
+
+/// Carries out `plan` under the table lock; returns the rows moved.
+async fn split(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    plan: &Plan,
+    options: &PartitionOptions,
+    progress: &mut (dyn FnMut(MoveProgress) + Send),
+) -> Result<u64, PartitionError> {
+    let p = parent.qualified();
+    let mut targets: Vec<Target> = plan
+        .months
+        .iter()
+        .map(|m| Target {
+            name: m.partition_name(),
+            from: m.start_literal(),
+            to: Some(m.next().start_literal()),
+        })
+        .collect();
+    targets.push(Target {
+        name: CATCH_ALL_NAME.to_owned(),
+        from: plan.catch_all_from.start_literal(),
+        to: None,
+    });
+
+    // Every name we are about to create must be free (the old catch-all's own
+    // name is freed by renaming it first).
+    let mut wanted: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    wanted.extend([STAGING, OLD_CATCH_ALL]);
+    for name in wanted {
+        if plan.old_catch_all.as_deref() == Some(name) {
+            continue;
+        }
+        let q = parent.qualify(name);
+        let taken: bool = tx
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&q])
+            .await
+            .map_err(|e| {
+                PartitionError::from_pg(
+                    format!("checking that {name} is free"),
+                    options.lock_timeout,
+                    e,
+                )
+            })?
+            .get(0);
+        if taken {
+            return Err(PartitionError::NameTaken { name: q });
+        }
+    }
+
+    let old = parent.qualify(OLD_CATCH_ALL);
+    let mut reference = plan.reference.clone();
+    if let Some(name) = &plan.old_catch_all {
+        // Still attached: renaming it (and its indexes, whose names the new
+        // catch-all's indexes will take) needs no lock beyond the one we hold.
+        let q = parent.qualify(name);
+        let indexes: Vec<String> = tx
+            .query(
+                "SELECT c.relname::text FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid \
+                  WHERE x.indrelid = $1::text::regclass ORDER BY c.relname",
+                &[&q],
+            )
+            .await
+            .map_err(|e| {
+                PartitionError::from_pg(
+                    format!("reading the indexes of {name}"),
+                    options.lock_timeout,
+                    e,
+                )
+            })?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (i, index) in indexes.iter().enumerate() {
+            exec(
+                tx,
+                options,
+                format!("renaming index {index} of {name}"),
+                &format!(
+                    "ALTER INDEX {} RENAME TO {}",
+                    parent.qualify(index),
+                    quote_ident(&format!("{OLD_CATCH_ALL}_idx{i}"))
+                ),
+            )
+            .await?;
+        }
+        exec(
+            tx,
+            options,
+            format!("renaming {name} to {OLD_CATCH_ALL}"),
+            &format!("ALTER TABLE {q} RENAME TO {OLD_CATCH_ALL}"),
+        )
+        .await?;
+        reference = Some(OLD_CATCH_ALL.to_owned());
+    }
+
+    for t in &targets {
+        let q = parent.qualify(&t.name);
+        exec(
+            tx,
+            options,
+            format!("creating {}", t.name),
+            &format!(
+                "CREATE TABLE {q} (LIKE {p} INCLUDING DEFAULTS INCLUDING CONSTRAINTS \
+                 INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION, \
+                 CONSTRAINT {BOUNDS_CHECK} CHECK ({}))",
+                t.check()
+            ),
+        )
+        .await?;
+    }
+
+    let mut moved = 0;
+    if plan.old_catch_all.is_some() {
+        moved = move_rows(tx, parent, &targets, options, progress).await?;
+    }
+    for t in &targets {
+        build_indexes(tx, parent, &t.name, options).await?;
+    }
+
+    // Only now does the foreign-key bookkeeping start: DETACH and ATTACH take
+    // SHARE ROW EXCLUSIVE on organization and auth.users_extended until commit.
+    if plan.old_catch_all.is_some() {
+        exec(
+            tx,
+            options,
+            format!("detaching {OLD_CATCH_ALL}"),
+            &format!("ALTER TABLE {p} DETACH PARTITION {old}"),
+        )
+        .await?;
+    }
+    for t in &targets {
+        let q = parent.qualify(&t.name);
+        exec(
+            tx,
+            options,
+            format!("attaching {} to sync_activity_log", t.name),
+            &format!("ALTER TABLE {p} ATTACH PARTITION {q} {}", t.bound_spec()),
+        )
+        .await?;
+        exec(
+            tx,
+            options,
+            format!("dropping the bounds check of {}", t.name),
+            &format!("ALTER TABLE {q} DROP CONSTRAINT {BOUNDS_CHECK}"),
+        )
+        .await?;
+        copy_security(tx, parent, reference.as_deref(), &t.name, options).await?;
+    }
+
+    if plan.old_catch_all.is_some() {
+        exec(
+            tx,
+            options,
+            format!("dropping the old catch-all {OLD_CATCH_ALL}"),
+            &format!("DROP TABLE {old}"),
+        )
+        .await?;
+    }
+    Ok(moved)
+}
+
+/// Builds on the standalone `target` (after its rows are in) the parent's
+/// primary-key/unique constraints (`ALTER TABLE … ADD <pg_get_constraintdef>`)
+/// and its other partitioned indexes (`pg_get_indexdef` with the name left for
+/// PostgreSQL to choose), so ATTACH finds and attaches them instead of building
+/// them. Names come out as `CREATE TABLE … PARTITION OF` would give them.
+async fn build_indexes(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    target: &str,
+    options: &PartitionOptions,
+) -> Result<(), PartitionError> {
+    let t = parent.qualify(target);
+    let err = |step: String| move |e| PartitionError::from_pg(step, options.lock_timeout, e);
+    let statements: Vec<String> = tx
+        .query(
+            r"SELECT format('ALTER TABLE %s ADD %s', $2::text, pg_get_constraintdef(k.oid)), k.oid::int8
+                FROM pg_constraint k
+               WHERE k.conrelid = $1 AND k.contype IN ('p', 'u', 'x')
+              UNION ALL
+              SELECT regexp_replace(pg_get_indexdef(x.indexrelid),
+                                    '^CREATE (UNIQUE )?INDEX \S+ ON (ONLY )?\S+ ',
+                                    'CREATE \1INDEX ON ' || $2::text || ' '),
+                     x.indexrelid::int8
+                FROM pg_index x
+               WHERE x.indrelid = $1
+                 AND NOT EXISTS (SELECT 1 FROM pg_constraint k
+                                  WHERE k.conrelid = $1 AND k.conindid = x.indexrelid)
+               ORDER BY 2",
+            &[&parent.oid, &t],
+        )
+        .await
+        .map_err(err(format!("reading the index definitions for {target}")))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for sql in statements {
+        tx.batch_execute(&sql)
+            .await
+            .map_err(err(format!("building an index of {target} ({sql})")))?;
+    }
+    Ok(())
+}
+
+/// Routes every row of the old catch-all into the (not yet attached) targets
+/// through a staging partitioned table without indexes or foreign keys, in slices
+/// of [`CHUNK_BLOCKS`] heap blocks (TID range scans), so the whole move is one
+/// sequential pass and the indexes are built afterwards, in bulk, by ATTACH.
+async fn move_rows(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    targets: &[Target],
+    options: &PartitionOptions,
+    progress: &mut (dyn FnMut(MoveProgress) + Send),
+) -> Result<u64, PartitionError> {
+    let p = parent.qualified();
+    let old = parent.qualify(OLD_CATCH_ALL);
+    let staging = parent.qualify(STAGING);
+    let err = |step: String| move |e| PartitionError::from_pg(step, options.lock_timeout, e);
+    let row = tx
+        .query_one(
+            "SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::int8, \
+                    reltuples::int8 FROM pg_class WHERE oid = $1::text::regclass",
+            &[&old],
+        )
+        .await
+        .map_err(err(format!("measuring {OLD_CATCH_ALL}")))?;
+    let (blocks, reltuples): (i64, i64) = (row.get(0), row.get(1));
+    let rows_estimated = u64::try_from(reltuples).ok();
+    let mut moved: u64 = 0;
+    progress(MoveProgress {
+        rows_moved: 0,
+        rows_estimated,
+    });
+    if blocks == 0 {
+        return Ok(0);
+    }
+    exec(
+        tx,
+        options,
+        "creating the staging table",
+        &format!("CREATE TABLE {staging} (LIKE {p}) PARTITION BY RANGE (created_at)"),
+    )
+    .await?;
+    for t in targets {
+        exec(
+            tx,
+            options,
+            format!("attaching {} to the staging table", t.name),
+            &format!(
+                "ALTER TABLE {staging} ATTACH PARTITION {} {}",
+                parent.qualify(&t.name),
+                t.bound_spec()
+            ),
+        )
+        .await?;
+    }
+    let cols = &parent.columns;
+    let mut start = 0i64;
+    while start < blocks {
+        let end = start + CHUNK_BLOCKS;
+        // The last slice has no upper bound, so no row can be left behind.
+        let range = if end >= blocks {
+            format!("ctid >= '({start},0)'::tid")
+        } else {
+            format!("ctid >= '({start},0)'::tid AND ctid < '({end},0)'::tid")
+        };
+        moved += exec(
+            tx,
+            options,
+            format!("moving rows of {OLD_CATCH_ALL} (blocks from {start})"),
+            &format!("INSERT INTO {staging} ({cols}) SELECT {cols} FROM {old} WHERE {range}"),
+        )
+        .await?;
+        progress(MoveProgress {
+            rows_moved: moved,
+            rows_estimated,
+        });
+        start = end;
+    }
+    for t in targets {
+        exec(
+            tx,
+            options,
+            format!("detaching {} from the staging table", t.name),
+            &format!(
+                "ALTER TABLE {staging} DETACH PARTITION {}",
+                parent.qualify(&t.name)
+            ),
+        )
+        .await?;
+    }
+    exec(
+        tx,
+        options,
+        "dropping the staging table",
+        &format!("DROP TABLE {staging}"),
+    )
+    .await?;
+    Ok(moved)
+}

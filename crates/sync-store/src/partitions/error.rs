@@ -1,0 +1,198 @@
+//! [`PartitionError`]: everything partition maintenance can fail with.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::month::Month;
+
+/// What the server said about a failed statement: SQLSTATE, message, detail, hint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerReport {
+    /// Five-character SQLSTATE, e.g. `55P03`; `None` when the server sent none.
+    pub code: Option<String>,
+    /// The server's primary message (or the driver's, when the server said nothing).
+    pub message: String,
+    /// The server's DETAIL line, if any.
+    pub detail: Option<String>,
+    /// The server's HINT line, if any.
+    pub hint: Option<String>,
+}
+
+impl ServerReport {
+    /// Extracts what the server reported from a driver error.
+    pub fn from_pg(err: &tokio_postgres::Error) -> Self {
+        match err.as_db_error() {
+            Some(db) => ServerReport {
+                code: Some(db.code().code().to_owned()),
+                message: db.message().to_owned(),
+                detail: db.detail().map(str::to_owned),
+                hint: db.hint().map(str::to_owned),
+            },
+            None => {
+                let mut message = err.to_string();
+                let mut source = std::error::Error::source(err);
+                while let Some(s) = source {
+                    message.push_str(": ");
+                    message.push_str(&s.to_string());
+                    source = s.source();
+                }
+                ServerReport {
+                    code: err.code().map(|c| c.code().to_owned()),
+                    message,
+                    detail: None,
+                    hint: None,
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for ServerReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "SQLSTATE {code}: {}", self.message)?,
+            None => write!(f, "{}", self.message)?,
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, " (detail: {detail})")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a partition operation (list, ensure, archive) failed. Whatever the
+/// variant, the transaction was rolled back: nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PartitionError {
+    /// A lock could not be had within the configured `lock_timeout` (SQLSTATE
+    /// 55P03): another session holds the partition advisory lock (an `ensure` or
+    /// `archive` on another replica) or a conflicting lock on `sync_activity_log`
+    /// (e.g. a long transaction).
+    #[error("{step}: gave up after waiting {waited:?} for a lock held by another session ({server}); nothing was changed. Retry later, find the holder in pg_locks, or raise the lock timeout")]
+    LockTimeout {
+        /// Which step waited, e.g. "taking the partition advisory lock".
+        step: String,
+        /// The `lock_timeout` in force.
+        waited: Duration,
+        /// What the server reported (SQLSTATE 55P03).
+        server: Box<ServerReport>,
+    },
+
+    /// A statement failed on the server; the transaction was rolled back.
+    #[error("{step} failed: {server}; nothing was changed")]
+    Database {
+        /// Which step failed, e.g. "attaching sync_activity_log_2026_03".
+        step: String,
+        /// What the server reported.
+        server: Box<ServerReport>,
+    },
+
+    /// The connection broke; the server rolls the transaction back.
+    #[error("{step}: the connection to the database was lost ({reason}); reconnect and run again — the transaction was rolled back")]
+    ConnectionLost {
+        /// Which step was running.
+        step: String,
+        /// What the driver said.
+        reason: String,
+    },
+
+    /// `sync_activity_log` does not exist in the connected database.
+    #[error("table sync_activity_log does not exist in this database (search_path schema); apply the migrations first (`sync-migrate up`)")]
+    NotMigrated,
+
+    /// A month could not be parsed or is out of range.
+    #[error(
+        "invalid month {input:?}: expected YYYY-MM with a year from 1000 to 9999, e.g. 2026-03"
+    )]
+    InvalidMonth {
+        /// What was given.
+        input: String,
+    },
+
+    /// `months_ahead` is larger than [`MAX_MONTHS_AHEAD`](super::MAX_MONTHS_AHEAD).
+    #[error("months ahead {given} is more than the maximum {max}; pick a smaller number")]
+    TooManyMonthsAhead {
+        /// What was given.
+        given: u32,
+        /// The maximum.
+        max: u32,
+    },
+
+    /// An archive cut-off later than the current month (which would touch the
+    /// current month or later ones).
+    #[error("refusing to archive before {before}: the current month is {current}, and archive never touches the current month or later ones; use --before {current} or earlier")]
+    CutoffNotInPast {
+        /// The cut-off given.
+        before: Month,
+        /// The current UTC month (server clock).
+        current: Month,
+    },
+
+    /// A partition is neither a UTC month nor the catch-all up to MAXVALUE
+    /// (e.g. a DEFAULT partition, or bounds not on month boundaries).
+    #[error("partition {partition} of sync_activity_log has bounds {bounds}, which is neither one UTC month nor the catch-all up to MAXVALUE; ensure manages only that layout — re-partition or detach it by hand first")]
+    UnexpectedLayout {
+        /// Its name.
+        partition: String,
+        /// Its bounds as PostgreSQL prints them.
+        bounds: String,
+    },
+
+    /// A table that ensure must create already exists outside the partition set
+    /// (an archived month, a leftover).
+    #[error("cannot create table {name}: a relation of that name already exists and is not a partition of sync_activity_log; rename or drop it, then run ensure again")]
+    NameTaken {
+        /// The schema-qualified name.
+        name: String,
+    },
+}
+
+impl PartitionError {
+    /// The SQLSTATE of the server error behind this one, if any.
+    pub fn code(&self) -> Option<&str> {
+        self.server_report().and_then(|s| s.code.as_deref())
+    }
+
+    /// The server's report, when the error came from a statement.
+    pub fn server_report(&self) -> Option<&ServerReport> {
+        match self {
+            PartitionError::LockTimeout { server, .. }
+            | PartitionError::Database { server, .. } => Some(server),
+            _ => None,
+        }
+    }
+
+    /// True for [`PartitionError::LockTimeout`].
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, PartitionError::LockTimeout { .. })
+    }
+
+    /// Maps a driver error of `step` (run under `lock_timeout`) to a [`PartitionError`].
+    pub(crate) fn from_pg(
+        step: impl Into<String>,
+        lock_timeout: Duration,
+        err: tokio_postgres::Error,
+    ) -> Self {
+        let step = step.into();
+        if err.is_closed() || (err.as_db_error().is_none() && err.code().is_none()) {
+            return PartitionError::ConnectionLost {
+                step,
+                reason: ServerReport::from_pg(&err).message,
+            };
+        }
+        let server = Box::new(ServerReport::from_pg(&err));
+        if err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+            PartitionError::LockTimeout {
+                step,
+                waited: lock_timeout,
+                server,
+            }
+        } else {
+            PartitionError::Database { step, server }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Partition lifecycle of `sync_activity_log`: monthly partitions kept ahead of
+//! time, rows split out of the catch-all `sync_activity_log_future`, old months
+//! archived.
+//!
+//! Migration 0024 creates UTC-month partitions `sync_activity_log_2025_11` …
+//! `_2026_02` and a catch-all `sync_activity_log_future` FROM 2026-03-01 TO
+//! MAXVALUE. PostgreSQL 15 has no `SPLIT PARTITION`, so [`ensure_partitions`]
+//! detaches the catch-all, creates the missing months and a new catch-all, moves
+//! the rows and drops the old table — in one transaction.
+//!
+//! * [`list_partitions`]: each partition with bounds, row estimate and size.
+//! * [`ensure_partitions`]: months through the current month + N, catch-all after.
+//! * [`archive_partitions`] / [`archive_partitions_dropping_data`]: take months
+//!   before a cut-off out of the table (kept as tables, or dropped).
+//!
+//! # Locks
+//!
+//! Every changing call runs in one transaction with `SET LOCAL lock_timeout`
+//! ([`PartitionOptions::lock_timeout`], default 5 s). Each lock below waits at
+//! most that long, then the call fails with [`PartitionError::LockTimeout`] and
+//! changes nothing. All locks are released at commit or rollback.
+//!
+//! 1. `pg_advisory_xact_lock(`[`PARTITION_LOCK_KEY`]`)` — serialises ensure and
+//!    archive across replicas. A second replica waits (bounded), then finds
+//!    nothing to do.
+//! 2. Only when something must change: `LOCK TABLE sync_activity_log IN ACCESS
+//!    EXCLUSIVE MODE`, which recurses to every partition. It is taken up front
+//!    (not through a later lock upgrade) because `DETACH PARTITION` (non-concurrent,
+//!    the only kind allowed in a transaction block) and `CREATE`/`ATTACH` need
+//!    ACCESS EXCLUSIVE on the parent in PG 15 anyway, and upgrading from a weaker
+//!    mode could deadlock against a session that reads and then inserts. While
+//!    it is held, every read and write of `sync_activity_log` waits: concurrent
+//!    inserts block and then succeed after commit, routed to the new partitions —
+//!    none is lost or fails unless its own `lock_timeout`/`statement_timeout` runs out.
+//! 3. `ensure` only, from the `DETACH` of the old catch-all to commit (after
+//!    the rows are copied and the indexes built): `DETACH`/`ATTACH PARTITION`
+//!    drop and clone the foreign keys, which takes SHARE ROW EXCLUSIVE on the
+//!    referenced tables `organization` and `auth.users_extended` (their writes
+//!    wait; reads do not). Plus ACCESS EXCLUSIVE on the new tables, the old
+//!    catch-all and the staging table, which no one else uses.
+//!
+//! How long lock 2 is held is reported as `exclusive_lock_held`. For `archive` it
+//! is catalog work only (milliseconds). For `ensure` it grows with the rows in the
+//! old catch-all: one sequential pass copying them into tables without indexes
+//! (no per-row index or foreign key work), a bulk build of each index, and one
+//! validation query per foreign key and new partition at ATTACH. When nothing must change
+//! (the usual start-up case) no table lock is taken at all.
+//!
+//! New partitions get their indexes from the partitioned indexes (names as
+//! `CREATE TABLE … PARTITION OF` would give), row-level security enabled (with no
+//! policies, so a partition queried directly shows nothing to non-owners), and the
+//! owner, FORCE RLS flag and grants of the old catch-all.
+
+mod archive;
+mod ensure;
+mod error;
+mod list;
+mod lock;
+mod month;
+mod options;
+mod parent;
+mod plan;
+mod security;
+
+pub use archive::{
+    archive_partitions, archive_partitions_dropping_data, ArchiveReport, ArchivedPartition,
+};
+pub use ensure::{ensure_partitions, EnsureReport, MoveProgress};
+pub use error::{PartitionError, ServerReport};
+pub use list::{list_partitions, PartitionInfo, PartitionKind};
+pub use lock::PARTITION_LOCK_KEY;
+pub use month::{Month, PARTITION_PREFIX};
+pub use options::{PartitionOptions, DEFAULT_LOCK_TIMEOUT, MAX_MONTHS_AHEAD};
+pub use plan::CATCH_ALL_NAME;

@@ -1,0 +1,95 @@
+//! Giving a new partition what the others have: RLS, owner and grants.
+
+use tokio_postgres::Transaction;
+
+use super::error::PartitionError;
+use super::options::PartitionOptions;
+use super::parent::{quote_ident, Parent};
+
+/// Enables row-level security on `target` and, when there is a `reference`
+/// partition, copies its FORCE ROW LEVEL SECURITY flag, its owner and its table
+/// privileges (`relacl`, grantee by grantee; grantors are not kept, column
+/// privileges are not copied).
+///
+/// SQL: `ALTER TABLE … ENABLE [FORCE] ROW LEVEL SECURITY`, `ALTER TABLE … OWNER TO`,
+/// and — only when the ACLs differ — `REVOKE ALL` from the target's grantees
+/// followed by one `GRANT` per entry of `aclexplode(reference.relacl)`.
+pub(crate) async fn copy_security(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    reference: Option<&str>,
+    target: &str,
+    options: &PartitionOptions,
+) -> Result<(), PartitionError> {
+    let t = parent.qualify(target);
+    let err = |step: String| move |e| PartitionError::from_pg(step, options.lock_timeout, e);
+    tx.batch_execute(&format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"))
+        .await
+        .map_err(err(format!("enabling row-level security on {target}")))?;
+    let Some(reference) = reference else {
+        return Ok(());
+    };
+    let r = parent.qualify(reference);
+    let row = tx
+        .query_one(
+            "SELECT r.relforcerowsecurity, pg_get_userbyid(r.relowner)::text, \
+                    r.relowner <> t.relowner \
+               FROM pg_class r, pg_class t \
+              WHERE r.oid = $1::text::regclass AND t.oid = $2::text::regclass",
+            &[&r, &t],
+        )
+        .await
+        .map_err(err(format!("reading owner and RLS flags of {reference}")))?;
+    let (force, owner, other_owner): (bool, String, bool) = (row.get(0), row.get(1), row.get(2));
+    if force {
+        tx.batch_execute(&format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"))
+            .await
+            .map_err(err(format!("forcing row-level security on {target}")))?;
+    }
+    if other_owner {
+        tx.batch_execute(&format!("ALTER TABLE {t} OWNER TO {}", quote_ident(&owner)))
+            .await
+            .map_err(err(format!("giving {target} the owner of {reference}")))?;
+    }
+    let entries = "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                               ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+                          a.privilege_type, a.is_grantable \
+                     FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a \
+                    WHERE c.oid = $1::text::regclass";
+    let read = |rows: Vec<tokio_postgres::Row>| {
+        let mut v: Vec<(String, String, bool)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        v.sort();
+        v
+    };
+    let want = read(
+        tx.query(entries, &[&r])
+            .await
+            .map_err(err(format!("reading the grants on {reference}")))?,
+    );
+    let have = read(
+        tx.query(entries, &[&t])
+            .await
+            .map_err(err(format!("reading the grants on {target}")))?,
+    );
+    if want == have {
+        return Ok(());
+    }
+    let mut sql = String::new();
+    let mut grantees: Vec<&String> = have.iter().map(|(g, _, _)| g).collect();
+    grantees.dedup();
+    for g in grantees {
+        sql.push_str(&format!("REVOKE ALL ON TABLE {t} FROM {g};\n"));
+    }
+    for (g, privilege, grantable) in &want {
+        sql.push_str(&format!(
+            "GRANT {privilege} ON TABLE {t} TO {g}{};\n",
+            if *grantable { " WITH GRANT OPTION" } else { "" }
+        ));
+    }
+    tx.batch_execute(&sql).await.map_err(err(format!(
+        "copying the grants of {reference} to {target}"
+    )))
+}
