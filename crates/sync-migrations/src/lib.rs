@@ -4,6 +4,7 @@
 
 mod apply;
 mod connect;
+mod conninfo;
 mod embedded;
 mod error;
 mod history;
@@ -12,10 +13,11 @@ mod options;
 mod pooler;
 mod rollback;
 mod status;
+mod tls;
 mod verify;
 
 pub use apply::{apply, apply_pool, ApplyReport};
-pub use connect::{connect, resolve_config};
+pub use connect::{connect, pool, resolve_config};
 pub use embedded::{
     embedded_migrations, EmbeddedMigration, HISTORY_TABLE, ROLLBACK_0024_SQL, V0024,
 };
@@ -26,9 +28,13 @@ pub use lock::{
     PARTITION_LOCK_KEY,
 };
 pub use options::MigrateOptions;
-pub use pooler::{direct_host_for, refuse_pooler_host, refuse_transaction_pooler};
+pub use pooler::{
+    direct_host_for, probe_transaction_pooler, refuse_pooler_host, refuse_transaction_pooler,
+    refuse_transaction_pooler_two_connections, PoolerProbe,
+};
 pub use rollback::{
     rollback_0024_dropping_data, rollback_0024_dropping_data_pool, RollbackOutcome,
 };
 pub use status::{status, MigrationState, MigrationStatus};
+pub use tls::{tls_connector, MakeRustlsConnect, SslMode, TlsOptions};
 pub use verify::{verify, Check, VerifyReport, FUNCTIONS, REQUIRED_ENUM_LABELS, TABLES};
