@@ -99,12 +99,7 @@ async fn apply_locked(client: &mut Client) -> Result<ApplyReport> {
     let applied = report
         .applied_migrations()
         .iter()
-        .filter_map(|m| {
-            pending
-                .iter()
-                .find(|p| p.version == m.version() as i32)
-                .cloned()
-        })
+        .filter_map(|m| pending.iter().find(|p| p.version == m.version()).cloned())
         .collect();
     Ok(ApplyReport {
         applied,
@@ -122,13 +117,13 @@ pub(crate) fn map_refinery_error(err: refinery::Error, pending: &[EmbeddedMigrat
         .unwrap_or(0);
     match err.kind() {
         Kind::DivergentVersion(applied, embedded) => Error::ChangedAfterApply {
-            version: applied.version() as i32,
+            version: applied.version(),
             name: embedded.name().to_owned(),
             applied_checksum: applied.checksum(),
             embedded_checksum: embedded.checksum(),
         },
         Kind::MissingVersion(applied) => Error::UnknownApplied {
-            version: applied.version() as i32,
+            version: applied.version(),
             name: applied.name().to_owned(),
         },
         Kind::Connection(msg, source) => {

@@ -41,7 +41,7 @@ pub fn embedded_migrations() -> Vec<EmbeddedMigration> {
         .get_migrations()
         .iter()
         .map(|m| EmbeddedMigration {
-            version: m.version() as i32,
+            version: m.version(),
             name: m.name().to_owned(),
             checksum: m.checksum(),
         })

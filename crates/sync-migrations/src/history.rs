@@ -35,7 +35,7 @@ pub async fn applied_migrations(client: &mut Client) -> Result<Vec<AppliedMigrat
     let mut list: Vec<AppliedMigration> = applied
         .iter()
         .map(|m| AppliedMigration {
-            version: m.version() as i32,
+            version: m.version(),
             name: m.name().to_owned(),
             applied_on: m.applied_on().and_then(|t| {
                 t.format(&time::format_description::well_known::Rfc3339)

@@ -382,32 +382,32 @@ pub(crate) fn tls_hint(err: &tokio_postgres::Error, mode: SslMode) -> Option<&'s
         if let Some(rustls::Error::InvalidCertificate(cert)) = rustls_err {
             return Some(match cert {
                 CertificateError::UnknownIssuer | CertificateError::BadSignature => {
-                    "the server's certificate is not signed by a certificate authority this client trusts: \
+                    "The server's certificate is not signed by a certificate authority this client trusts: \
                      pass the CA certificate that signed it with --ca-file, PGSSLROOTCERT or sslrootcert=<file>"
                 }
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                    "the server's certificate does not name the host you connected to: connect with a host \
+                    "The server's certificate does not name the host you connected to: connect with a host \
                      name the certificate lists, or use sslmode=verify-ca to check only the certificate authority"
                 }
                 CertificateError::Expired
                 | CertificateError::ExpiredContext { .. }
                 | CertificateError::NotValidYet
                 | CertificateError::NotValidYetContext { .. } => {
-                    "the server's certificate is outside its validity dates (or this machine's clock is wrong)"
+                    "The server's certificate is outside its validity dates (or this machine's clock is wrong)"
                 }
-                _ => "the server's certificate was rejected",
+                _ => "The server's certificate was rejected",
             });
         }
         if s.to_string().contains("server does not support TLS") {
             return Some(
-                "the server does not accept TLS: switch `ssl` on at the server, or connect with sslmode=prefer \
+                "The server does not accept TLS: switch `ssl` on at the server, or connect with sslmode=prefer \
                  or disable only on a trusted network",
             );
         }
         source = s.source();
     }
     (mode != SslMode::Disable && err.to_string().contains("TLS"))
-        .then_some("the TLS handshake failed; check sslmode and the server's TLS settings")
+        .then_some("The TLS handshake failed; check sslmode and the server's TLS settings")
 }
 
 #[cfg(test)]
