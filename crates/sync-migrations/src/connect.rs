@@ -68,6 +68,18 @@ pub fn resolve_config(url: Option<&str>) -> Result<Config> {
 /// Fails with [`Error::Unavailable`] when the server cannot be reached, refuses
 /// the login, or its certificate does not pass the check `tls` asks for; the
 /// message then says what to do (e.g. pass the CA with `--ca-file`).
+///
+/// ```no_run
+/// # async fn demo() -> sync_migrations::Result<()> {
+/// let url = "postgresql://app@db.example.com/app?sslmode=verify-full";
+/// let config = sync_migrations::resolve_config(Some(url))?;
+/// let tls = sync_migrations::TlsOptions::resolve(Some(url), None)?;
+/// let mut client = sync_migrations::connect(&config, &tls).await?;
+/// let second = sync_migrations::connect(&config, &tls).await?;
+/// sync_migrations::refuse_transaction_pooler_two_connections(&client, &second).await?;
+/// sync_migrations::apply(&mut client, &sync_migrations::MigrateOptions::default()).await?;
+/// # Ok(()) }
+/// ```
 pub async fn connect(config: &Config, tls: &TlsOptions) -> Result<Client> {
     let (wire, connector) = tls_connector(config, tls)?;
     let (client, connection) = wire
@@ -86,6 +98,16 @@ pub async fn connect(config: &Config, tls: &TlsOptions) -> Result<Client> {
 /// each secured as `tls` says (the same connector as [`connect`]). Connections are
 /// opened lazily: a wrong certificate shows up on the first `pool.get()`.
 /// Recycling is `RecyclingMethod::Fast` (no query on checkout).
+///
+/// ```no_run
+/// # async fn demo() -> sync_migrations::Result<()> {
+/// let url = std::env::var("DATABASE_URL").ok();
+/// let config = sync_migrations::resolve_config(url.as_deref())?;
+/// let tls = sync_migrations::TlsOptions::resolve(url.as_deref(), None)?;
+/// let pool = sync_migrations::pool(&config, &tls, 16)?;
+/// sync_migrations::apply_pool(&pool, &sync_migrations::MigrateOptions::default()).await?;
+/// # Ok(()) }
+/// ```
 pub fn pool(config: &Config, tls: &TlsOptions, max_size: usize) -> Result<Pool> {
     let (wire, connector) = tls_connector(config, tls)?;
     let manager = Manager::from_config(

@@ -7,32 +7,8 @@
 //! other clients, and the client's next transaction may land on another one. So
 //! a lock would be taken on one server session and the migration run on another.
 //!
-//! Checks, cheapest first:
-//! 1. [`refuse_pooler_host`]: the host name is a Neon pooled endpoint (`-pooler`).
-//! 2. The session-state probe ([`probe_transaction_pooler`]). The migrating
-//!    connection sets a session-level setting, `sync_migrations.pooler_probe`, to
-//!    a fresh random token (`SELECT set_config(…, false)`, a transaction of its
-//!    own). Then
-//!    - a **second** client connection, if one is given, reads that setting: it
-//!      can only see the token if the pooler handed it the very server session
-//!      the first connection had just used — i.e. server sessions are shared
-//!      between client connections. An idle PgBouncer in transaction mode hands
-//!      the most recently released server session to the next client, so this
-//!      catches the quiet pooler;
-//!    - the first connection reads its token back in three more transactions:
-//!      if it is ever missing, its transactions are not all served by one server
-//!      session. This catches the busy pooler (and round-robin pools), where the
-//!      second connection may have got another server session.
-//!
-//!    Either sighting is proof (the token is random and only this probe writes
-//!    it), so the probe never refuses a direct connection or a session-mode
-//!    pooler. Without a second connection, an idle transaction-mode pooler is
-//!    indistinguishable from a direct connection (every transaction happens to
-//!    get the same server session back), which is why the CLI and the pool entry
-//!    points always probe with two connections.
-//!
-//! All probe statements use the simple query protocol (no prepared statement
-//! that a pooler could lose between transactions).
+//! Checks, cheapest first: [`refuse_pooler_host`] (a Neon `-pooler` host name),
+//! then the session-state probe of [`probe_transaction_pooler`].
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -51,9 +27,32 @@ pub struct PoolerProbe {
     pub used_second_connection: bool,
 }
 
-/// Runs the session-state probe described in the [module docs](self) on
-/// `client`, and on `second` (another connection with the same settings) when
-/// given. Leaves no setting behind on `client`'s session.
+/// Probes whether `client` talks to a transaction-mode pooler, with the help of
+/// `second` (another connection with the same settings) when given. Leaves no
+/// setting behind on `client`'s session.
+///
+/// How: `client` sets a session-level setting, `sync_migrations.pooler_probe`,
+/// to a fresh random token (`SELECT set_config(…, false)`, a transaction of its
+/// own). Then
+/// - `second`, if given, reads that setting. It can only see the token if the
+///   pooler handed it the very server session `client` had just used, i.e. server
+///   sessions are shared between client connections. An idle PgBouncer in
+///   transaction mode gives the most recently released server session to the
+///   next client, so this catches the quiet pooler;
+/// - `client` reads its token back in three more transactions. If it is ever
+///   missing, its transactions are not all served by one server session. This
+///   catches the busy pooler and round-robin pools, where `second` may have got
+///   another server session.
+///
+/// Either sighting is proof (the token is random and only this probe writes it),
+/// so the probe never flags a direct connection or a session-mode pooler.
+/// Without `second`, an idle transaction-mode pooler looks exactly like a direct
+/// connection (every transaction happens to get the same server session back),
+/// which is why the CLI and the pool entry points always probe with two
+/// connections.
+///
+/// All probe statements use the simple query protocol (no prepared statement
+/// that a pooler could lose between transactions).
 ///
 /// SQL: `SELECT set_config('sync_migrations.pooler_probe', <token>, false),
 /// pg_backend_pid()`, then `SELECT current_setting('sync_migrations.pooler_probe',

@@ -1,22 +1,7 @@
 //! TLS for database connections: libpq's `sslmode` names over rustls.
 //!
-//! | `sslmode`      | encrypted                         | server certificate checked                 |
-//! |----------------|-----------------------------------|--------------------------------------------|
-//! | `disable`      | never                             | —                                          |
-//! | `prefer` (default) | when the server offers TLS, else plaintext | **no** (as libpq: stops eavesdroppers only) |
-//! | `require`      | always                            | chain to a trusted CA **and** host name    |
-//! | `verify-ca`    | always                            | chain to a trusted CA (any host name)      |
-//! | `verify-full`  | always                            | chain to a trusted CA **and** host name    |
-//!
-//! `require` is stricter than libpq's (which checks nothing unless a root
-//! certificate file exists): a connection that is required to be encrypted is
-//! also authenticated, so a man in the middle cannot take it over. The trusted
-//! CAs are the PEM file given by [`TlsOptions::ca_file`] (`--ca-file`,
-//! `sslrootcert=`, `PGSSLROOTCERT`), else the operating system's store, else —
-//! when the system has none — the Mozilla roots compiled in (webpki-roots).
-//! rustls sends the host name as SNI whenever the host is a DNS name (Neon routes
-//! on it), never for an IP address. Unix-socket connections are never encrypted
-//! (the server offers no TLS there, and libpq ignores `sslmode` for them too).
+//! See [`SslMode`] for what each `sslmode` means here, and [`TlsOptions`] for
+//! where the CA certificates come from.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -39,6 +24,27 @@ use crate::conninfo::split_tls_params;
 use crate::error::{Error, Result};
 
 /// libpq's `sslmode` values that this crate implements (all but `allow`).
+///
+/// | `sslmode`      | encrypted                         | server certificate checked                 |
+/// |----------------|-----------------------------------|--------------------------------------------|
+/// | `disable`      | never                             | —                                          |
+/// | `prefer` (default) | when the server offers TLS, else plaintext | **no** (as libpq: stops eavesdroppers only) |
+/// | `require`      | always                            | chain to a trusted CA **and** host name    |
+/// | `verify-ca`    | always                            | chain to a trusted CA (any host name)      |
+/// | `verify-full`  | always                            | chain to a trusted CA **and** host name    |
+///
+/// `require` is stricter than libpq's (which checks nothing unless a root
+/// certificate file exists): a connection that is required to be encrypted is
+/// also authenticated, so a man in the middle cannot take it over. The trusted
+/// CAs are the PEM file given by [`TlsOptions::ca_file`] (`--ca-file`,
+/// `sslrootcert=`, `PGSSLROOTCERT`), else the operating system's store, else —
+/// when the system has none — the Mozilla roots compiled in (webpki-roots).
+/// rustls sends the host name as SNI whenever the host is a DNS name (Neon routes
+/// on it), never for an IP address. Unix-socket connections are never encrypted
+/// (the server offers no TLS there, and libpq ignores `sslmode` for them too).
+/// `prefer` falls back to plaintext when the server declines TLS; a handshake
+/// that fails after the server accepted TLS is an error (libpq would retry in
+/// plaintext).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
