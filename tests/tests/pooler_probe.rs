@@ -203,3 +203,19 @@ async fn cli_up_refuses_transaction_pgbouncer_and_works_through_session_pgbounce
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Applied V24__"));
 }
+
+#[tokio::test]
+async fn refuse_pooler_false_skips_the_probe() {
+    // The escape hatch: with `refuse_pooler: false` nothing is probed, so even a
+    // transaction-mode pooler is used (here an idle one, which happens to work).
+    let db = TestDb::empty().await;
+    let bouncer = PgBouncer::start(&db, PoolMode::Transaction).await;
+    let pool = pool_for(&bouncer.config());
+    let options = MigrateOptions {
+        refuse_pooler: false,
+        ..MigrateOptions::default()
+    };
+    let report = sync_migrations::apply_pool(&pool, &options).await.unwrap();
+    assert_eq!(report.applied.len(), 2);
+    assert!(history_table_exists(&db).await);
+}

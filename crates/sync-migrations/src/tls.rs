@@ -456,6 +456,23 @@ mod tests {
     }
 
     #[test]
+    fn ca_file_argument_wins_and_sslrootcert_system_means_system_roots() {
+        let t = TlsOptions::resolve(
+            Some("postgres://h/db?sslmode=verify-ca&sslrootcert=/a.pem"),
+            Some(Path::new("/b.pem")),
+        )
+        .unwrap();
+        assert_eq!(t.ssl_mode, Some(SslMode::VerifyCa));
+        assert_eq!(t.ca_file.as_deref(), Some(Path::new("/b.pem")));
+        let t = TlsOptions::resolve(
+            Some("postgres://h/db?sslmode=require&sslrootcert=system"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.ca_file, None);
+    }
+
+    #[test]
     fn unix_socket_hosts_never_ask_for_tls() {
         let config: Config = "host=/var/run/postgresql sslmode=require".parse().unwrap();
         let (wire, _) = tls_connector(&config, &TlsOptions::default()).unwrap();
