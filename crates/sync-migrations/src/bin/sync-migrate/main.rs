@@ -96,7 +96,11 @@ async fn run(cli: &Cli) -> Result<ExitCode, sync_migrations::Error> {
     }
     let options = MigrateOptions {
         lock_wait: Duration::from_secs(cli.lock_wait_secs),
+        ..MigrateOptions::default()
+    };
+    let options = MigrateOptions {
         refuse_pooler: check_pooler,
+        ..options
     };
     match &cli.command {
         Command::Up => {
