@@ -300,3 +300,410 @@ impl Drop for TestDb {
         }
     }
 }
+
+/// Whether this process runs as root (then PostgreSQL and PgBouncer must be run
+/// as the `postgres` operating-system user).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Uid and gid of the `postgres` operating-system user (from `id`).
+fn postgres_os_user() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = std::process::Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .expect("running `id`");
+        assert!(
+            out.status.success(),
+            "there is no `postgres` operating-system user to run the server as \
+             (install PostgreSQL: apt-get install -y postgresql)"
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("numeric id")
+    };
+    (id("-u"), id("-g"))
+}
+
+/// A new directory under the temp dir that the `postgres` user can read.
+fn shared_temp_dir(prefix: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&dir).expect("creating a temp dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// Writes `contents` to `path` with `mode`, owned by the `postgres` user when we are root.
+fn write_for_postgres(path: &std::path::Path, contents: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    if running_as_root() {
+        let (uid, gid) = postgres_os_user();
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown to postgres");
+    }
+}
+
+/// Finds an installed binary on `PATH` or in the given extra directories, or
+/// panics saying which package to install.
+fn require_binary(name: &str, extra_dirs: &[&str], install: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(extra_dirs.iter().map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("`{name}` is not installed, and this test needs it: run `{install}` first")
+        })
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a free loopback port")
+        .port()
+}
+
+/// How a [`PgBouncer`] pools server connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// One server connection per client connection, for the client's lifetime.
+    Session,
+    /// A server connection per transaction (Neon's pooled endpoints).
+    Transaction,
+}
+
+/// A PgBouncer process of this test, started from the installed binary
+/// (Debian's `pgbouncer`; as root it is run with `-u postgres`), listening on a
+/// free 127.0.0.1 port, in front of the [`TestDb`]'s server. It serves every
+/// database name of that server (`* =` entry), trusts the users it was given
+/// (auth file) and logs in to the server with their passwords. Killed, and its
+/// files removed, on drop.
+pub struct PgBouncer {
+    child: std::process::Child,
+    dir: PathBuf,
+    port: u16,
+    config: Config,
+}
+
+impl PgBouncer {
+    /// Starts PgBouncer in `mode` in front of `db`'s server, for `db`'s superuser.
+    pub async fn start(db: &TestDb, mode: PoolMode) -> PgBouncer {
+        PgBouncer::start_with(db, mode, &[], "").await
+    }
+
+    /// Like [`PgBouncer::start`], also letting in the users of `logins` (e.g. from
+    /// [`TestDb::login_role`]), with their passwords.
+    pub async fn start_for(db: &TestDb, mode: PoolMode, logins: &[Config]) -> PgBouncer {
+        PgBouncer::start_with(db, mode, logins, "").await
+    }
+
+    /// Like [`PgBouncer::start_for`], with `extra_settings` (lines for the
+    /// `[pgbouncer]` section, e.g. `"server_round_robin = 1\n"`) appended.
+    pub async fn start_with(
+        db: &TestDb,
+        mode: PoolMode,
+        logins: &[Config],
+        extra_settings: &str,
+    ) -> PgBouncer {
+        use std::fmt::Write;
+        use tokio_postgres::config::Host;
+        let binary = require_binary(
+            "pgbouncer",
+            &["/usr/sbin", "/usr/local/sbin"],
+            "apt-get install -y pgbouncer",
+        );
+        let dir = shared_temp_dir("sync-pgbouncer");
+        let admin = db.config();
+        let mut users = String::new();
+        for c in std::iter::once(&admin).chain(logins) {
+            let user = c.get_user().unwrap_or("postgres");
+            let password = c
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default();
+            writeln!(users, "\"{user}\" \"{}\"", password.replace('"', "\"\"")).unwrap();
+        }
+        write_for_postgres(&dir.join("users.txt"), &users, 0o600);
+        let server_host = match admin.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "127.0.0.1".to_owned(),
+        };
+        let server_port = admin.get_ports().first().copied().unwrap_or(5432);
+        let port = free_loopback_port();
+        let ini = format!(
+            "[databases]\n\
+             * = host={server_host} port={server_port}\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             unix_socket_dir =\n\
+             auth_type = trust\n\
+             auth_file = {auth}\n\
+             pool_mode = {mode}\n\
+             default_pool_size = 10\n\
+             max_client_conn = 200\n\
+             ignore_startup_parameters = extra_float_digits,options\n\
+             {extra_settings}\n",
+            auth = dir.join("users.txt").display(),
+            mode = match mode {
+                PoolMode::Session => "session",
+                PoolMode::Transaction => "transaction",
+            },
+        );
+        write_for_postgres(&dir.join("pgbouncer.ini"), &ini, 0o644);
+        let log = std::fs::File::create(dir.join("pgbouncer.log")).expect("log file");
+        let mut cmd = std::process::Command::new(&binary);
+        if running_as_root() {
+            // PgBouncer refuses to run as root; -u switches user at start-up.
+            cmd.args(["-u", "postgres"]);
+        }
+        cmd.arg(dir.join("pgbouncer.ini"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let config = at_loopback_port(&admin, port);
+        let mut bouncer = PgBouncer {
+            child,
+            dir,
+            port,
+            config,
+        };
+        bouncer.wait_until_listening().await;
+        bouncer
+    }
+
+    async fn wait_until_listening(&mut self) {
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("pgbouncer exited ({status}) at start-up:\n{}", self.log());
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "pgbouncer did not listen on 127.0.0.1:{} within 10 s:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    /// What PgBouncer logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+
+    /// The port PgBouncer listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The [`TestDb`]'s superuser settings, pointed at PgBouncer.
+    pub fn config(&self) -> Config {
+        self.config.clone()
+    }
+
+    /// `login` (e.g. from [`TestDb::login_role`]) pointed at PgBouncer; its user
+    /// must have been given to [`PgBouncer::start_for`].
+    pub fn config_for(&self, login: &Config) -> Config {
+        at_loopback_port(login, self.port)
+    }
+
+    /// A libpq URL for [`PgBouncer::config`].
+    pub fn url(&self) -> String {
+        config_url(&self.config)
+    }
+}
+
+/// `c`'s user, password, database and application name, at 127.0.0.1:`port`
+/// (`Config::host` adds a host rather than replacing, so start afresh).
+fn at_loopback_port(c: &Config, port: u16) -> Config {
+    let mut out = Config::new();
+    out.host("127.0.0.1").port(port);
+    if let Some(user) = c.get_user() {
+        out.user(user);
+    }
+    if let Some(password) = c.get_password() {
+        out.password(password);
+    }
+    if let Some(db) = c.get_dbname() {
+        out.dbname(db);
+    }
+    if let Some(app) = c.get_application_name() {
+        out.application_name(app);
+    }
+    out
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A throwaway PostgreSQL cluster with TLS switched on, its certificates made by
+/// the test setup (rcgen): a CA ("sync-tests CA") and a server certificate for
+/// the host name `localhost` only — so connecting to `127.0.0.1` passes
+/// `verify-ca` but not `verify-full`. Shared by the tests of one process while
+/// any holds it; stopped and removed when the last handle drops.
+pub struct TlsServer {
+    cluster: Option<pgtemp::PgTempDB>,
+    dir: PathBuf,
+}
+
+static TLS_SERVER: Mutex<std::sync::Weak<TlsServer>> = Mutex::new(std::sync::Weak::new());
+
+impl TlsServer {
+    /// Starts (or joins) the process's TLS cluster.
+    pub fn start() -> Arc<TlsServer> {
+        let mut shared = TLS_SERVER.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(server) = shared.upgrade() {
+            return server;
+        }
+        if running_as_root() {
+            require_binary("sudo", &[], "apt-get install -y sudo");
+        }
+        let bin = bindir().unwrap_or_else(|| {
+            panic!(
+                "no PostgreSQL server binaries (initdb) found: run `apt-get install -y postgresql`"
+            )
+        });
+        let dir = shared_temp_dir("sync-tls");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "sync-tests CA");
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
+        let server_key = rcgen::KeyPair::generate().expect("server key");
+        let mut server_params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("server params");
+        server_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        let server_cert = server_params
+            .signed_by(&server_key, &ca)
+            .expect("server certificate");
+        write_for_postgres(&dir.join("ca.pem"), &ca.pem(), 0o644);
+        write_for_postgres(&dir.join("server.crt"), &server_cert.pem(), 0o644);
+        write_for_postgres(&dir.join("server.key"), &server_key.serialize_pem(), 0o600);
+        let cluster = pgtemp::PgTempDBBuilder::new()
+            .with_username("postgres")
+            .with_password("postgres")
+            .with_bin_path(bin)
+            .with_config_param("ssl", "on")
+            .with_config_param(
+                "ssl_cert_file",
+                &dir.join("server.crt").display().to_string(),
+            )
+            .with_config_param(
+                "ssl_key_file",
+                &dir.join("server.key").display().to_string(),
+            )
+            .start();
+        let server = Arc::new(TlsServer {
+            cluster: Some(cluster),
+            dir,
+        });
+        *shared = Arc::downgrade(&server);
+        server
+    }
+
+    /// The PEM file of the CA that signed the server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The server's port (on localhost).
+    pub fn port(&self) -> u16 {
+        self.cluster.as_ref().expect("running").db_port()
+    }
+
+    /// A URL for the superuser `postgres` (password `postgres`), database
+    /// `postgres`, on `host` (`localhost` or `127.0.0.1`), followed by `params`
+    /// (e.g. `sslmode=require`; empty for none).
+    pub fn url(&self, host: &str, params: &str) -> String {
+        let cluster = self.cluster.as_ref().expect("running");
+        let mut url = format!(
+            "postgresql://{}:{}@{host}:{}/{}",
+            cluster.db_user(),
+            cluster.db_pass(),
+            cluster.db_port(),
+            cluster.db_name()
+        );
+        if !params.is_empty() {
+            url = format!("{url}?{params}");
+        }
+        url
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        drop(self.cluster.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Path of the `sync-migrate` binary, built once per test process with the
+/// same cargo and target directory as the tests (`cargo build -p
+/// sync-migrations --bin sync-migrate`): cargo does not build a dependency's
+/// binaries for another package's tests.
+pub fn sync_migrate_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let out = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--message-format=json",
+                "-p",
+                "sync-migrations",
+            ])
+            .args(["--bin", "sync-migrate", "--manifest-path"])
+            .arg(&manifest)
+            .output()
+            .expect("running cargo build for sync-migrate");
+        assert!(
+            out.status.success(),
+            "building sync-migrate failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
+            .find(|p| p.file_name().is_some_and(|n| n == "sync-migrate"))
+            .expect("cargo reported the sync-migrate executable")
+    })
+    .clone()
+}

@@ -37,6 +37,7 @@ struct Args {
 
 /// The benchmark's own database.
 pub(crate) struct BenchDb {
+    tls: sync_migrations::TlsOptions,
     admin: Config,
     name: String,
     config: Config,
@@ -45,9 +46,11 @@ pub(crate) struct BenchDb {
 
 impl BenchDb {
     async fn create() -> BenchDb {
-        let admin = sync_migrations::resolve_config(None).expect("connection settings");
+        let url = std::env::var("DATABASE_URL").ok();
+        let admin = sync_migrations::resolve_config(url.as_deref()).expect("connection settings");
+        let tls = sync_migrations::TlsOptions::resolve(url.as_deref(), None).expect("TLS settings");
         let name = format!("sync_bench_{}", uuid::Uuid::new_v4().simple());
-        let c = sync_migrations::connect(&admin)
+        let c = sync_migrations::connect(&admin, &tls)
             .await
             .expect("connect to the server");
         c.batch_execute(&format!("CREATE DATABASE {name}"))
@@ -57,6 +60,7 @@ impl BenchDb {
         config.dbname(&name);
         let url = libpq_url(&config);
         BenchDb {
+            tls,
             admin,
             name,
             config,
@@ -65,13 +69,13 @@ impl BenchDb {
     }
 
     pub(crate) async fn connect(&self) -> Client {
-        sync_migrations::connect(&self.config)
+        sync_migrations::connect(&self.config, &self.tls)
             .await
             .expect("connect")
     }
 
     async fn drop_database(self) {
-        let c = sync_migrations::connect(&self.admin)
+        let c = sync_migrations::connect(&self.admin, &self.tls)
             .await
             .expect("connect");
         c.batch_execute(&format!(

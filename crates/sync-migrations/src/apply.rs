@@ -8,7 +8,7 @@ use crate::error::{Error, Result, ServerError};
 use crate::history::{applied_migrations, check_consistent};
 use crate::lock::{with_lock, MIGRATION_LOCK_KEY};
 use crate::options::MigrateOptions;
-use crate::pooler::refuse_transaction_pooler;
+use crate::pooler::{refuse_transaction_pooler, refuse_transaction_pooler_two_connections};
 
 /// What one `apply` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -32,12 +32,23 @@ pub struct ApplyReport {
 /// and reported with its SQLSTATE ([`Error::MigrationFailed`]); the ones before it
 /// stay applied.
 ///
+/// With `options.refuse_pooler` (the default) it first refuses a transaction-mode
+/// pooler ([`Error::PoolerDetected`]) with the single-connection probe of
+/// [`refuse_transaction_pooler`], which cannot see an *idle* pooler; when you can
+/// open a second connection, call
+/// [`refuse_transaction_pooler_two_connections`] first (as [`apply_pool`] and the
+/// CLI do).
+///
 /// If this returns [`Error::Unavailable`] the connection is broken: drop it (which
 /// also releases the lock server-side).
 pub async fn apply(client: &mut Client, options: &MigrateOptions) -> Result<ApplyReport> {
     if options.refuse_pooler {
         refuse_transaction_pooler(client).await?;
     }
+    apply_unprobed(client, options).await
+}
+
+async fn apply_unprobed(client: &mut Client, options: &MigrateOptions) -> Result<ApplyReport> {
     with_lock(client, MIGRATION_LOCK_KEY, options.lock_wait, |client| {
         Box::pin(apply_locked(client))
     })
@@ -47,9 +58,24 @@ pub async fn apply(client: &mut Client, options: &MigrateOptions) -> Result<Appl
 /// [`apply`] on a connection taken out of `pool` for good: the connection is
 /// detached from the pool and closed afterwards, so a session lock or setting can
 /// never ride back into the pool, whatever happened (sqlx#1871).
+///
+/// With `options.refuse_pooler` it first probes with a second connection from
+/// `pool` ([`refuse_transaction_pooler_two_connections`]); it waits for one like any
+/// `pool.get()` (the detached connection no longer counts against `max_size`).
 pub async fn apply_pool(pool: &Pool, options: &MigrateOptions) -> Result<ApplyReport> {
     let mut client = detached(pool).await?;
-    apply(&mut client, options).await
+    if options.refuse_pooler {
+        probe_with_pool(&client, pool).await?;
+    }
+    apply_unprobed(&mut client, options).await
+}
+
+/// [`refuse_transaction_pooler_two_connections`] with a second connection from `pool`.
+pub(crate) async fn probe_with_pool(client: &Client, pool: &Pool) -> Result<()> {
+    let second = pool.get().await.map_err(|e| Error::Unavailable {
+        reason: format!("getting a second connection from the pool to probe for a pooler: {e}"),
+    })?;
+    refuse_transaction_pooler_two_connections(client, &second).await
 }
 
 pub(crate) async fn detached(pool: &Pool) -> Result<deadpool_postgres::ClientWrapper> {

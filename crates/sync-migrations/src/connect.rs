@@ -1,20 +1,29 @@
 //! Finding and opening the database connection the way `psql` would.
 
-use tokio_postgres::{Client, Config, NoTls};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{Client, Config};
 
+use crate::conninfo::split_tls_params;
 use crate::error::{Error, Result};
+use crate::tls::{tls_connector, tls_hint, TlsOptions};
 
 /// Connection settings from, in order: `url` (a `postgres://` URL or a
 /// `key=value` string), else the `DATABASE_URL` environment variable, else the
 /// libpq environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`)
 /// with libpq's defaults: the local unix socket (`/var/run/postgresql`, else
 /// `/tmp`), user = the operating-system user, database = the user name.
+///
+/// libpq's TLS parameters that tokio-postgres cannot hold (`sslrootcert`,
+/// `sslmode=verify-ca` / `verify-full`) are accepted and left out of the result:
+/// read them with [`TlsOptions::resolve`] on the same `url`.
 pub fn resolve_config(url: Option<&str>) -> Result<Config> {
     let from_env = std::env::var("DATABASE_URL").ok().filter(|s| !s.is_empty());
     if let Some(text) = url.map(str::to_owned).or(from_env) {
-        return text.parse::<Config>().map_err(|e| Error::Unavailable {
+        let invalid = |e: &dyn std::fmt::Display| Error::Unavailable {
             reason: format!("the connection string is not valid: {e}"),
-        });
+        };
+        let (text, _) = split_tls_params(&text).map_err(|e| invalid(&e))?;
+        return text.parse::<Config>().map_err(|e| invalid(&e));
     }
     let env = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
     let mut config = Config::new();
@@ -53,18 +62,74 @@ pub fn resolve_config(url: Option<&str>) -> Result<Config> {
     Ok(config)
 }
 
-/// Opens a plain (non-TLS) connection and drives it on the current tokio runtime.
-pub async fn connect(config: &Config) -> Result<Client> {
-    let (client, connection) = config
-        .connect(NoTls)
+/// Opens a connection secured as `tls` says (see [`crate::SslMode`]) and drives
+/// it on the current tokio runtime.
+///
+/// Fails with [`Error::Unavailable`] when the server cannot be reached, refuses
+/// the login, or its certificate does not pass the check `tls` asks for; the
+/// message then says what to do (e.g. pass the CA with `--ca-file`).
+///
+/// ```no_run
+/// # async fn demo() -> sync_migrations::Result<()> {
+/// let url = "postgresql://app@db.example.com/app?sslmode=verify-full";
+/// let config = sync_migrations::resolve_config(Some(url))?;
+/// let tls = sync_migrations::TlsOptions::resolve(Some(url), None)?;
+/// let mut client = sync_migrations::connect(&config, &tls).await?;
+/// let second = sync_migrations::connect(&config, &tls).await?;
+/// sync_migrations::refuse_transaction_pooler_two_connections(&client, &second).await?;
+/// sync_migrations::apply(&mut client, &sync_migrations::MigrateOptions::default()).await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect(config: &Config, tls: &TlsOptions) -> Result<Client> {
+    let (wire, connector) = tls_connector(config, tls)?;
+    let (client, connection) = wire
+        .connect(connector)
         .await
-        .map_err(|e| Error::Unavailable {
-            reason: crate::error::ServerError::from_pg(&e).to_string(),
-        })?;
+        .map_err(|e| connect_error(&e, tls, config))?;
     tokio::spawn(async move {
         // The connection ends when the client is dropped; an error here is
         // reported to the client's next call.
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// A `deadpool_postgres` pool of at most `max_size` connections over `config`,
+/// each secured as `tls` says (the same connector as [`connect`]). Connections are
+/// opened lazily: a wrong certificate shows up on the first `pool.get()`.
+/// Recycling is `RecyclingMethod::Fast` (no query on checkout).
+///
+/// ```no_run
+/// # async fn demo() -> sync_migrations::Result<()> {
+/// let url = std::env::var("DATABASE_URL").ok();
+/// let config = sync_migrations::resolve_config(url.as_deref())?;
+/// let tls = sync_migrations::TlsOptions::resolve(url.as_deref(), None)?;
+/// let pool = sync_migrations::pool(&config, &tls, 16)?;
+/// sync_migrations::apply_pool(&pool, &sync_migrations::MigrateOptions::default()).await?;
+/// # Ok(()) }
+/// ```
+pub fn pool(config: &Config, tls: &TlsOptions, max_size: usize) -> Result<Pool> {
+    let (wire, connector) = tls_connector(config, tls)?;
+    let manager = Manager::from_config(
+        wire,
+        connector,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .build()
+        .map_err(|e| Error::Unavailable {
+            reason: format!("building the connection pool: {e}"),
+        })
+}
+
+fn connect_error(e: &tokio_postgres::Error, tls: &TlsOptions, config: &Config) -> Error {
+    let mode = tls.effective_mode(config);
+    let mut reason = crate::error::ServerError::from_pg(e).to_string();
+    if let Some(hint) = tls_hint(e, mode) {
+        reason = format!("{reason} (sslmode={mode}). {hint}");
+    }
+    Error::Unavailable { reason }
 }

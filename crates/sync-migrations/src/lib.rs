@@ -4,6 +4,7 @@
 
 mod apply;
 mod connect;
+mod conninfo;
 mod doctor;
 mod embedded;
 mod error;
@@ -14,10 +15,11 @@ mod pooler;
 mod rollback;
 mod startup;
 mod status;
+mod tls;
 mod verify;
 
 pub use apply::{apply, apply_pool, ApplyReport};
-pub use connect::{connect, resolve_config};
+pub use connect::{connect, pool, resolve_config};
 pub use doctor::{doctor, Finding, Verdict, TRIGGERS};
 pub use embedded::{
     embedded_migrations, EmbeddedMigration, HISTORY_TABLE, ROLLBACK_0024_SQL, V0024,
@@ -28,10 +30,14 @@ pub use lock::{
     acquire as acquire_advisory_lock, release as release_advisory_lock, MIGRATION_LOCK_KEY,
 };
 pub use options::MigrateOptions;
-pub use pooler::{direct_host_for, refuse_pooler_host, refuse_transaction_pooler};
+pub use pooler::{
+    direct_host_for, probe_transaction_pooler, refuse_pooler_host, refuse_transaction_pooler,
+    refuse_transaction_pooler_two_connections, PoolerProbe,
+};
 pub use rollback::{
     rollback_0024_dropping_data, rollback_0024_dropping_data_pool, RollbackOutcome,
 };
 pub use startup::{startup, StartupError, StartupReport};
 pub use status::{status, MigrationState, MigrationStatus};
+pub use tls::{tls_connector, MakeRustlsConnect, SslMode, TlsOptions};
 pub use verify::{verify, Check, VerifyReport, FUNCTIONS, REQUIRED_ENUM_LABELS, TABLES};

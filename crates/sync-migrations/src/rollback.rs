@@ -3,7 +3,7 @@
 use deadpool_postgres::Pool;
 use tokio_postgres::Client;
 
-use crate::apply::detached;
+use crate::apply::{detached, probe_with_pool};
 use crate::embedded::{ROLLBACK_0024_SQL, V0024};
 use crate::error::{Error, Result, ServerError};
 use crate::history::applied_migrations;
@@ -39,19 +39,31 @@ pub async fn rollback_0024_dropping_data(
     if options.refuse_pooler {
         refuse_transaction_pooler(client).await?;
     }
+    rollback_unprobed(client, options).await
+}
+
+async fn rollback_unprobed(
+    client: &mut Client,
+    options: &MigrateOptions,
+) -> Result<RollbackOutcome> {
     with_lock(client, MIGRATION_LOCK_KEY, options.lock_wait, |client| {
         Box::pin(rollback_locked(client))
     })
     .await
 }
 
-/// [`rollback_0024_dropping_data`] on a connection detached from `pool` and closed afterwards.
+/// [`rollback_0024_dropping_data`] on a connection detached from `pool` and closed
+/// afterwards; with `options.refuse_pooler` the pooler probe uses a second
+/// connection from `pool` (see [`crate::refuse_transaction_pooler_two_connections`]).
 pub async fn rollback_0024_dropping_data_pool(
     pool: &Pool,
     options: &MigrateOptions,
 ) -> Result<RollbackOutcome> {
     let mut client = detached(pool).await?;
-    rollback_0024_dropping_data(&mut client, options).await
+    if options.refuse_pooler {
+        probe_with_pool(&client, pool).await?;
+    }
+    rollback_unprobed(&mut client, options).await
 }
 
 async fn rollback_locked(client: &mut Client) -> Result<RollbackOutcome> {

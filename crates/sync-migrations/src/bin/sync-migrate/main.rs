@@ -2,11 +2,12 @@
 //!
 //! Exit codes: 0 success; 1 an error, or a `verify` shortfall; 2 bad usage.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sync_migrations::{MigrateOptions, MigrationState, RollbackOutcome};
+use sync_migrations::{MigrateOptions, MigrationState, RollbackOutcome, TlsOptions};
 use tokio_postgres::config::Host;
 
 mod partitions;
@@ -19,6 +20,19 @@ struct Cli {
     /// server as psql finds it (PGHOST/PGPORT/PGUSER/PGDATABASE, unix socket).
     #[arg(long, global = true)]
     database_url: Option<String>,
+
+    /// PEM file of the certificate authorities to trust for TLS, instead of the
+    /// system's (like libpq's sslrootcert / PGSSLROOTCERT, which are read too).
+    /// TLS follows the connection string's sslmode: disable, prefer (default),
+    /// require, verify-ca, verify-full.
+    #[arg(long, global = true, value_name = "PEM_FILE")]
+    ca_file: Option<PathBuf>,
+
+    /// DANGEROUS: skip the transaction-mode pooler checks before `up` / `down`.
+    /// Only for a pooler in session mode that the checks misjudge: through a
+    /// transaction-mode pooler the migration lock protects nothing.
+    #[arg(long, global = true)]
+    skip_pooler_check_dangerously: bool,
 
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
@@ -100,16 +114,30 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
-    let config = sync_migrations::resolve_config(cli.database_url.as_deref())?;
-    for host in config.get_hosts() {
-        if let Host::Tcp(name) = host {
-            sync_migrations::refuse_pooler_host(name)?;
+    let url = cli.database_url.as_deref();
+    let config = sync_migrations::resolve_config(url)?;
+    let tls = TlsOptions::resolve(url, cli.ca_file.as_deref())?;
+    let check_pooler = !cli.skip_pooler_check_dangerously;
+    if check_pooler {
+        for host in config.get_hosts() {
+            if let Host::Tcp(name) = host {
+                sync_migrations::refuse_pooler_host(name)?;
+            }
         }
     }
-    let mut client = sync_migrations::connect(&config).await?;
+    let mut client = sync_migrations::connect(&config, &tls).await?;
+    if check_pooler && matches!(cli.command, Command::Up | Command::Down) {
+        // Two connections: the only way to see an idle transaction-mode pooler.
+        let second = sync_migrations::connect(&config, &tls).await?;
+        sync_migrations::refuse_transaction_pooler_two_connections(&client, &second).await?;
+    }
     let options = MigrateOptions {
         lock_wait: Duration::from_secs(cli.lock_wait_secs),
         ..MigrateOptions::default()
+    };
+    let options = MigrateOptions {
+        refuse_pooler: check_pooler,
+        ..options
     };
     match cli.command {
         Command::Partitions(cmd) => {
