@@ -38,8 +38,16 @@ DROP TABLE plain_copy;
 CHECKPOINT;
 SQL
 echo "--- ensure"
+# Log each statement of ensure that takes more than 200 ms (phase breakdown).
+psql -c "ALTER DATABASE $DB SET log_min_duration_statement = 200"
+LOG=/var/log/postgresql/postgresql-15-main.log
+LOG_FROM=$( [ -r "$LOG" ] && wc -l < "$LOG" || echo 0)
 start=$(date +%s.%N)
 "$BIN" --database-url "postgresql://postgres@/$DB?host=/var/run/postgresql" --json partitions ensure --months-ahead 3
 end=$(date +%s.%N)
 echo "ensure wall time: $(echo "$end - $start" | bc) s"
 echo "rows after: $(psql -Atc 'SELECT count(*) FROM sync_activity_log')"
+if [ -r "$LOG" ]; then
+  echo "--- statements of ensure over 200 ms (server log)"
+  tail -n +"$((LOG_FROM + 1))" "$LOG" | grep -F "duration:" | grep -F "$DB" || tail -n +"$((LOG_FROM + 1))" "$LOG" | grep -F "duration:" | cut -c1-220
+fi

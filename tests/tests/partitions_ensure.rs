@@ -57,6 +57,7 @@ async fn ensure_splits_future_into_months_keeping_rows_rls_and_grants() {
     assert_eq!(report.catch_all_from, Some(report.through.next().start()));
     assert_eq!(report.rows_moved, in_future_before as u64);
     assert!(report.changed());
+    assert!(report.referenced_tables_locked <= report.exclusive_lock_held);
     let progress = seen.lock().unwrap().clone();
     assert_eq!(progress.first(), Some(&0));
     assert_eq!(progress.last(), Some(&(in_future_before as u64)));

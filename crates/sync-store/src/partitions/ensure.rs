@@ -54,6 +54,11 @@ pub struct EnsureReport {
     /// when nothing had to change). Serialised as milliseconds.
     #[serde(serialize_with = "as_millis")]
     pub exclusive_lock_held: Duration,
+    /// How long SHARE ROW EXCLUSIVE was held on `organization` and
+    /// `auth.users_extended` (from the DETACH of the old catch-all, or the first
+    /// ATTACH, to commit): the time their writes waited. Serialised as milliseconds.
+    #[serde(serialize_with = "as_millis")]
+    pub referenced_tables_locked: Duration,
 }
 
 impl EnsureReport {
@@ -139,6 +144,7 @@ where
         catch_all_from: catch_all_before,
         rows_moved: 0,
         exclusive_lock_held: Duration::ZERO,
+        referenced_tables_locked: Duration::ZERO,
     };
     if plan(&before, current, months_ahead)?.is_none() {
         commit(tx, options).await?;
@@ -152,9 +158,11 @@ where
         commit(tx, options).await?;
         return Ok(report);
     };
-    report.rows_moved = split(&tx, &parent, &plan, options, &mut progress).await?;
+    let (moved, fk_locked_at) = split(&tx, &parent, &plan, options, &mut progress).await?;
     commit(tx, options).await?;
     report.exclusive_lock_held = locked_at.elapsed();
+    report.referenced_tables_locked = fk_locked_at.elapsed();
+    report.rows_moved = moved;
     report.created = plan.months.iter().map(|m| m.partition_name()).collect();
     report.catch_all_from = Some(plan.catch_all_from.start());
     Ok(report)
@@ -201,14 +209,15 @@ async fn exec(
         .map_err(|e| PartitionError::from_pg(step, options.lock_timeout, e))
 }
 
-/// Carries out `plan` under the table lock; returns the rows moved.
+/// Carries out `plan` under the table lock; returns the rows moved and when the
+/// foreign-key bookkeeping (locking the referenced tables) started.
 async fn split(
     tx: &Transaction<'_>,
     parent: &Parent,
     plan: &Plan,
     options: &PartitionOptions,
     progress: &mut (dyn FnMut(MoveProgress) + Send),
-) -> Result<u64, PartitionError> {
+) -> Result<(u64, Instant), PartitionError> {
     let p = parent.qualified();
     let mut targets: Vec<Target> = plan
         .months
@@ -322,6 +331,7 @@ async fn split(
 
     // Only now does the foreign-key bookkeeping start: DETACH and ATTACH take
     // SHARE ROW EXCLUSIVE on organization and auth.users_extended until commit.
+    let fk_locked_at = Instant::now();
     if plan.old_catch_all.is_some() {
         exec(
             tx,
@@ -359,7 +369,7 @@ async fn split(
         )
         .await?;
     }
-    Ok(moved)
+    Ok((moved, fk_locked_at))
 }
 
 /// Builds on the standalone `target` (after its rows are in) the parent's

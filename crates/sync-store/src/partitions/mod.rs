@@ -5,8 +5,9 @@
 //! Migration 0024 creates UTC-month partitions `sync_activity_log_2025_11` …
 //! `_2026_02` and a catch-all `sync_activity_log_future` FROM 2026-03-01 TO
 //! MAXVALUE. PostgreSQL 15 has no `SPLIT PARTITION`, so [`ensure_partitions`]
-//! detaches the catch-all, creates the missing months and a new catch-all, moves
-//! the rows and drops the old table — in one transaction.
+//! creates the missing months and a new catch-all as plain tables, copies the
+//! rows of the old catch-all into them, builds their indexes, swaps them in
+//! (DETACH old, ATTACH new) and drops the old table — in one transaction.
 //!
 //! * [`list_partitions`]: each partition with bounds, row estimate and size.
 //! * [`ensure_partitions`]: months through the current month + N, catch-all after.
@@ -32,19 +33,23 @@
 //!    it is held, every read and write of `sync_activity_log` waits: concurrent
 //!    inserts block and then succeed after commit, routed to the new partitions —
 //!    none is lost or fails unless its own `lock_timeout`/`statement_timeout` runs out.
-//! 3. `ensure` only, from the `DETACH` of the old catch-all to commit (after
-//!    the rows are copied and the indexes built): `DETACH`/`ATTACH PARTITION`
-//!    drop and clone the foreign keys, which takes SHARE ROW EXCLUSIVE on the
-//!    referenced tables `organization` and `auth.users_extended` (their writes
-//!    wait; reads do not). Plus ACCESS EXCLUSIVE on the new tables, the old
-//!    catch-all and the staging table, which no one else uses.
+//! 3. Foreign-key bookkeeping: `DETACH`/`ATTACH PARTITION` drop and clone the
+//!    foreign keys, which takes SHARE ROW EXCLUSIVE on the referenced tables
+//!    `organization` and `auth.users_extended` until commit (their writes wait;
+//!    reads do not). `ensure` takes it only after the rows are copied and the
+//!    indexes built (reported as `referenced_tables_locked`); `archive` from its
+//!    first DETACH. Plus ACCESS EXCLUSIVE on the new tables, the old catch-all and
+//!    the staging table, which no one else uses.
 //!
-//! How long lock 2 is held is reported as `exclusive_lock_held`. For `archive` it
-//! is catalog work only (milliseconds). For `ensure` it grows with the rows in the
-//! old catch-all: one sequential pass copying them into tables without indexes
-//! (no per-row index or foreign key work), a bulk build of each index, and one
-//! validation query per foreign key and new partition at ATTACH. When nothing must change
-//! (the usual start-up case) no table lock is taken at all.
+//! How long lock 2 is held is reported as `exclusive_lock_held`. For `archive`
+//! it is catalog work only (milliseconds; with `--drop`, `DROP TABLE` also
+//! unlinks the files). For `ensure` it grows with the rows in the old catch-all:
+//! one sequential pass copying them into tables without indexes (no per-row index
+//! or foreign-key work), a bulk build of each index, and one validation query per
+//! foreign key and new partition at ATTACH. Measured on this project's 2-core
+//! machine under load, 1 000 000 rows: lock 2 held ≈ 17 s, lock 3 ≈ 1.6 s (see
+//! `bench/ensure_1m.sh`). When nothing must change (the usual start-up case) no
+//! table lock is taken at all.
 //!
 //! New partitions get their indexes from the partitioned indexes (names as
 //! `CREATE TABLE … PARTITION OF` would give), row-level security enabled (with no

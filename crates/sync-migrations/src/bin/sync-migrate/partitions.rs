@@ -75,7 +75,8 @@ pub(crate) async fn run(
             } else {
                 println!(
                     "created {} partition(s){}; catch-all now from {}; moved {} row(s); \
-                     sync_activity_log was locked (ACCESS EXCLUSIVE) for {} ms",
+                     sync_activity_log was locked (ACCESS EXCLUSIVE) for {} ms, writes to \
+                     organization and auth.users_extended waited up to {} ms",
                     report.created.len(),
                     match (report.created.first(), report.created.last()) {
                         (Some(a), Some(b)) if a != b => format!(" {a} … {b}"),
@@ -84,7 +85,8 @@ pub(crate) async fn run(
                     },
                     report.catch_all_from.map(show).unwrap_or_default(),
                     report.rows_moved,
-                    report.exclusive_lock_held.as_millis()
+                    report.exclusive_lock_held.as_millis(),
+                    report.referenced_tables_locked.as_millis()
                 );
             }
         }
