@@ -219,3 +219,33 @@ async fn refuse_pooler_false_skips_the_probe() {
     assert_eq!(report.applied.len(), 2);
     assert!(history_table_exists(&db).await);
 }
+
+#[tokio::test]
+async fn session_pgbouncer_without_a_free_server_session_is_allowed() {
+    // One server session per database/user: the probe's second connection gets
+    // none while the first holds it; the probe must go on without it, not hang
+    // or refuse, and the pool must not get the stuck connection back.
+    let db = TestDb::empty().await;
+    let bouncer =
+        PgBouncer::start_with(&db, PoolMode::Session, &[], "default_pool_size = 1\n").await;
+    let (c1, c2) = (
+        connect(&bouncer.config()).await,
+        connect(&bouncer.config()).await,
+    );
+    let probe = sync_migrations::probe_transaction_pooler(&c1, Some(&c2))
+        .await
+        .unwrap();
+    assert_eq!(probe.transaction_pooler, None);
+    assert!(!probe.used_second_connection, "{}", bouncer.log());
+    drop((c1, c2));
+
+    let pool = pool_for(&bouncer.config());
+    let report = sync_migrations::apply_pool(&pool, &MigrateOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.applied.len(), 2);
+    drop(report);
+    // The pool still works: its connections are healthy.
+    let c = pool.get().await.unwrap();
+    c.simple_query("SELECT 1").await.unwrap();
+}

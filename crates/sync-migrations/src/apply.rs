@@ -8,7 +8,7 @@ use crate::error::{Error, Result, ServerError};
 use crate::history::{applied_migrations, check_consistent};
 use crate::lock::{with_lock, MIGRATION_LOCK_KEY};
 use crate::options::MigrateOptions;
-use crate::pooler::{refuse_transaction_pooler, refuse_transaction_pooler_two_connections};
+use crate::pooler::{probe_transaction_pooler, refuse_on, refuse_transaction_pooler};
 
 /// What one `apply` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -36,7 +36,7 @@ pub struct ApplyReport {
 /// pooler ([`Error::PoolerDetected`]) with the single-connection probe of
 /// [`refuse_transaction_pooler`], which cannot see an *idle* pooler; when you can
 /// open a second connection, call
-/// [`refuse_transaction_pooler_two_connections`] first (as [`apply_pool`] and the
+/// [`refuse_transaction_pooler_two_connections`](crate::refuse_transaction_pooler_two_connections) first (as [`apply_pool`] and the
 /// CLI do).
 ///
 /// If this returns [`Error::Unavailable`] the connection is broken: drop it (which
@@ -60,7 +60,7 @@ async fn apply_unprobed(client: &mut Client, options: &MigrateOptions) -> Result
 /// never ride back into the pool, whatever happened (sqlx#1871).
 ///
 /// With `options.refuse_pooler` it first probes with a second connection from
-/// `pool` ([`refuse_transaction_pooler_two_connections`]); it waits for one like any
+/// `pool` ([`refuse_transaction_pooler_two_connections`](crate::refuse_transaction_pooler_two_connections)); it waits for one like any
 /// `pool.get()` (the detached connection no longer counts against `max_size`).
 pub async fn apply_pool(pool: &Pool, options: &MigrateOptions) -> Result<ApplyReport> {
     let mut client = detached(pool).await?;
@@ -70,12 +70,17 @@ pub async fn apply_pool(pool: &Pool, options: &MigrateOptions) -> Result<ApplyRe
     apply_unprobed(&mut client, options).await
 }
 
-/// [`refuse_transaction_pooler_two_connections`] with a second connection from `pool`.
+/// [`refuse_transaction_pooler_two_connections`](crate::refuse_transaction_pooler_two_connections) with a second connection from `pool`.
 pub(crate) async fn probe_with_pool(client: &Client, pool: &Pool) -> Result<()> {
     let second = pool.get().await.map_err(|e| Error::Unavailable {
         reason: format!("getting a second connection from the pool to probe for a pooler: {e}"),
     })?;
-    refuse_transaction_pooler_two_connections(client, &second).await
+    let probe = probe_transaction_pooler(client, Some(&second)).await?;
+    if !probe.used_second_connection {
+        // Its probe query is still pending: close it instead of returning it.
+        drop(deadpool_postgres::Object::take(second));
+    }
+    refuse_on(client, probe).await
 }
 
 pub(crate) async fn detached(pool: &Pool) -> Result<deadpool_postgres::ClientWrapper> {

@@ -32,7 +32,7 @@ pub use lock::{
 pub use options::MigrateOptions;
 pub use pooler::{
     direct_host_for, probe_transaction_pooler, refuse_pooler_host, refuse_transaction_pooler,
-    refuse_transaction_pooler_two_connections, PoolerProbe,
+    refuse_transaction_pooler_two_connections, PoolerProbe, SECOND_CONNECTION_WAIT,
 };
 pub use rollback::{
     rollback_0024_dropping_data, rollback_0024_dropping_data_pool, RollbackOutcome,

@@ -23,9 +23,17 @@ pub struct PoolerProbe {
     /// connections or change between transactions (a transaction-mode pooler).
     pub transaction_pooler: Option<String>,
     /// Whether a second connection took part (only then is an idle
-    /// transaction-mode pooler detectable).
+    /// transaction-mode pooler detectable): `false` when none was given, or when
+    /// it got no answer within [`SECOND_CONNECTION_WAIT`] — a session-mode pooler
+    /// with no free server session (a transaction-mode pooler would have handed
+    /// it the first connection's idle one). Such a connection still has its
+    /// query pending: close it rather than reuse it.
     pub used_second_connection: bool,
 }
+
+/// How long the second connection of [`probe_transaction_pooler`] may wait for
+/// its answer before the probe goes on without it.
+pub const SECOND_CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Probes whether `client` talks to a transaction-mode pooler, with the help of
 /// `second` (another connection with the same settings) when given. Leaves no
@@ -70,8 +78,16 @@ pub async fn probe_transaction_pooler(
     .await?;
     let read = format!("SELECT current_setting('{SETTING}', true), pg_backend_pid()");
     let mut seen = None;
+    let mut used_second_connection = false;
     if let Some(second) = second {
-        let (value, pid) = probe_row(second, &read).await?;
+        let answer = tokio::time::timeout(SECOND_CONNECTION_WAIT, probe_row(second, &read)).await;
+        let (value, pid) = match answer {
+            Ok(row) => {
+                used_second_connection = true;
+                row?
+            }
+            Err(_elapsed) => (None, String::new()),
+        };
         if value.as_deref() == Some(token.as_str()) {
             seen = Some(format!(
                 "a second connection was served by the server session (backend pid {pid}) that holds \
@@ -99,7 +115,7 @@ pub async fn probe_transaction_pooler(
         .map_err(Error::db("probing for a connection pooler"))?;
     Ok(PoolerProbe {
         transaction_pooler: seen,
-        used_second_connection: second.is_some(),
+        used_second_connection,
     })
 }
 
@@ -125,6 +141,11 @@ pub async fn refuse_transaction_pooler_two_connections(
 
 async fn refuse(client: &Client, second: Option<&Client>) -> Result<()> {
     let probe = probe_transaction_pooler(client, second).await?;
+    refuse_on(client, probe).await
+}
+
+/// [`Error::PoolerDetected`] (naming the direct endpoint) if `probe` saw a pooler.
+pub(crate) async fn refuse_on(client: &Client, probe: PoolerProbe) -> Result<()> {
     match probe.transaction_pooler {
         None => Ok(()),
         Some(reason) => Err(Error::PoolerDetected {
