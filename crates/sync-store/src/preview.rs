@@ -126,17 +126,17 @@ static GET_BY_SYNC: ScopedSql = ScopedSql::new(concat!(
 static INVALIDATE_KEY: ScopedSql = ScopedSql::new(
     "WITH d AS (DELETE FROM sync_preview_cache \
                 WHERE cache_key = ({org})::text || ':' || $2 RETURNING 1) \
-     SELECT count(*) FROM d",
+     SELECT count(*) FROM d HAVING {has_org}",
 );
 
 static INVALIDATE_SYNC: ScopedSql = ScopedSql::new(
     "WITH d AS (DELETE FROM sync_preview_cache \
                 WHERE org_id = {org} AND sync_id = $2 RETURNING 1) \
-     SELECT count(*) FROM d",
+     SELECT count(*) FROM d HAVING {has_org}",
 );
 
 static CLEANUP: ScopedSql =
-    ScopedSql::new("SELECT deleted_count FROM auto_cleanup_preview_cache()");
+    ScopedSql::new("SELECT deleted_count FROM auto_cleanup_preview_cache() WHERE {has_org}");
 
 fn entry(op: &'static str, row: &Row) -> Result<PreviewEntry> {
     Ok(PreviewEntry {
