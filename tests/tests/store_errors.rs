@@ -174,12 +174,27 @@ async fn user_without_org_is_forbidden_in_every_tenant_function() {
     // A user with an org but no data gets empty answers, not Forbidden.
     let tb = f.store.tenant(f.user_b);
     assert!(tb.get_sync("s").await.unwrap().is_none());
-    assert_eq!(tb.invalidate_preview("k").await.unwrap(), false);
+    assert!(!tb.invalidate_preview("k").await.unwrap());
     assert_eq!(tb.cleanup_expired_previews().await.unwrap(), 0);
     let m = tb.metrics(None).await.unwrap();
-    assert_eq!((m.activity_total, m.cache_live, m.cache_expired, m.active_syncs), (0, 0, 0, 0));
-    assert_eq!((m.success_rate, m.error_rate), (None, None), "no division by zero");
-    assert_eq!((m.avg_speed_items_per_min, m.avg_duration_seconds), (None, None));
+    assert_eq!(
+        (
+            m.activity_total,
+            m.cache_live,
+            m.cache_expired,
+            m.active_syncs
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(
+        (m.success_rate, m.error_rate),
+        (None, None),
+        "no division by zero"
+    );
+    assert_eq!(
+        (m.avg_speed_items_per_min, m.avg_duration_seconds),
+        (None, None)
+    );
     assert!(tb
         .list_activity(&ActivityFilter::default(), None, 10)
         .await
