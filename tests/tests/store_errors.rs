@@ -202,3 +202,18 @@ async fn user_without_org_is_forbidden_in_every_tenant_function() {
         .entries
         .is_empty());
 }
+
+/// Scopes and their futures are Send + 'static-able: handlers and workers can
+/// spawn them.
+#[tokio::test]
+async fn futures_are_send() {
+    use sync_store::{ActivityFilter, NewActivity, SyncAction, SyncStatus};
+    let f = Fixture::new().await;
+    let (svc, ta, org) = (f.store.service(), f.store.tenant(f.user_a), f.org_a);
+    let entries = vec![NewActivity::new(SyncAction::RecordCreate, SyncStatus::Completed); 3];
+    let bulk = tokio::spawn(async move { svc.append_activity_many(org, &entries).await });
+    assert_eq!(bulk.await.unwrap().unwrap(), 3);
+    let list =
+        tokio::spawn(async move { ta.list_activity(&ActivityFilter::default(), None, 10).await });
+    assert_eq!(list.await.unwrap().unwrap().entries.len(), 3);
+}
