@@ -81,12 +81,13 @@ fn check(op: &'static str, e: &NewActivity, tenant_user: Option<Uuid>) -> Result
     if let Some(m) = &e.error_message {
         validate::error_message(op, m)?;
     }
-    if let (Some(user), Some(given)) = (tenant_user, e.user_id) {
-        if user != given {
+    if let Some(user) = tenant_user {
+        validate::acting_user(op, "user_id", e.user_id, user)?;
+        if e.created_at.is_some() {
             return Err(Error::invalid(
                 op,
-                "user_id",
-                format!("is {given}, but a tenant may only log as itself ({user}); pass None"),
+                "created_at",
+                "a tenant cannot choose the time of an audit entry; pass None (the server's now())",
             ));
         }
     }
@@ -316,7 +317,8 @@ impl ServiceScope {
 
 impl TenantScope {
     /// [`ServiceScope::append_activity`] for the user's org; `user_id` must be
-    /// `None` (then the user) or the user. RLS policy `sync_activity_log_insert`
+    /// `None` (then the user) or the user, and `created_at` must be `None` (a
+    /// tenant does not backdate its audit trail). RLS policy `sync_activity_log_insert`
     /// must admit the row.
     pub async fn append_activity(&self, entry: &NewActivity) -> Result<ActivityEntry> {
         append(

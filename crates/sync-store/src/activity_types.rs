@@ -64,7 +64,7 @@ pub struct NewActivity {
     pub error_message: Option<String>,
     /// Acting user; in tenant scope it must be the tenant user or `None` (= the user).
     pub user_id: Option<Uuid>,
-    /// When; `None` = the server's `now()` (transaction time).
+    /// When; `None` = the server's `now()` (transaction time). Must be `None` in tenant scope.
     pub created_at: Option<OffsetDateTime>,
 }
 

@@ -250,10 +250,16 @@ impl ServiceScope {
 }
 
 impl TenantScope {
-    /// [`ServiceScope::put_preview`] for the user's org; `computed_by` defaults to the user.
-    /// RLS policies `sync_preview_cache_insert` / `_update` must admit the row.
+    /// [`ServiceScope::put_preview`] for the user's org; `computed_by` must be
+    /// `None` (then the user) or the user. RLS policies
+    /// `sync_preview_cache_insert` / `_update` must admit the row.
     pub async fn put_preview(&self, input: &PutPreview) -> Result<PreviewEntry> {
-        let by = input.computed_by.or(Some(self.user_id));
+        let by = Some(validate::acting_user(
+            "put_preview",
+            "computed_by",
+            input.computed_by,
+            self.user_id,
+        )?);
         put(&self.store, Scope::Tenant(self.user_id), input, by).await
     }
 

@@ -55,7 +55,7 @@ pub struct PutPreview {
     /// Time to live from `computed_at` (positive, at most
     /// [`crate::validate::MAX_PREVIEW_TTL`]); `None` = the database default of 1 hour.
     pub ttl: Option<time::Duration>,
-    /// Who computed it; in tenant scope `None` means the tenant user.
+    /// Who computed it; in tenant scope `None` or the tenant user (`None` = the user).
     pub computed_by: Option<Uuid>,
 }
 

@@ -125,9 +125,18 @@ async fn start(
     store: &Store,
     scope: Scope,
     input: &StartSync,
-    by: Option<Uuid>,
+    tenant_user: Option<Uuid>,
 ) -> Result<SyncProgress> {
     const OP: &str = "start_sync";
+    let by = match tenant_user {
+        Some(user) => Some(validate::acting_user(
+            OP,
+            "initiated_by",
+            input.initiated_by,
+            user,
+        )?),
+        None => input.initiated_by,
+    };
     validate::id(OP, "sync_id", &input.sync_id)?;
     if let Some(t) = input.total_items {
         validate::non_negative(OP, "total_items", t)?;
@@ -302,8 +311,7 @@ macro_rules! progress_api {
             /// [`Error::InvalidInput`] for bad input (nothing written).
             #[doc = $doc_scope]
             pub async fn start_sync(&$s, $($org: $org_ty,)? input: &StartSync) -> Result<SyncProgress> {
-                let by = input.initiated_by.or($by);
-                start(&$s.store, $scope, input, by).await
+                start(&$s.store, $scope, input, $by).await
             }
 
             /// Adds `delta.processed` / `delta.failed` atomically (concurrent
@@ -406,7 +414,7 @@ macro_rules! progress_api {
 progress_api!(ServiceScope, "\n\nService scope: for the org named by `org`.", |self| Scope::Service(Some(org)), None, org: Uuid);
 progress_api!(
     TenantScope,
-    "\n\nTenant scope: for the user's org, through RLS; `initiated_by` defaults to the user.",
+    "\n\nTenant scope: for the user's org, through RLS; `initiated_by` must be `None` (then the user) or the user.",
     |self| Scope::Tenant(self.user_id),
     Some(self.user_id),
 );

@@ -108,7 +108,7 @@ pub struct StartSync {
     pub job_id: Option<String>,
     /// A JSON object (at most [`crate::validate::MAX_METADATA_BYTES`]); `_sync_outcome` is refused.
     pub metadata: Option<serde_json::Value>,
-    /// Who started it; in tenant scope `None` means the tenant user.
+    /// Who started it; in tenant scope `None` or the tenant user (`None` = the user).
     pub initiated_by: Option<Uuid>,
 }
 
