@@ -110,6 +110,15 @@ async fn preview_inputs() {
         p.ttl = Some(ttl);
         refused(&f, "ttl", svc.put_preview(f.org_a, &p)).await;
     }
+    // A tenant acts only as itself.
+    let mut as_b = preview("s", "k");
+    as_b.computed_by = Some(f.user_b);
+    refused(&f, "computed_by", ta.put_preview(&as_b)).await;
+    as_b.computed_by = Some(f.user_a);
+    assert_eq!(
+        ta.put_preview(&as_b).await.unwrap().computed_by,
+        Some(f.user_a)
+    );
     // Unknown org / user: foreign keys.
     let err = refused(
         &f,

@@ -8,6 +8,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::activity_types::{ActivityEntry, ActivityFilter, ActivityPage, NewActivity};
 use crate::copy_types::Label;
 use crate::cursor::ActivityCursor;
 use crate::enums::{parse_label, SyncAction, SyncEntityType, SyncStatus};
@@ -15,112 +16,6 @@ use crate::error::{Error, Result};
 use crate::sql::ScopedSql;
 use crate::store::{col, ConnGuard, Scope, ServiceScope, Store, TenantScope};
 use crate::validate;
-
-/// A `sync_activity_log` row.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct ActivityEntry {
-    /// Row id (with `created_at`, the primary key).
-    pub id: Uuid,
-    /// Owning org.
-    pub org_id: Uuid,
-    /// The sync, if any.
-    pub sync_id: Option<String>,
-    /// What kind of record, if any.
-    pub entity_type: Option<SyncEntityType>,
-    /// What happened.
-    pub action: SyncAction,
-    /// Outcome.
-    pub status: SyncStatus,
-    /// Records concerned.
-    pub record_count: i32,
-    /// Duration in seconds, if known.
-    pub duration_seconds: Option<f64>,
-    /// Error text, if any.
-    pub error_message: Option<String>,
-    /// Acting user, if any.
-    pub user_id: Option<Uuid>,
-    /// When (partition key).
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-}
-
-impl ActivityEntry {
-    /// The cursor that continues a listing after this entry.
-    pub fn cursor(&self) -> ActivityCursor {
-        ActivityCursor {
-            created_at: self.created_at,
-            id: self.id,
-        }
-    }
-}
-
-/// Input of `append_activity` / `append_activity_many`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewActivity {
-    /// The sync, if any (at most 255 characters).
-    pub sync_id: Option<String>,
-    /// What kind of record, if any.
-    pub entity_type: Option<SyncEntityType>,
-    /// What happened.
-    pub action: SyncAction,
-    /// Outcome.
-    pub status: SyncStatus,
-    /// Records concerned (`>= 0`).
-    pub record_count: i32,
-    /// Duration in seconds (finite, `>= 0`).
-    pub duration_seconds: Option<f64>,
-    /// Error text (at most [`validate::MAX_ERROR_MESSAGE_BYTES`]).
-    pub error_message: Option<String>,
-    /// Acting user; in tenant scope it must be the tenant user or `None` (= the user).
-    pub user_id: Option<Uuid>,
-    /// When; `None` = the server's `now()` (transaction time).
-    pub created_at: Option<OffsetDateTime>,
-}
-
-impl NewActivity {
-    /// An entry with only `action` and `status` set.
-    pub fn new(action: SyncAction, status: SyncStatus) -> NewActivity {
-        NewActivity {
-            sync_id: None,
-            entity_type: None,
-            action,
-            status,
-            record_count: 0,
-            duration_seconds: None,
-            error_message: None,
-            user_id: None,
-            created_at: None,
-        }
-    }
-}
-
-/// Filters of an activity listing; every `None` matches all.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ActivityFilter {
-    /// Only this entity type.
-    pub entity_type: Option<SyncEntityType>,
-    /// Only this action.
-    pub action: Option<SyncAction>,
-    /// Only this status.
-    pub status: Option<SyncStatus>,
-    /// Only this sync.
-    pub sync_id: Option<String>,
-    /// Only entries with `created_at >= since`.
-    pub since: Option<OffsetDateTime>,
-    /// Only entries with `created_at < until`.
-    pub until: Option<OffsetDateTime>,
-}
-
-/// One page of a listing, newest first.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct ActivityPage {
-    /// The entries, newest first by `(created_at, id)`.
-    pub entries: Vec<ActivityEntry>,
-    /// Pass as `after` to get the next page; `None` on the last page.
-    pub next: Option<ActivityCursor>,
-}
 
 macro_rules! activity_cols {
     () => {
@@ -186,12 +81,13 @@ fn check(op: &'static str, e: &NewActivity, tenant_user: Option<Uuid>) -> Result
     if let Some(m) = &e.error_message {
         validate::error_message(op, m)?;
     }
-    if let (Some(user), Some(given)) = (tenant_user, e.user_id) {
-        if user != given {
+    if let Some(user) = tenant_user {
+        validate::acting_user(op, "user_id", e.user_id, user)?;
+        if e.created_at.is_some() {
             return Err(Error::invalid(
                 op,
-                "user_id",
-                format!("is {given}, but a tenant may only log as itself ({user}); pass None"),
+                "created_at",
+                "a tenant cannot choose the time of an audit entry; pass None (the server's now())",
             ));
         }
     }
@@ -421,7 +317,8 @@ impl ServiceScope {
 
 impl TenantScope {
     /// [`ServiceScope::append_activity`] for the user's org; `user_id` must be
-    /// `None` (then the user) or the user. RLS policy `sync_activity_log_insert`
+    /// `None` (then the user) or the user, and `created_at` must be `None` (a
+    /// tenant does not backdate its audit trail). RLS policy `sync_activity_log_insert`
     /// must admit the row.
     pub async fn append_activity(&self, entry: &NewActivity) -> Result<ActivityEntry> {
         append(

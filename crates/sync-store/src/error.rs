@@ -125,6 +125,16 @@ pub enum Error {
         server: Box<ServerError>,
     },
 
+    /// The driver failed the call for a reason that is neither the server nor
+    /// the connection (a value it could not encode, an unexpected reply).
+    #[error("{operation}: database driver error: {reason}; this is a bug, please report it with this message")]
+    Driver {
+        /// The operation.
+        operation: &'static str,
+        /// What the driver said.
+        reason: String,
+    },
+
     /// A value read from the database did not decode into its Rust type (a
     /// schema this build does not match).
     #[error("{operation}: cannot decode column {column}: {reason}; check that the schema matches this build (sync-migrate verify)")]
@@ -169,6 +179,7 @@ impl Error {
             | Error::Unavailable { operation, .. }
             | Error::UnknownLabel { operation, .. }
             | Error::Database { operation, .. }
+            | Error::Driver { operation, .. }
             | Error::Decode { operation, .. } => operation,
         }
     }
@@ -183,10 +194,17 @@ impl Error {
     /// Maps a driver error of `operation` to what a caller can act on.
     pub(crate) fn from_pg(operation: &'static str, err: tokio_postgres::Error) -> Error {
         let Some(db) = err.as_db_error() else {
-            return Error::Unavailable {
-                operation,
-                reason: source_chain(&err),
-                code: err.code().map(|c| c.code().to_owned()),
+            return if err.is_closed() || has_io_source(&err) {
+                Error::Unavailable {
+                    operation,
+                    reason: source_chain(&err),
+                    code: err.code().map(|c| c.code().to_owned()),
+                }
+            } else {
+                Error::Driver {
+                    operation,
+                    reason: source_chain(&err),
+                }
             };
         };
         let server = Box::new(ServerError {
@@ -270,6 +288,17 @@ impl Error {
             reason: err.to_string(),
         }
     }
+}
+
+fn has_io_source(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = err.source();
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {

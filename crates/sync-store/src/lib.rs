@@ -3,6 +3,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod activity;
+mod activity_types;
 mod copy_types;
 mod cursor;
 mod enums;
@@ -10,16 +11,18 @@ mod error;
 mod metrics;
 pub mod partitions;
 mod preview;
+mod preview_types;
 mod progress;
+mod progress_types;
 mod sql;
 mod store;
 pub mod validate;
 
-pub use activity::{ActivityEntry, ActivityFilter, ActivityPage, NewActivity};
+pub use activity_types::{ActivityEntry, ActivityFilter, ActivityPage, NewActivity};
 pub use cursor::{ActivityCursor, BadCursor};
 pub use enums::{SyncAction, SyncEntityType, SyncStatus, SyncType, UnknownLabel};
 pub use error::{Error, Result, ServerError};
 pub use metrics::SyncMetrics;
-pub use preview::{PreviewEntry, PutPreview};
-pub use progress::{ProgressCounts, ProgressDelta, StartSync, SyncProgress};
+pub use preview_types::{PreviewEntry, PutPreview};
+pub use progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress};
 pub use store::{ServiceScope, Store, TenantScope, TENANT_ROLE};

@@ -47,7 +47,8 @@ static METRICS: ScopedSql = ScopedSql::new(
                   count(*) FILTER (WHERE status = 'completed') AS completed, \
                   count(*) FILTER (WHERE status IN ('failed', 'completed_with_errors')) AS errors \
            FROM sync_activity_log \
-           WHERE org_id = {org} AND ($2::timestamptz IS NULL OR created_at >= $2)) a",
+           WHERE org_id = {org} AND ($2::timestamptz IS NULL OR created_at >= $2)) a \
+     WHERE {has_org}",
 );
 
 async fn metrics(

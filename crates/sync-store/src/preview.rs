@@ -1,89 +1,15 @@
 //! Preview cache: computed delta snapshots with a TTL, keyed per org.
 
 use postgres_types::Type;
-use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::enums::{parse_label, SyncType};
+use crate::enums::parse_label;
 use crate::error::{Error, Result};
+use crate::preview_types::{PreviewEntry, PutPreview};
 use crate::sql::ScopedSql;
 use crate::store::{col, Scope, ServiceScope, Store, TenantScope};
 use crate::validate;
-
-/// A cached preview (`sync_preview_cache` row). `cache_key` is the caller's key,
-/// without the `<org_id>:` prefix it is stored with.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct PreviewEntry {
-    /// Row id.
-    pub id: Uuid,
-    /// Owning org.
-    pub org_id: Uuid,
-    /// Source system.
-    pub sync_type: SyncType,
-    /// The sync this preview belongs to.
-    pub sync_id: String,
-    /// The computed delta.
-    pub delta_json: serde_json::Value,
-    /// When the delta was computed.
-    #[serde(with = "time::serde::rfc3339")]
-    pub computed_at: OffsetDateTime,
-    /// When it stops being returned.
-    #[serde(with = "time::serde::rfc3339")]
-    pub expires_at: OffsetDateTime,
-    /// Who computed it.
-    pub computed_by: Option<Uuid>,
-    /// The caller's key (no org prefix).
-    pub cache_key: String,
-    /// Row creation time.
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    /// Last update time.
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-}
-
-/// Input of `put_preview`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PutPreview {
-    /// Source system.
-    pub sync_type: SyncType,
-    /// The sync this preview belongs to (1..=255 characters).
-    pub sync_id: String,
-    /// The caller's key (1..=[`validate::MAX_CACHE_KEY_CHARS`] characters); stored
-    /// as `<org_id>:<key>`, never visible to or collidable by other orgs.
-    pub cache_key: String,
-    /// The delta (at most [`validate::MAX_DELTA_JSON_BYTES`] serialized).
-    pub delta_json: serde_json::Value,
-    /// When it was computed; `None` = the server's `now()`.
-    pub computed_at: Option<OffsetDateTime>,
-    /// Time to live from `computed_at` (positive, at most
-    /// [`validate::MAX_PREVIEW_TTL`]); `None` = the database default of 1 hour.
-    pub ttl: Option<time::Duration>,
-    /// Who computed it; in tenant scope `None` means the tenant user.
-    pub computed_by: Option<Uuid>,
-}
-
-impl PutPreview {
-    /// A preview with the default TTL, computed now, by nobody in particular.
-    pub fn new(
-        sync_type: SyncType,
-        sync_id: impl Into<String>,
-        cache_key: impl Into<String>,
-        delta_json: serde_json::Value,
-    ) -> PutPreview {
-        PutPreview {
-            sync_type,
-            sync_id: sync_id.into(),
-            cache_key: cache_key.into(),
-            delta_json,
-            computed_at: None,
-            ttl: None,
-            computed_by: None,
-        }
-    }
-}
 
 macro_rules! cache_cols {
     () => {
@@ -126,17 +52,17 @@ static GET_BY_SYNC: ScopedSql = ScopedSql::new(concat!(
 static INVALIDATE_KEY: ScopedSql = ScopedSql::new(
     "WITH d AS (DELETE FROM sync_preview_cache \
                 WHERE cache_key = ({org})::text || ':' || $2 RETURNING 1) \
-     SELECT count(*) FROM d",
+     SELECT count(*) FROM d HAVING {has_org}",
 );
 
 static INVALIDATE_SYNC: ScopedSql = ScopedSql::new(
     "WITH d AS (DELETE FROM sync_preview_cache \
                 WHERE org_id = {org} AND sync_id = $2 RETURNING 1) \
-     SELECT count(*) FROM d",
+     SELECT count(*) FROM d HAVING {has_org}",
 );
 
 static CLEANUP: ScopedSql =
-    ScopedSql::new("SELECT deleted_count FROM auto_cleanup_preview_cache()");
+    ScopedSql::new("SELECT deleted_count FROM auto_cleanup_preview_cache() WHERE {has_org}");
 
 fn entry(op: &'static str, row: &Row) -> Result<PreviewEntry> {
     Ok(PreviewEntry {
@@ -324,10 +250,16 @@ impl ServiceScope {
 }
 
 impl TenantScope {
-    /// [`ServiceScope::put_preview`] for the user's org; `computed_by` defaults to the user.
-    /// RLS policies `sync_preview_cache_insert` / `_update` must admit the row.
+    /// [`ServiceScope::put_preview`] for the user's org; `computed_by` must be
+    /// `None` (then the user) or the user. RLS policies
+    /// `sync_preview_cache_insert` / `_update` must admit the row.
     pub async fn put_preview(&self, input: &PutPreview) -> Result<PreviewEntry> {
-        let by = input.computed_by.or(Some(self.user_id));
+        let by = Some(validate::acting_user(
+            "put_preview",
+            "computed_by",
+            input.computed_by,
+            self.user_id,
+        )?);
         put(&self.store, Scope::Tenant(self.user_id), input, by).await
     }
 

@@ -5,6 +5,11 @@
 //! org of the user in `request.jwt.claims`, read through the user's own RLS
 //! policy on `auth.users_extended`; `$1` is still declared (as a NULL uuid) so
 //! both renderings take the same parameters.
+//!
+//! `{has_org}` is `true` in service scope and "the tenant user has an org" in
+//! tenant scope. Statements that return a row even when nothing matched (counts,
+//! metrics) filter on it, so that in tenant scope an empty result is the one
+//! signal that the user may have no org (see `Store::rows`).
 
 use std::sync::OnceLock;
 
@@ -30,13 +35,19 @@ impl ScopedSql {
 
     /// The text for the service scope (`{org}` = `$1::uuid`).
     pub(crate) fn service(&self) -> &str {
-        self.service
-            .get_or_init(|| self.template.replace("{org}", "$1::uuid"))
+        self.service.get_or_init(|| {
+            self.template
+                .replace("{org}", "$1::uuid")
+                .replace("{has_org}", "true")
+        })
     }
 
     /// The text for the tenant scope (`{org}` = the user's org).
     pub(crate) fn tenant(&self) -> &str {
-        self.tenant
-            .get_or_init(|| self.template.replace("{org}", TENANT_ORG))
+        self.tenant.get_or_init(|| {
+            self.template
+                .replace("{has_org}", &format!("({TENANT_ORG}) IS NOT NULL"))
+                .replace("{org}", TENANT_ORG)
+        })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use deadpool_postgres::{Object, Pool};
 use futures_util::TryStreamExt;
 use postgres_types::{ToSql, Type};
-use tokio_postgres::{Client, Row, SimpleQueryMessage};
+use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
 use crate::copy_types::CopyTypes;
@@ -158,27 +158,36 @@ impl Drop for ConnGuard {
     }
 }
 
-/// The statements that open a tenant transaction. `user` is a `Uuid`, whose
-/// text form is hex digits and dashes only, so formatting it in is safe.
+/// The statement that opens a tenant transaction: one `SELECT` of
+/// `set_config('role', …, true)` (what `SET LOCAL ROLE` does) and the claims.
+/// `user` is a `Uuid`, whose text form is hex digits and dashes only, so
+/// formatting it in is safe.
 fn tenant_setup(user: Uuid) -> String {
     format!(
-        "BEGIN; SET LOCAL ROLE {TENANT_ROLE}; \
-         SELECT set_config('request.jwt.claims', '{{\"sub\":\"{user}\"}}', true), \
-                set_config('request.jwt.claim.sub', '{user}', true); \
-         SELECT org_id::text AS tenant_org FROM auth.users_extended WHERE id = auth.uid()"
+        "BEGIN; SELECT set_config('role', '{TENANT_ROLE}', true), \
+                set_config('request.jwt.claims', '{{\"sub\":\"{user}\"}}', true), \
+                set_config('request.jwt.claim.sub', '{user}', true)"
     )
 }
+
+/// Whether the tenant user has an `auth.users_extended` row (hence an org).
+static TENANT_HAS_ORG: ScopedSql = ScopedSql::new("SELECT {has_org}");
 
 impl Store {
     /// Runs one statement in `scope` and returns its rows.
     ///
     /// Service: one unnamed, typed statement on a pooled connection (one round
-    /// trip, no transaction). Tenant: three requests pipelined in one round trip:
-    /// `BEGIN; SET LOCAL ROLE; set_config(claims)` + the org lookup (simple
+    /// trip, no transaction).
+    ///
+    /// Tenant: three requests pipelined in one round trip: `BEGIN; SELECT
+    /// set_config('role', 'sync_tenant', true), set_config(claims…)` (simple
     /// query), the statement (unnamed, typed), `COMMIT`. If the set-up fails the
     /// transaction is aborted, so the statement cannot run outside the tenant
     /// role; if the statement fails, `COMMIT` rolls back. The connection goes
-    /// back to the pool only once `COMMIT` was acknowledged.
+    /// back to the pool only once `COMMIT` was acknowledged. Only when the
+    /// statement failed or returned no row does a second tenant transaction ask
+    /// whether the user has an org at all (every statement yields an error or no
+    /// row for a user without one), to answer [`Error::Forbidden`].
     pub(crate) async fn rows(
         &self,
         scope: Scope,
@@ -186,14 +195,14 @@ impl Store {
         sql: &ScopedSql,
         params: &[Param<'_>],
     ) -> Result<Vec<Row>> {
-        let obj = self
-            .inner
-            .pool
-            .get()
-            .await
-            .map_err(|e| Error::pool(operation, e))?;
         match scope {
             Scope::Service(org) => {
+                let obj = self
+                    .inner
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| Error::pool(operation, e))?;
                 let client: &Client = &obj;
                 let all = std::iter::once((&org as &(dyn ToSql + Sync), Type::UUID))
                     .chain(params.iter().map(|(v, t)| (*v, t.clone())));
@@ -207,53 +216,81 @@ impl Store {
                     .map_err(|e| Error::from_pg(operation, e))
             }
             Scope::Tenant(user) => {
-                let mut guard = ConnGuard::new(obj);
-                let none: Option<Uuid> = None;
-                let setup = tenant_setup(user);
-                let (setup, rows, commit) = {
-                    let client = guard.client();
-                    let all = std::iter::once((&none as &(dyn ToSql + Sync), Type::UUID))
-                        .chain(params.iter().map(|(v, t)| (*v, t.clone())));
-                    // join3 polls its futures in order, and each sends its request
-                    // on its first poll: the server receives set-up, statement,
-                    // COMMIT in that order, in one flight.
-                    futures_util::future::join3(
-                        client.simple_query(&setup),
-                        async move {
-                            client
-                                .query_typed_raw(sql.tenant(), all)
-                                .await?
-                                .try_collect::<Vec<Row>>()
-                                .await
-                        },
-                        client.simple_query("COMMIT"),
-                    )
-                    .await
-                };
-                if commit.is_ok() {
-                    guard.mark_clean();
+                let outcome = self
+                    .tenant_pipeline(operation, user, sql.tenant(), params)
+                    .await;
+                if matches!(&outcome, Ok(rows) if !rows.is_empty()) {
+                    return outcome;
                 }
-                drop(guard);
-                let setup = setup.map_err(|e| Error::from_pg(operation, e))?;
-                let has_org = setup.iter().any(|m| {
-                    matches!(m, SimpleQueryMessage::Row(r)
-                        if r.columns().first().is_some_and(|c| c.name() == "tenant_org"))
-                });
-                if !has_org {
-                    return Err(Error::Forbidden {
+                let has_org = self
+                    .tenant_pipeline(operation, user, TENANT_HAS_ORG.tenant(), &[])
+                    .await
+                    .and_then(|rows| match rows.first() {
+                        Some(row) => col::<bool>(operation, row, 0),
+                        None => Ok(false),
+                    });
+                match has_org {
+                    Ok(false) => Err(Error::Forbidden {
                         operation,
                         reason: format!(
                             "user {user} has no auth.users_extended row, so it belongs to no org; \
                              create the user's row (id, org_id) first"
                         ),
                         server: None,
-                    });
+                    }),
+                    Ok(true) => outcome,
+                    // The set-up itself failed: report the statement's own error.
+                    Err(e) => outcome.and(Err(e)),
                 }
-                let rows = rows.map_err(|e| Error::from_pg(operation, e))?;
-                commit.map_err(|e| Error::from_pg(operation, e))?;
-                Ok(rows)
             }
         }
+    }
+
+    /// One tenant transaction around `text`, pipelined (see [`Store::rows`]).
+    async fn tenant_pipeline(
+        &self,
+        operation: &'static str,
+        user: Uuid,
+        text: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>> {
+        let obj = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| Error::pool(operation, e))?;
+        let mut guard = ConnGuard::new(obj);
+        let none: Option<Uuid> = None;
+        let setup = tenant_setup(user);
+        let (setup, rows, commit) = {
+            let client = guard.client();
+            let all = std::iter::once((&none as &(dyn ToSql + Sync), Type::UUID))
+                .chain(params.iter().map(|(v, t)| (*v, t.clone())));
+            // join3 polls its futures in order, and each sends its request on
+            // its first poll: the server receives set-up, statement, COMMIT in
+            // that order, in one flight.
+            futures_util::future::join3(
+                client.simple_query(&setup),
+                async move {
+                    client
+                        .query_typed_raw(text, all)
+                        .await?
+                        .try_collect::<Vec<Row>>()
+                        .await
+                },
+                client.simple_query("COMMIT"),
+            )
+            .await
+        };
+        if commit.is_ok() {
+            guard.mark_clean();
+        }
+        drop(guard);
+        setup.map_err(|e| Error::from_pg(operation, e))?;
+        let rows = rows.map_err(|e| Error::from_pg(operation, e))?;
+        commit.map_err(|e| Error::from_pg(operation, e))?;
+        Ok(rows)
     }
 
     /// Like [`Store::rows`] for a statement returning at most one row.

@@ -161,3 +161,20 @@ pub(crate) fn page_size(op: &'static str, limit: u32) -> Result<()> {
     }
     Ok(())
 }
+
+/// In tenant scope a user acts as itself: `given` must be `None` or the user.
+pub(crate) fn acting_user(
+    op: &'static str,
+    field: &str,
+    given: Option<uuid::Uuid>,
+    tenant_user: uuid::Uuid,
+) -> Result<uuid::Uuid> {
+    match given {
+        Some(other) if other != tenant_user => Err(Error::invalid(
+            op,
+            field,
+            format!("is {other}, but a tenant acts only as itself ({tenant_user}); pass None"),
+        )),
+        _ => Ok(tenant_user),
+    }
+}
