@@ -10,8 +10,10 @@ pub struct MigrateOptions {
     /// Default 5 minutes.
     #[serde(with = "secs")]
     pub lock_wait: Duration,
-    /// Refuse to run through a transaction-mode pooler (default `true`). Only turn
-    /// off for a pooler in *session* mode that the detection misjudges.
+    /// Refuse to run through a transaction-mode pooler (default `true`): the
+    /// probe in [`refuse_transaction_pooler`](crate::refuse_transaction_pooler)
+    /// runs first. Turning it off is dangerous: behind a transaction-mode pooler
+    /// the migration lock protects nothing and replicas may apply concurrently.
     pub refuse_pooler: bool,
 }
 

@@ -19,6 +19,20 @@ pub struct ServerError {
     pub column: Option<String>,
 }
 
+impl ServerError {
+    /// What the server reported, from a driver's server error.
+    pub fn from_db(db: &tokio_postgres::error::DbError) -> ServerError {
+        ServerError {
+            code: db.code().code().to_owned(),
+            message: db.message().to_owned(),
+            detail: db.detail().map(str::to_owned),
+            hint: db.hint().map(str::to_owned),
+            constraint: db.constraint().map(str::to_owned),
+            column: db.column().map(str::to_owned),
+        }
+    }
+}
+
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SQLSTATE {}: {}", self.code, self.message)?;
@@ -207,14 +221,7 @@ impl Error {
                 }
             };
         };
-        let server = Box::new(ServerError {
-            code: db.code().code().to_owned(),
-            message: db.message().to_owned(),
-            detail: db.detail().map(str::to_owned),
-            hint: db.hint().map(str::to_owned),
-            constraint: db.constraint().map(str::to_owned),
-            column: db.column().map(str::to_owned),
-        });
+        let server = Box::new(ServerError::from_db(db));
         let code = server.code.as_str();
         match code {
             "23505" | "23P01" => Error::Conflict { operation, server },
@@ -301,7 +308,7 @@ fn has_io_source(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {

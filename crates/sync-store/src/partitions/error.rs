@@ -1,67 +1,9 @@
 //! [`PartitionError`]: everything partition maintenance can fail with.
 
-use std::fmt;
 use std::time::Duration;
 
 use super::month::Month;
-
-/// What the server said about a failed statement: SQLSTATE, message, detail, hint.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ServerReport {
-    /// Five-character SQLSTATE, e.g. `55P03`; `None` when the server sent none.
-    pub code: Option<String>,
-    /// The server's primary message (or the driver's, when the server said nothing).
-    pub message: String,
-    /// The server's DETAIL line, if any.
-    pub detail: Option<String>,
-    /// The server's HINT line, if any.
-    pub hint: Option<String>,
-}
-
-impl ServerReport {
-    /// Extracts what the server reported from a driver error.
-    pub fn from_pg(err: &tokio_postgres::Error) -> Self {
-        match err.as_db_error() {
-            Some(db) => ServerReport {
-                code: Some(db.code().code().to_owned()),
-                message: db.message().to_owned(),
-                detail: db.detail().map(str::to_owned),
-                hint: db.hint().map(str::to_owned),
-            },
-            None => {
-                let mut message = err.to_string();
-                let mut source = std::error::Error::source(err);
-                while let Some(s) = source {
-                    message.push_str(": ");
-                    message.push_str(&s.to_string());
-                    source = s.source();
-                }
-                ServerReport {
-                    code: err.code().map(|c| c.code().to_owned()),
-                    message,
-                    detail: None,
-                    hint: None,
-                }
-            }
-        }
-    }
-}
-
-impl fmt::Display for ServerReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.code {
-            Some(code) => write!(f, "SQLSTATE {code}: {}", self.message)?,
-            None => write!(f, "{}", self.message)?,
-        }
-        if let Some(detail) = &self.detail {
-            write!(f, " (detail: {detail})")?;
-        }
-        if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
-        }
-        Ok(())
-    }
-}
+use crate::error::{source_chain, ServerError};
 
 /// Why a partition operation (list, ensure, archive) failed. Whatever the
 /// variant, the transaction was rolled back: nothing was changed.
@@ -79,7 +21,7 @@ pub enum PartitionError {
         /// The `lock_timeout` in force.
         waited: Duration,
         /// What the server reported (SQLSTATE 55P03).
-        server: Box<ServerReport>,
+        server: Box<ServerError>,
     },
 
     /// A statement failed on the server; the transaction was rolled back.
@@ -88,7 +30,7 @@ pub enum PartitionError {
         /// Which step failed, e.g. "attaching sync_activity_log_2026_03".
         step: String,
         /// What the server reported.
-        server: Box<ServerReport>,
+        server: Box<ServerError>,
     },
 
     /// The connection broke; the server rolls the transaction back.
@@ -154,11 +96,11 @@ pub enum PartitionError {
 impl PartitionError {
     /// The SQLSTATE of the server error behind this one, if any.
     pub fn code(&self) -> Option<&str> {
-        self.server_report().and_then(|s| s.code.as_deref())
+        self.server().map(|s| s.code.as_str())
     }
 
     /// The server's report, when the error came from a statement.
-    pub fn server_report(&self) -> Option<&ServerReport> {
+    pub fn server(&self) -> Option<&ServerError> {
         match self {
             PartitionError::LockTimeout { server, .. }
             | PartitionError::Database { server, .. } => Some(server),
@@ -178,13 +120,13 @@ impl PartitionError {
         err: tokio_postgres::Error,
     ) -> Self {
         let step = step.into();
-        if err.is_closed() || (err.as_db_error().is_none() && err.code().is_none()) {
+        let Some(db) = err.as_db_error() else {
             return PartitionError::ConnectionLost {
                 step,
-                reason: ServerReport::from_pg(&err).message,
+                reason: source_chain(&err),
             };
-        }
-        let server = Box::new(ServerReport::from_pg(&err));
+        };
+        let server = Box::new(ServerError::from_db(db));
         if err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
             PartitionError::LockTimeout {
                 step,

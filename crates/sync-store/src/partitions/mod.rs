@@ -71,7 +71,7 @@ pub use archive::{
     archive_partitions, archive_partitions_dropping_data, ArchiveReport, ArchivedPartition,
 };
 pub use ensure::{ensure_partitions, EnsureReport, MoveProgress};
-pub use error::{PartitionError, ServerReport};
+pub use error::PartitionError;
 pub use list::{list_partitions, PartitionInfo, PartitionKind};
 pub use lock::PARTITION_LOCK_KEY;
 pub use month::{Month, PARTITION_PREFIX};
