@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use crate::error::Result;
 use crate::sql::ScopedSql;
 use crate::store::{col, Scope, ServiceScope, Store, TenantScope};
+use crate::trace::{op_span, traced};
 
 /// Monitoring metrics of one org (spec section MONITORING).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -57,25 +58,28 @@ async fn metrics(
     since: Option<OffsetDateTime>,
 ) -> Result<SyncMetrics> {
     const OP: &str = "metrics";
-    let row = store
-        .one_row(scope, OP, &METRICS, &[(&since, Type::TIMESTAMPTZ)])
-        .await?;
-    let total: i64 = col(OP, &row, 5)?;
-    let completed: i64 = col(OP, &row, 6)?;
-    let errors: i64 = col(OP, &row, 7)?;
-    let rate = |n: i64| (total > 0).then(|| n as f64 / total as f64);
-    Ok(SyncMetrics {
-        cache_live: col(OP, &row, 0)?,
-        cache_expired: col(OP, &row, 1)?,
-        active_syncs: col(OP, &row, 2)?,
-        avg_speed_items_per_min: col(OP, &row, 3)?,
-        avg_duration_seconds: col(OP, &row, 4)?,
-        activity_total: total,
-        activity_completed: completed,
-        activity_errors: errors,
-        success_rate: rate(completed),
-        error_rate: rate(errors),
+    traced(op_span(OP, scope, None), async {
+        let row = store
+            .one_row(scope, OP, &METRICS, &[(&since, Type::TIMESTAMPTZ)])
+            .await?;
+        let total: i64 = col(OP, &row, 5)?;
+        let completed: i64 = col(OP, &row, 6)?;
+        let errors: i64 = col(OP, &row, 7)?;
+        let rate = |n: i64| (total > 0).then(|| n as f64 / total as f64);
+        Ok(SyncMetrics {
+            cache_live: col(OP, &row, 0)?,
+            cache_expired: col(OP, &row, 1)?,
+            active_syncs: col(OP, &row, 2)?,
+            avg_speed_items_per_min: col(OP, &row, 3)?,
+            avg_duration_seconds: col(OP, &row, 4)?,
+            activity_total: total,
+            activity_completed: completed,
+            activity_errors: errors,
+            success_rate: rate(completed),
+            error_rate: rate(errors),
+        })
     })
+    .await
 }
 
 impl ServiceScope {
