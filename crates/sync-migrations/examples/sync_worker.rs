@@ -184,7 +184,7 @@ fn product(i: u32) -> Product {
         id: 1000 + i,
         sku: format!("WC-{:05}", 1000 + i),
         name: NAMES[i as usize % NAMES.len()].to_owned(),
-        is_new: i % 3 != 0,
+        is_new: !i.is_multiple_of(3),
         refused: (i % 17 == 11).then(|| REFUSALS[(i / 17) as usize % REFUSALS.len()]),
     }
 }
