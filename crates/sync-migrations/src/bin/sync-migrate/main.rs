@@ -1,4 +1,5 @@
-//! `sync-migrate`: apply, roll back, inspect and verify migration 0024.
+//! `sync-migrate`: apply, roll back, inspect and verify migration 0024; the
+//! spec's troubleshooting checks (`doctor`), cache cleanup and monitoring stats.
 //!
 //! Exit codes: 0 success; 1 an error, or a `verify` shortfall; 2 bad usage.
 
@@ -13,7 +14,8 @@ use tokio_postgres::config::Host;
 mod ops;
 mod partitions;
 
-/// Apply, roll back, inspect and verify the sync-store migrations.
+/// Apply, roll back, inspect and verify the sync-store migrations; troubleshoot,
+/// clean up and monitor the sync tables.
 #[derive(Parser, Debug)]
 #[command(name = "sync-migrate", version)]
 struct Cli {
