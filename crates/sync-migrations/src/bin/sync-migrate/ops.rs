@@ -125,8 +125,9 @@ fn opt(v: Option<f64>, unit: &str) -> String {
         .unwrap_or_else(|| "n/a".to_owned())
 }
 
-fn pct(v: Option<f64>) -> String {
-    v.map(|v| format!("{:.1} %", v * 100.0))
+/// A rate with its count, e.g. `93.3 % (233)`; `n/a` without activity.
+fn pct(v: Option<f64>, n: i64) -> String {
+    v.map(|v| format!("{:.1} % ({n})", v * 100.0))
         .unwrap_or_else(|| "n/a (no activity)".to_owned())
 }
 
@@ -149,11 +150,11 @@ fn stats_text(m: &SyncMetrics) -> String {
         ("activity: entries", m.activity_total.to_string()),
         (
             "activity: success rate (completed)",
-            format!("{} ({})", pct(m.success_rate), m.activity_completed),
+            pct(m.success_rate, m.activity_completed),
         ),
         (
             "activity: error rate (failed, completed_with_errors)",
-            format!("{} ({})", pct(m.error_rate), m.activity_errors),
+            pct(m.error_rate, m.activity_errors),
         ),
     ];
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
