@@ -41,6 +41,7 @@ pub struct ApplyReport {
 ///
 /// If this returns [`Error::Unavailable`] the connection is broken: drop it (which
 /// also releases the lock server-side).
+#[tracing::instrument(name = "sync_migrations.apply", target = "sync_migrations", skip_all, err(Display), fields(pool = false, applied = tracing::field::Empty, already_applied = tracing::field::Empty))]
 pub async fn apply(client: &mut Client, options: &MigrateOptions) -> Result<ApplyReport> {
     if options.refuse_pooler {
         refuse_transaction_pooler(client).await?;
@@ -62,6 +63,7 @@ async fn apply_unprobed(client: &mut Client, options: &MigrateOptions) -> Result
 /// With `options.refuse_pooler` it first probes with a second connection from
 /// `pool` ([`refuse_transaction_pooler_two_connections`](crate::refuse_transaction_pooler_two_connections)); it waits for one like any
 /// `pool.get()` (the detached connection no longer counts against `max_size`).
+#[tracing::instrument(name = "sync_migrations.apply", target = "sync_migrations", skip_all, err(Display), fields(pool = true, applied = tracing::field::Empty, already_applied = tracing::field::Empty))]
 pub async fn apply_pool(pool: &Pool, options: &MigrateOptions) -> Result<ApplyReport> {
     let mut client = detached(pool).await?;
     if options.refuse_pooler {
@@ -101,11 +103,14 @@ async fn apply_locked(client: &mut Client) -> Result<ApplyReport> {
         .run_async(client)
         .await
         .map_err(|e| map_refinery_error(e, &pending))?;
-    let applied = report
+    let applied: Vec<EmbeddedMigration> = report
         .applied_migrations()
         .iter()
         .filter_map(|m| pending.iter().find(|p| p.version == m.version()).cloned())
         .collect();
+    let span = tracing::Span::current();
+    span.record("applied", applied.len());
+    span.record("already_applied", before.len());
     Ok(ApplyReport {
         applied,
         already_applied: before.len(),

@@ -32,6 +32,7 @@ pub enum RollbackOutcome {
 /// an object outside 0024 (a view, a detached archive table) depends on 0024's
 /// types; the server's message names it. What 0001 created stays. A later
 /// [`apply`](crate::apply) applies 0024 again.
+#[tracing::instrument(name = "sync_migrations.rollback_0024", target = "sync_migrations", skip_all, err(Display), fields(pool = false, outcome = tracing::field::Empty))]
 pub async fn rollback_0024_dropping_data(
     client: &mut Client,
     options: &MigrateOptions,
@@ -55,6 +56,7 @@ async fn rollback_unprobed(
 /// [`rollback_0024_dropping_data`] on a connection detached from `pool` and closed
 /// afterwards; with `options.refuse_pooler` the pooler probe uses a second
 /// connection from `pool` (see [`crate::refuse_transaction_pooler_two_connections`]).
+#[tracing::instrument(name = "sync_migrations.rollback_0024", target = "sync_migrations", skip_all, err(Display), fields(pool = true, outcome = tracing::field::Empty))]
 pub async fn rollback_0024_dropping_data_pool(
     pool: &Pool,
     options: &MigrateOptions,
@@ -90,9 +92,17 @@ async fn rollback_locked(client: &mut Client) -> Result<RollbackOutcome> {
             server: ServerError::from_pg(&e),
         });
     }
-    Ok(if was_applied {
+    let outcome = if was_applied {
         RollbackOutcome::RolledBack
     } else {
         RollbackOutcome::WasNotApplied
-    })
+    };
+    tracing::Span::current().record(
+        "outcome",
+        match outcome {
+            RollbackOutcome::RolledBack => "rolled_back",
+            RollbackOutcome::WasNotApplied => "was_not_applied",
+        },
+    );
+    Ok(outcome)
 }

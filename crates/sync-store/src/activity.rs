@@ -15,6 +15,7 @@ use crate::enums::{parse_label, SyncAction, SyncEntityType, SyncStatus};
 use crate::error::{Error, Result};
 use crate::sql::ScopedSql;
 use crate::store::{col, ConnGuard, Scope, ServiceScope, Store, TenantScope};
+use crate::trace::{op_span, traced};
 use crate::validate;
 
 macro_rules! activity_cols {
@@ -114,31 +115,34 @@ async fn append(
     tenant_user: Option<Uuid>,
 ) -> Result<ActivityEntry> {
     const OP: &str = "append_activity";
-    check(OP, e, tenant_user)?;
-    let duration = decimal(OP, e.duration_seconds)?;
-    let user = e.user_id.or(tenant_user);
-    let entity = e.entity_type.map(SyncEntityType::as_str);
-    let action = e.action.as_str();
-    let status = e.status.as_str();
-    let row = store
-        .one_row(
-            scope,
-            OP,
-            &APPEND,
-            &[
-                (&e.sync_id, Type::VARCHAR),
-                (&entity, Type::TEXT),
-                (&action, Type::TEXT),
-                (&status, Type::TEXT),
-                (&e.record_count, Type::INT4),
-                (&duration, Type::NUMERIC),
-                (&e.error_message, Type::TEXT),
-                (&user, Type::UUID),
-                (&e.created_at, Type::TIMESTAMPTZ),
-            ],
-        )
-        .await?;
-    entry(OP, &row)
+    traced(op_span(OP, scope, e.sync_id.as_deref()), async {
+        check(OP, e, tenant_user)?;
+        let duration = decimal(OP, e.duration_seconds)?;
+        let user = e.user_id.or(tenant_user);
+        let entity = e.entity_type.map(SyncEntityType::as_str);
+        let action = e.action.as_str();
+        let status = e.status.as_str();
+        let row = store
+            .one_row(
+                scope,
+                OP,
+                &APPEND,
+                &[
+                    (&e.sync_id, Type::VARCHAR),
+                    (&entity, Type::TEXT),
+                    (&action, Type::TEXT),
+                    (&status, Type::TEXT),
+                    (&e.record_count, Type::INT4),
+                    (&duration, Type::NUMERIC),
+                    (&e.error_message, Type::TEXT),
+                    (&user, Type::UUID),
+                    (&e.created_at, Type::TIMESTAMPTZ),
+                ],
+            )
+            .await?;
+        entry(OP, &row)
+    })
+    .await
 }
 
 async fn list(
@@ -149,47 +153,50 @@ async fn list(
     limit: u32,
 ) -> Result<ActivityPage> {
     const OP: &str = "list_activity";
-    validate::page_size(OP, limit)?;
-    if let Some(s) = &filter.sync_id {
-        validate::id(OP, "sync_id", s)?;
-    }
-    let entity = filter.entity_type.map(SyncEntityType::as_str);
-    let action = filter.action.map(SyncAction::as_str);
-    let status = filter.status.map(SyncStatus::as_str);
-    let after_at = after.map(|c| c.created_at);
-    let after_id = after.map(|c| c.id);
-    // One extra row tells whether another page follows.
-    let fetch = i64::from(limit) + 1;
-    let rows = store
-        .rows(
-            scope,
-            OP,
-            &LIST,
-            &[
-                (&entity, Type::TEXT),
-                (&action, Type::TEXT),
-                (&status, Type::TEXT),
-                (&filter.sync_id, Type::VARCHAR),
-                (&filter.since, Type::TIMESTAMPTZ),
-                (&filter.until, Type::TIMESTAMPTZ),
-                (&after_at, Type::TIMESTAMPTZ),
-                (&after_id, Type::UUID),
-                (&fetch, Type::INT8),
-            ],
-        )
-        .await?;
-    let more = rows.len() > limit as usize;
-    let entries = rows
-        .iter()
-        .take(limit as usize)
-        .map(|r| entry(OP, r))
-        .collect::<Result<Vec<_>>>()?;
-    let next = if more {
-        entries.last().map(ActivityEntry::cursor)
-    } else {
-        None
-    };
-    Ok(ActivityPage { entries, next })
+    traced(op_span(OP, scope, filter.sync_id.as_deref()), async {
+        validate::page_size(OP, limit)?;
+        if let Some(s) = &filter.sync_id {
+            validate::id(OP, "sync_id", s)?;
+        }
+        let entity = filter.entity_type.map(SyncEntityType::as_str);
+        let action = filter.action.map(SyncAction::as_str);
+        let status = filter.status.map(SyncStatus::as_str);
+        let after_at = after.map(|c| c.created_at);
+        let after_id = after.map(|c| c.id);
+        // One extra row tells whether another page follows.
+        let fetch = i64::from(limit) + 1;
+        let rows = store
+            .rows(
+                scope,
+                OP,
+                &LIST,
+                &[
+                    (&entity, Type::TEXT),
+                    (&action, Type::TEXT),
+                    (&status, Type::TEXT),
+                    (&filter.sync_id, Type::VARCHAR),
+                    (&filter.since, Type::TIMESTAMPTZ),
+                    (&filter.until, Type::TIMESTAMPTZ),
+                    (&after_at, Type::TIMESTAMPTZ),
+                    (&after_id, Type::UUID),
+                    (&fetch, Type::INT8),
+                ],
+            )
+            .await?;
+        let more = rows.len() > limit as usize;
+        let entries = rows
+            .iter()
+            .take(limit as usize)
+            .map(|r| entry(OP, r))
+            .collect::<Result<Vec<_>>>()?;
+        let next = if more {
+            entries.last().map(ActivityEntry::cursor)
+        } else {
+            None
+        };
+        Ok(ActivityPage { entries, next })
+    })
+    .await
 }
 
 /// Service-scope bulk append in one transaction: BEGIN pipelined with the
@@ -199,78 +206,81 @@ async fn list(
 /// discarded unless COMMIT was acknowledged.
 async fn append_many(store: &Store, org: Uuid, entries: &[NewActivity]) -> Result<u64> {
     const OP: &str = "append_activity_many";
-    if entries.is_empty() {
-        return Ok(0);
-    }
-    let mut durations = Vec::with_capacity(entries.len());
-    for e in entries {
-        check(OP, e, None)?;
-        durations.push(decimal(OP, e.duration_seconds)?);
-    }
-    let obj = store.pool().get().await.map_err(|e| Error::pool(OP, e))?;
-    let mut guard = ConnGuard::new(obj);
-    let pg = |e| Error::from_pg(OP, e);
-    let n = {
-        let client = guard.client();
-        let types = store.copy_types(client, OP).await?;
-        let (begin, now, stmt) = futures_util::future::join3(
-            client.simple_query("BEGIN"),
-            client.query_typed("SELECT now()", &[]),
-            client.prepare(COPY),
-        )
-        .await;
-        begin.map_err(pg)?;
-        let now: OffsetDateTime = col(
-            OP,
-            now.map_err(pg)?
-                .first()
-                .ok_or_else(|| Error::decode(OP, "now()", "no row"))?,
-            0,
-        )?;
-        let stmt = stmt.map_err(pg)?;
-        let sink = client.copy_in(&stmt).await.map_err(pg)?;
-        drop(stmt);
-        let column_types = [
-            Type::UUID,
-            Type::VARCHAR,
-            types.entity.clone(),
-            types.action.clone(),
-            types.status.clone(),
-            Type::INT4,
-            Type::NUMERIC,
-            Type::TEXT,
-            Type::UUID,
-            Type::TIMESTAMPTZ,
-        ];
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, &column_types));
-        for (e, duration) in entries.iter().zip(&durations) {
-            let entity = e.entity_type.map(|t| Label(t.as_str()));
-            let action = Label(e.action.as_str());
-            let status = Label(e.status.as_str());
-            let at = e.created_at.unwrap_or(now);
-            writer
-                .as_mut()
-                .write(&[
-                    &org,
-                    &e.sync_id,
-                    &entity,
-                    &action,
-                    &status,
-                    &e.record_count,
-                    duration,
-                    &e.error_message,
-                    &e.user_id,
-                    &at,
-                ])
-                .await
-                .map_err(pg)?;
+    traced(op_span(OP, Scope::Service(Some(org)), None), async {
+        if entries.is_empty() {
+            return Ok(0);
         }
-        let n = writer.finish().await.map_err(pg)?;
-        client.batch_execute("COMMIT").await.map_err(pg)?;
-        n
-    };
-    guard.mark_clean();
-    Ok(n)
+        let mut durations = Vec::with_capacity(entries.len());
+        for e in entries {
+            check(OP, e, None)?;
+            durations.push(decimal(OP, e.duration_seconds)?);
+        }
+        let obj = store.pool().get().await.map_err(|e| Error::pool(OP, e))?;
+        let mut guard = ConnGuard::new(obj);
+        let pg = |e| Error::from_pg(OP, e);
+        let n = {
+            let client = guard.client();
+            let types = store.copy_types(client, OP).await?;
+            let (begin, now, stmt) = futures_util::future::join3(
+                client.simple_query("BEGIN"),
+                client.query_typed("SELECT now()", &[]),
+                client.prepare(COPY),
+            )
+            .await;
+            begin.map_err(pg)?;
+            let now: OffsetDateTime = col(
+                OP,
+                now.map_err(pg)?
+                    .first()
+                    .ok_or_else(|| Error::decode(OP, "now()", "no row"))?,
+                0,
+            )?;
+            let stmt = stmt.map_err(pg)?;
+            let sink = client.copy_in(&stmt).await.map_err(pg)?;
+            drop(stmt);
+            let column_types = [
+                Type::UUID,
+                Type::VARCHAR,
+                types.entity.clone(),
+                types.action.clone(),
+                types.status.clone(),
+                Type::INT4,
+                Type::NUMERIC,
+                Type::TEXT,
+                Type::UUID,
+                Type::TIMESTAMPTZ,
+            ];
+            let mut writer = pin!(BinaryCopyInWriter::new(sink, &column_types));
+            for (e, duration) in entries.iter().zip(&durations) {
+                let entity = e.entity_type.map(|t| Label(t.as_str()));
+                let action = Label(e.action.as_str());
+                let status = Label(e.status.as_str());
+                let at = e.created_at.unwrap_or(now);
+                writer
+                    .as_mut()
+                    .write(&[
+                        &org,
+                        &e.sync_id,
+                        &entity,
+                        &action,
+                        &status,
+                        &e.record_count,
+                        duration,
+                        &e.error_message,
+                        &e.user_id,
+                        &at,
+                    ])
+                    .await
+                    .map_err(pg)?;
+            }
+            let n = writer.finish().await.map_err(pg)?;
+            client.batch_execute("COMMIT").await.map_err(pg)?;
+            n
+        };
+        guard.mark_clean();
+        Ok(n)
+    })
+    .await
 }
 
 impl ServiceScope {

@@ -16,6 +16,7 @@ mod progress;
 mod progress_types;
 mod sql;
 mod store;
+mod trace;
 pub mod validate;
 
 pub use activity_types::{ActivityEntry, ActivityFilter, ActivityPage, NewActivity};

@@ -6,8 +6,9 @@ use time::OffsetDateTime;
 use crate::error::Result;
 use crate::sql::ScopedSql;
 use crate::store::{col, Scope, ServiceScope, Store, TenantScope};
+use crate::trace::{op_span, traced};
 
-/// Monitoring metrics of one org (spec section MONITORING).
+/// Monitoring metrics of one org, or of every org (spec section MONITORING).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct SyncMetrics {
@@ -34,48 +35,62 @@ pub struct SyncMetrics {
     pub error_rate: Option<f64>,
 }
 
-static METRICS: ScopedSql = ScopedSql::new(
-    "SELECT \
-       (SELECT count(*) FROM sync_preview_cache WHERE org_id = {org} AND expires_at > now()), \
-       (SELECT count(*) FROM sync_preview_cache WHERE org_id = {org} AND expires_at <= now()), \
-       (SELECT count(*) FROM sync_progress WHERE org_id = {org} AND completed_at IS NULL), \
-       (SELECT avg(speed_items_per_min)::float8 FROM sync_progress WHERE org_id = {org}), \
-       (SELECT avg(extract(epoch FROM completed_at - started_at))::float8 \
-          FROM sync_progress WHERE org_id = {org} AND completed_at IS NOT NULL), \
-       a.total, a.completed, a.errors \
-     FROM (SELECT count(*) AS total, \
-                  count(*) FILTER (WHERE status = 'completed') AS completed, \
-                  count(*) FILTER (WHERE status IN ('failed', 'completed_with_errors')) AS errors \
-           FROM sync_activity_log \
-           WHERE org_id = {org} AND ($2::timestamptz IS NULL OR created_at >= $2)) a \
-     WHERE {has_org}",
-);
+/// The MONITORING statement with `$org` as the org filter of every table.
+macro_rules! metrics_sql {
+    ($org:literal) => {
+        concat!(
+            "SELECT \
+               (SELECT count(*) FROM sync_preview_cache WHERE ", $org, " AND expires_at > now()), \
+               (SELECT count(*) FROM sync_preview_cache WHERE ", $org, " AND expires_at <= now()), \
+               (SELECT count(*) FROM sync_progress WHERE ", $org, " AND completed_at IS NULL), \
+               (SELECT avg(speed_items_per_min)::float8 FROM sync_progress WHERE ", $org, "), \
+               (SELECT avg(extract(epoch FROM completed_at - started_at))::float8 \
+                  FROM sync_progress WHERE ", $org, " AND completed_at IS NOT NULL), \
+               a.total, a.completed, a.errors \
+             FROM (SELECT count(*) AS total, \
+                          count(*) FILTER (WHERE status = 'completed') AS completed, \
+                          count(*) FILTER (WHERE status IN ('failed', 'completed_with_errors')) AS errors \
+                   FROM sync_activity_log \
+                   WHERE ", $org, " AND ($2::timestamptz IS NULL OR created_at >= $2)) a \
+             WHERE {has_org}"
+        )
+    };
+}
+
+static METRICS: ScopedSql = ScopedSql::new(metrics_sql!("org_id = {org}"));
+
+// Service scope only (`$1` is a NULL uuid, unused): the whole database.
+static METRICS_ALL_ORGS: ScopedSql = ScopedSql::new(metrics_sql!("$1::uuid IS NULL"));
 
 async fn metrics(
     store: &Store,
     scope: Scope,
+    op: &'static str,
+    sql: &ScopedSql,
     since: Option<OffsetDateTime>,
 ) -> Result<SyncMetrics> {
-    const OP: &str = "metrics";
-    let row = store
-        .one_row(scope, OP, &METRICS, &[(&since, Type::TIMESTAMPTZ)])
-        .await?;
-    let total: i64 = col(OP, &row, 5)?;
-    let completed: i64 = col(OP, &row, 6)?;
-    let errors: i64 = col(OP, &row, 7)?;
-    let rate = |n: i64| (total > 0).then(|| n as f64 / total as f64);
-    Ok(SyncMetrics {
-        cache_live: col(OP, &row, 0)?,
-        cache_expired: col(OP, &row, 1)?,
-        active_syncs: col(OP, &row, 2)?,
-        avg_speed_items_per_min: col(OP, &row, 3)?,
-        avg_duration_seconds: col(OP, &row, 4)?,
-        activity_total: total,
-        activity_completed: completed,
-        activity_errors: errors,
-        success_rate: rate(completed),
-        error_rate: rate(errors),
+    traced(op_span(op, scope, None), async {
+        let row = store
+            .one_row(scope, op, sql, &[(&since, Type::TIMESTAMPTZ)])
+            .await?;
+        let total: i64 = col(op, &row, 5)?;
+        let completed: i64 = col(op, &row, 6)?;
+        let errors: i64 = col(op, &row, 7)?;
+        let rate = |n: i64| (total > 0).then(|| n as f64 / total as f64);
+        Ok(SyncMetrics {
+            cache_live: col(op, &row, 0)?,
+            cache_expired: col(op, &row, 1)?,
+            active_syncs: col(op, &row, 2)?,
+            avg_speed_items_per_min: col(op, &row, 3)?,
+            avg_duration_seconds: col(op, &row, 4)?,
+            activity_total: total,
+            activity_completed: completed,
+            activity_errors: errors,
+            success_rate: rate(completed),
+            error_rate: rate(errors),
+        })
     })
+    .await
 }
 
 impl ServiceScope {
@@ -90,13 +105,44 @@ impl ServiceScope {
         org: uuid::Uuid,
         since: Option<OffsetDateTime>,
     ) -> Result<SyncMetrics> {
-        metrics(&self.store, Scope::Service(Some(org)), since).await
+        metrics(
+            &self.store,
+            Scope::Service(Some(org)),
+            "metrics",
+            &METRICS,
+            since,
+        )
+        .await
+    }
+
+    /// [`ServiceScope::metrics`] over **every org** of the database (operator
+    /// view, e.g. `sync-migrate stats`): the spec's MONITORING queries unscoped,
+    /// exactly as the spec writes them (plus the division guard and `since`).
+    ///
+    /// SQL: the same statement as [`ServiceScope::metrics`] without the
+    /// `org_id` filters.
+    pub async fn metrics_all_orgs(&self, since: Option<OffsetDateTime>) -> Result<SyncMetrics> {
+        metrics(
+            &self.store,
+            Scope::Service(None),
+            "metrics_all_orgs",
+            &METRICS_ALL_ORGS,
+            since,
+        )
+        .await
     }
 }
 
 impl TenantScope {
     /// [`ServiceScope::metrics`] for the user's org.
     pub async fn metrics(&self, since: Option<OffsetDateTime>) -> Result<SyncMetrics> {
-        metrics(&self.store, Scope::Tenant(self.user_id), since).await
+        metrics(
+            &self.store,
+            Scope::Tenant(self.user_id),
+            "metrics",
+            &METRICS,
+            since,
+        )
+        .await
     }
 }

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::preview_types::{PreviewEntry, PutPreview};
 use crate::sql::ScopedSql;
 use crate::store::{col, Scope, ServiceScope, Store, TenantScope};
+use crate::trace::{op_span, traced};
 use crate::validate;
 
 macro_rules! cache_cols {
@@ -102,51 +103,60 @@ async fn put(
     computed_by: Option<Uuid>,
 ) -> Result<PreviewEntry> {
     const OP: &str = "put_preview";
-    validate::id(OP, "sync_id", &input.sync_id)?;
-    validate::cache_key(OP, &input.cache_key)?;
-    validate::json_size_at_most(
-        OP,
-        "delta_json",
-        &input.delta_json,
-        validate::MAX_DELTA_JSON_BYTES,
-    )?;
-    let ttl = ttl_micros(OP, input.ttl)?;
-    let sync_type = input.sync_type.as_str();
-    let row = store
-        .one_row(
-            scope,
+    traced(op_span(OP, scope, Some(&input.sync_id)), async {
+        validate::id(OP, "sync_id", &input.sync_id)?;
+        validate::cache_key(OP, &input.cache_key)?;
+        validate::json_size_at_most(
             OP,
-            &PUT,
-            &[
-                (&sync_type, Type::TEXT),
-                (&input.sync_id, Type::VARCHAR),
-                (&input.delta_json, Type::JSONB),
-                (&ttl, Type::INT8),
-                (&computed_by, Type::UUID),
-                (&input.cache_key, Type::TEXT),
-                (&input.computed_at, Type::TIMESTAMPTZ),
-            ],
-        )
-        .await?;
-    entry(OP, &row)
+            "delta_json",
+            &input.delta_json,
+            validate::MAX_DELTA_JSON_BYTES,
+        )?;
+        let ttl = ttl_micros(OP, input.ttl)?;
+        let sync_type = input.sync_type.as_str();
+        let row = store
+            .one_row(
+                scope,
+                OP,
+                &PUT,
+                &[
+                    (&sync_type, Type::TEXT),
+                    (&input.sync_id, Type::VARCHAR),
+                    (&input.delta_json, Type::JSONB),
+                    (&ttl, Type::INT8),
+                    (&computed_by, Type::UUID),
+                    (&input.cache_key, Type::TEXT),
+                    (&input.computed_at, Type::TIMESTAMPTZ),
+                ],
+            )
+            .await?;
+        entry(OP, &row)
+    })
+    .await
 }
 
 async fn get_by_key(store: &Store, scope: Scope, key: &str) -> Result<Option<PreviewEntry>> {
     const OP: &str = "get_preview_by_key";
-    validate::cache_key(OP, key)?;
-    let row = store
-        .opt_row(scope, OP, &GET_BY_KEY, &[(&key, Type::TEXT)])
-        .await?;
-    row.map(|r| entry(OP, &r)).transpose()
+    traced(op_span(OP, scope, None), async {
+        validate::cache_key(OP, key)?;
+        let row = store
+            .opt_row(scope, OP, &GET_BY_KEY, &[(&key, Type::TEXT)])
+            .await?;
+        row.map(|r| entry(OP, &r)).transpose()
+    })
+    .await
 }
 
 async fn get_by_sync(store: &Store, scope: Scope, sync_id: &str) -> Result<Option<PreviewEntry>> {
     const OP: &str = "get_preview_by_sync_id";
-    validate::id(OP, "sync_id", sync_id)?;
-    let row = store
-        .opt_row(scope, OP, &GET_BY_SYNC, &[(&sync_id, Type::VARCHAR)])
-        .await?;
-    row.map(|r| entry(OP, &r)).transpose()
+    traced(op_span(OP, scope, Some(sync_id)), async {
+        validate::id(OP, "sync_id", sync_id)?;
+        let row = store
+            .opt_row(scope, OP, &GET_BY_SYNC, &[(&sync_id, Type::VARCHAR)])
+            .await?;
+        row.map(|r| entry(OP, &r)).transpose()
+    })
+    .await
 }
 
 async fn count(
@@ -156,15 +166,22 @@ async fn count(
     sql: &ScopedSql,
     arg: &str,
     ty: Type,
+    sync_id: Option<&str>,
 ) -> Result<u64> {
-    let row = store.one_row(scope, op, sql, &[(&arg, ty)]).await?;
-    Ok(col::<i64>(op, &row, 0)? as u64)
+    traced(op_span(op, scope, sync_id), async {
+        let row = store.one_row(scope, op, sql, &[(&arg, ty)]).await?;
+        Ok(col::<i64>(op, &row, 0)? as u64)
+    })
+    .await
 }
 
 async fn cleanup(store: &Store, scope: Scope) -> Result<u64> {
     const OP: &str = "cleanup_expired_previews";
-    let row = store.one_row(scope, OP, &CLEANUP, &[]).await?;
-    Ok(col::<i64>(OP, &row, 0)? as u64)
+    traced(op_span(OP, scope, None), async {
+        let row = store.one_row(scope, OP, &CLEANUP, &[]).await?;
+        Ok(col::<i64>(OP, &row, 0)? as u64)
+    })
+    .await
 }
 
 impl ServiceScope {
@@ -218,6 +235,7 @@ impl ServiceScope {
             &INVALIDATE_KEY,
             key,
             Type::TEXT,
+            None,
         )
         .await?;
         Ok(n > 0)
@@ -235,6 +253,7 @@ impl ServiceScope {
             &INVALIDATE_SYNC,
             sync_id,
             Type::VARCHAR,
+            Some(sync_id),
         )
         .await
     }
@@ -283,6 +302,7 @@ impl TenantScope {
             &INVALIDATE_KEY,
             key,
             Type::TEXT,
+            None,
         )
         .await?;
         Ok(n > 0)
@@ -298,6 +318,7 @@ impl TenantScope {
             &INVALIDATE_SYNC,
             sync_id,
             Type::VARCHAR,
+            Some(sync_id),
         )
         .await
     }

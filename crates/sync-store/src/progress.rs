@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress};
 use crate::sql::ScopedSql;
 use crate::store::{col, Scope, ServiceScope, Store, TenantScope};
+use crate::trace::{op_span, traced};
 use crate::validate;
 
 macro_rules! progress_cols {
@@ -128,46 +129,49 @@ async fn start(
     tenant_user: Option<Uuid>,
 ) -> Result<SyncProgress> {
     const OP: &str = "start_sync";
-    let by = match tenant_user {
-        Some(user) => Some(validate::acting_user(
-            OP,
-            "initiated_by",
-            input.initiated_by,
-            user,
-        )?),
-        None => input.initiated_by,
-    };
-    validate::id(OP, "sync_id", &input.sync_id)?;
-    if let Some(t) = input.total_items {
-        validate::non_negative(OP, "total_items", t)?;
-    }
-    if let Some(s) = &input.source_system {
-        validate::text(OP, "source_system", s, validate::MAX_SOURCE_SYSTEM_CHARS)?;
-    }
-    if let Some(j) = &input.job_id {
-        validate::text(OP, "job_id", j, validate::MAX_ID_CHARS)?;
-    }
-    let empty = serde_json::Value::Object(Default::default());
-    let metadata = input.metadata.as_ref().unwrap_or(&empty);
-    validate::metadata(OP, metadata)?;
-    let entity = input.entity_type.as_str();
-    let row = store
-        .one_row(
-            scope,
-            OP,
-            &START,
-            &[
-                (&input.sync_id, Type::VARCHAR),
-                (&entity, Type::TEXT),
-                (&input.total_items, Type::INT4),
-                (&input.source_system, Type::VARCHAR),
-                (&input.job_id, Type::VARCHAR),
-                (metadata, Type::JSONB),
-                (&by, Type::UUID),
-            ],
-        )
-        .await?;
-    progress(OP, &row)
+    traced(op_span(OP, scope, Some(&input.sync_id)), async {
+        let by = match tenant_user {
+            Some(user) => Some(validate::acting_user(
+                OP,
+                "initiated_by",
+                input.initiated_by,
+                user,
+            )?),
+            None => input.initiated_by,
+        };
+        validate::id(OP, "sync_id", &input.sync_id)?;
+        if let Some(t) = input.total_items {
+            validate::non_negative(OP, "total_items", t)?;
+        }
+        if let Some(s) = &input.source_system {
+            validate::text(OP, "source_system", s, validate::MAX_SOURCE_SYSTEM_CHARS)?;
+        }
+        if let Some(j) = &input.job_id {
+            validate::text(OP, "job_id", j, validate::MAX_ID_CHARS)?;
+        }
+        let empty = serde_json::Value::Object(Default::default());
+        let metadata = input.metadata.as_ref().unwrap_or(&empty);
+        validate::metadata(OP, metadata)?;
+        let entity = input.entity_type.as_str();
+        let row = store
+            .one_row(
+                scope,
+                OP,
+                &START,
+                &[
+                    (&input.sync_id, Type::VARCHAR),
+                    (&entity, Type::TEXT),
+                    (&input.total_items, Type::INT4),
+                    (&input.source_system, Type::VARCHAR),
+                    (&input.job_id, Type::VARCHAR),
+                    (metadata, Type::JSONB),
+                    (&by, Type::UUID),
+                ],
+            )
+            .await?;
+        progress(OP, &row)
+    })
+    .await
 }
 
 async fn tick(
@@ -177,38 +181,41 @@ async fn tick(
     d: &ProgressDelta,
 ) -> Result<ProgressCounts> {
     const OP: &str = "report_progress";
-    validate::id(OP, "sync_id", sync_id)?;
-    validate::non_negative(OP, "processed", d.processed)?;
-    validate::non_negative(OP, "failed", d.failed)?;
-    if let Some(c) = d.current_item {
-        validate::non_negative(OP, "current_item", c)?;
-    }
-    if let Some(b) = d.batch_number {
-        validate::non_negative(OP, "batch_number", b)?;
-    }
-    let row = store
-        .opt_row(
-            scope,
-            OP,
-            &TICK,
-            &[
-                (&sync_id, Type::VARCHAR),
-                (&d.processed, Type::INT4),
-                (&d.failed, Type::INT4),
-                (&d.current_item, Type::INT4),
-                (&d.batch_number, Type::INT4),
-            ],
-        )
-        .await?;
-    match row {
-        Some(row) => Ok(ProgressCounts {
-            processed_count: col(OP, &row, 0)?,
-            failed_count: col(OP, &row, 1)?,
-            total_items: col(OP, &row, 2)?,
-            completed_at: col(OP, &row, 3)?,
-        }),
-        None => Err(not_updated(store, scope, OP, sync_id).await),
-    }
+    traced(op_span(OP, scope, Some(sync_id)), async {
+        validate::id(OP, "sync_id", sync_id)?;
+        validate::non_negative(OP, "processed", d.processed)?;
+        validate::non_negative(OP, "failed", d.failed)?;
+        if let Some(c) = d.current_item {
+            validate::non_negative(OP, "current_item", c)?;
+        }
+        if let Some(b) = d.batch_number {
+            validate::non_negative(OP, "batch_number", b)?;
+        }
+        let row = store
+            .opt_row(
+                scope,
+                OP,
+                &TICK,
+                &[
+                    (&sync_id, Type::VARCHAR),
+                    (&d.processed, Type::INT4),
+                    (&d.failed, Type::INT4),
+                    (&d.current_item, Type::INT4),
+                    (&d.batch_number, Type::INT4),
+                ],
+            )
+            .await?;
+        match row {
+            Some(row) => Ok(ProgressCounts {
+                processed_count: col(OP, &row, 0)?,
+                failed_count: col(OP, &row, 1)?,
+                total_items: col(OP, &row, 2)?,
+                completed_at: col(OP, &row, 3)?,
+            }),
+            None => Err(not_updated(store, scope, OP, sync_id).await),
+        }
+    })
+    .await
 }
 
 async fn set_total(
@@ -218,22 +225,25 @@ async fn set_total(
     total: Option<i32>,
 ) -> Result<SyncProgress> {
     const OP: &str = "set_total";
-    validate::id(OP, "sync_id", sync_id)?;
-    if let Some(t) = total {
-        validate::non_negative(OP, "total_items", t)?;
-    }
-    let row = store
-        .opt_row(
-            scope,
-            OP,
-            &SET_TOTAL,
-            &[(&sync_id, Type::VARCHAR), (&total, Type::INT4)],
-        )
-        .await?;
-    match row {
-        Some(row) => progress(OP, &row),
-        None => Err(not_updated(store, scope, OP, sync_id).await),
-    }
+    traced(op_span(OP, scope, Some(sync_id)), async {
+        validate::id(OP, "sync_id", sync_id)?;
+        if let Some(t) = total {
+            validate::non_negative(OP, "total_items", t)?;
+        }
+        let row = store
+            .opt_row(
+                scope,
+                OP,
+                &SET_TOTAL,
+                &[(&sync_id, Type::VARCHAR), (&total, Type::INT4)],
+            )
+            .await?;
+        match row {
+            Some(row) => progress(OP, &row),
+            None => Err(not_updated(store, scope, OP, sync_id).await),
+        }
+    })
+    .await
 }
 
 async fn finish(
@@ -244,60 +254,75 @@ async fn finish(
     outcome: Option<&str>,
     message: Option<&str>,
 ) -> Result<SyncProgress> {
-    validate::id(op, "sync_id", sync_id)?;
-    if let Some(m) = message {
-        validate::error_message(op, m)?;
-    }
-    let row = store
-        .opt_row(
-            scope,
-            op,
-            &FINISH,
-            &[
-                (&sync_id, Type::VARCHAR),
-                (&outcome, Type::TEXT),
-                (&message, Type::TEXT),
-            ],
-        )
-        .await?;
-    match row {
-        Some(row) => progress(op, &row),
-        None => Err(not_updated(store, scope, op, sync_id).await),
-    }
+    traced(op_span(op, scope, Some(sync_id)), async {
+        validate::id(op, "sync_id", sync_id)?;
+        if let Some(m) = message {
+            validate::error_message(op, m)?;
+        }
+        let row = store
+            .opt_row(
+                scope,
+                op,
+                &FINISH,
+                &[
+                    (&sync_id, Type::VARCHAR),
+                    (&outcome, Type::TEXT),
+                    (&message, Type::TEXT),
+                ],
+            )
+            .await?;
+        match row {
+            Some(row) => progress(op, &row),
+            None => Err(not_updated(store, scope, op, sync_id).await),
+        }
+    })
+    .await
 }
 
 async fn get(store: &Store, scope: Scope, sync_id: &str) -> Result<Option<SyncProgress>> {
     const OP: &str = "get_sync";
-    validate::id(OP, "sync_id", sync_id)?;
-    let row = store
-        .opt_row(scope, OP, &GET, &[(&sync_id, Type::VARCHAR)])
-        .await?;
-    row.map(|r| progress(OP, &r)).transpose()
+    traced(op_span(OP, scope, Some(sync_id)), async {
+        validate::id(OP, "sync_id", sync_id)?;
+        let row = store
+            .opt_row(scope, OP, &GET, &[(&sync_id, Type::VARCHAR)])
+            .await?;
+        row.map(|r| progress(OP, &r)).transpose()
+    })
+    .await
 }
 
 async fn active(store: &Store, scope: Scope) -> Result<Vec<SyncProgress>> {
     const OP: &str = "list_active_syncs";
-    let rows = store.rows(scope, OP, &ACTIVE, &[]).await?;
-    rows.iter().map(|r| progress(OP, r)).collect()
+    traced(op_span(OP, scope, None), async {
+        let rows = store.rows(scope, OP, &ACTIVE, &[]).await?;
+        rows.iter().map(|r| progress(OP, r)).collect()
+    })
+    .await
 }
 
 async fn recent(store: &Store, scope: Scope, limit: u32) -> Result<Vec<SyncProgress>> {
     const OP: &str = "list_recent_syncs";
-    validate::page_size(OP, limit)?;
-    let limit = i64::from(limit);
-    let rows = store
-        .rows(scope, OP, &RECENT, &[(&limit, Type::INT8)])
-        .await?;
-    rows.iter().map(|r| progress(OP, r)).collect()
+    traced(op_span(OP, scope, None), async {
+        validate::page_size(OP, limit)?;
+        let limit = i64::from(limit);
+        let rows = store
+            .rows(scope, OP, &RECENT, &[(&limit, Type::INT8)])
+            .await?;
+        rows.iter().map(|r| progress(OP, r)).collect()
+    })
+    .await
 }
 
 async fn by_job(store: &Store, scope: Scope, job_id: &str) -> Result<Vec<SyncProgress>> {
     const OP: &str = "find_syncs_by_job";
-    validate::id(OP, "job_id", job_id)?;
-    let rows = store
-        .rows(scope, OP, &BY_JOB, &[(&job_id, Type::VARCHAR)])
-        .await?;
-    rows.iter().map(|r| progress(OP, r)).collect()
+    traced(op_span(OP, scope, None), async {
+        validate::id(OP, "job_id", job_id)?;
+        let rows = store
+            .rows(scope, OP, &BY_JOB, &[(&job_id, Type::VARCHAR)])
+            .await?;
+        rows.iter().map(|r| progress(OP, r)).collect()
+    })
+    .await
 }
 
 macro_rules! progress_api {

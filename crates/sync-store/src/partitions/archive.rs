@@ -56,6 +56,7 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 ///
 /// A kept archive table still uses 0024's enum types, so rolling 0024 back fails
 /// (naming the table) until it is dropped or its columns converted.
+#[tracing::instrument(name = "sync_store.partitions.archive", target = "sync_store", skip_all, err(Display), fields(before = %before, drop = false, archived = tracing::field::Empty))]
 pub async fn archive_partitions(
     client: &mut Client,
     before: Month,
@@ -66,6 +67,7 @@ pub async fn archive_partitions(
 
 /// Like [`archive_partitions`], then **drops** each detached month with all its
 /// rows (`DROP TABLE`, same transaction).
+#[tracing::instrument(name = "sync_store.partitions.archive", target = "sync_store", skip_all, err(Display), fields(before = %before, drop = true, archived = tracing::field::Empty))]
 pub async fn archive_partitions_dropping_data(
     client: &mut Client,
     before: Month,
@@ -106,6 +108,7 @@ async fn archive(
     };
     if old(read_partitions(&tx, &parent, options.lock_timeout).await?).is_empty() {
         tx.commit().await.map_err(err("committing".into()))?;
+        tracing::Span::current().record("archived", 0);
         return Ok(report);
     }
     let locked_at = Instant::now();
@@ -130,5 +133,6 @@ async fn archive(
     }
     tx.commit().await.map_err(err("committing".into()))?;
     report.exclusive_lock_held = locked_at.elapsed();
+    tracing::Span::current().record("archived", report.archived.len());
     Ok(report)
 }

@@ -109,6 +109,7 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// println!("created {:?}", report.created);
 /// # Ok(()) }
 /// ```
+#[tracing::instrument(name = "sync_store.partitions.ensure", target = "sync_store", skip_all, err(Display), fields(months_ahead = months_ahead, created = tracing::field::Empty, rows_moved = tracing::field::Empty))]
 pub async fn ensure_partitions<F>(
     client: &mut Client,
     months_ahead: u32,
@@ -148,6 +149,7 @@ where
     };
     if plan(&before, current, months_ahead)?.is_none() {
         commit(tx, options).await?;
+        tracing::Span::current().record("created", 0);
         return Ok(report);
     }
     let locked_at = Instant::now();
@@ -156,6 +158,7 @@ where
     let partitions = read_partitions(&tx, &parent, options.lock_timeout).await?;
     let Some(plan) = plan(&partitions, current, months_ahead)? else {
         commit(tx, options).await?;
+        tracing::Span::current().record("created", 0);
         return Ok(report);
     };
     let (moved, fk_locked_at) = split(&tx, &parent, &plan, options, &mut progress).await?;
@@ -165,6 +168,9 @@ where
     report.rows_moved = moved;
     report.created = plan.months.iter().map(|m| m.partition_name()).collect();
     report.catch_all_from = Some(plan.catch_all_from.start());
+    let span = tracing::Span::current();
+    span.record("created", report.created.len());
+    span.record("rows_moved", report.rows_moved);
     Ok(report)
 }
 

@@ -1,4 +1,5 @@
-//! `sync-migrate`: apply, roll back, inspect and verify migration 0024.
+//! `sync-migrate`: apply, roll back, inspect and verify migration 0024; the
+//! spec's troubleshooting checks (`doctor`), cache cleanup and monitoring stats.
 //!
 //! Exit codes: 0 success; 1 an error, or a `verify` shortfall; 2 bad usage.
 
@@ -10,9 +11,11 @@ use clap::{Parser, Subcommand};
 use sync_migrations::{MigrateOptions, MigrationState, RollbackOutcome, TlsOptions};
 use tokio_postgres::config::Host;
 
+mod ops;
 mod partitions;
 
-/// Apply, roll back, inspect and verify the sync-store migrations.
+/// Apply, roll back, inspect and verify the sync-store migrations; troubleshoot,
+/// clean up and monitor the sync tables.
 #[derive(Parser, Debug)]
 #[command(name = "sync-migrate", version)]
 struct Cli {
@@ -60,12 +63,33 @@ enum Command {
     /// Partition maintenance of sync_activity_log: list, ensure, archive.
     #[command(subcommand)]
     Partitions(partitions::PartitionsCmd),
+    /// The spec's TROUBLESHOOTING checks: one PASS / WARN / FAIL / SKIP line each,
+    /// with what to do; exit 1 on any FAIL. Read-only.
+    Doctor {
+        /// The user whose queries row-level security blocks: checks it is in
+        /// auth.users_extended with an org.
+        #[arg(long, value_name = "UUID")]
+        user_id: Option<uuid::Uuid>,
+    },
+    /// Delete the expired previews of every org (auto_cleanup_preview_cache()).
+    Cleanup,
+    /// The spec's MONITORING metrics: cache live/expired, active syncs, average
+    /// speed and duration, success and error rate.
+    Stats {
+        /// Only this org (default: every org of the database).
+        #[arg(long, value_name = "UUID")]
+        org: Option<uuid::Uuid>,
+        /// Count activity entries created at or after this RFC 3339 time only.
+        #[arg(long, value_name = "RFC3339", value_parser = ops::parse_rfc3339)]
+        since: Option<time::OffsetDateTime>,
+    },
 }
 
 /// An error of any command: the migrator's (with its SQLSTATE) or another's.
 #[derive(Debug)]
 enum CliError {
     Migrations(sync_migrations::Error),
+    Store(sync_store::Error),
     Other(Box<dyn std::error::Error>),
 }
 
@@ -73,6 +97,7 @@ impl CliError {
     fn code(&self) -> Option<&str> {
         match self {
             CliError::Migrations(e) => e.code(),
+            CliError::Store(e) => e.code(),
             CliError::Other(_) => None,
         }
     }
@@ -82,8 +107,15 @@ impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CliError::Migrations(e) => e.fmt(f),
+            CliError::Store(e) => e.fmt(f),
             CliError::Other(e) => e.fmt(f),
         }
+    }
+}
+
+impl From<sync_store::Error> for CliError {
+    fn from(e: sync_store::Error) -> Self {
+        CliError::Store(e)
     }
 }
 
@@ -140,6 +172,17 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         ..options
     };
     match cli.command {
+        Command::Doctor { user_id } => {
+            return Ok(ops::doctor(&client, user_id, cli.json).await?);
+        }
+        Command::Cleanup => {
+            let store = sync_store::Store::new(sync_migrations::pool(&config, &tls, 1)?);
+            return Ok(ops::cleanup(&store, cli.json).await?);
+        }
+        Command::Stats { org, since } => {
+            let store = sync_store::Store::new(sync_migrations::pool(&config, &tls, 1)?);
+            return Ok(ops::stats(&store, org, since, cli.json).await?);
+        }
         Command::Partitions(cmd) => {
             return partitions::run(cmd, &mut client, cli.json)
                 .await
