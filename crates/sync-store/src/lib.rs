@@ -4,10 +4,13 @@
 
 mod activity;
 mod activity_types;
+pub mod api;
 mod copy_types;
 mod cursor;
 mod enums;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod metrics;
 pub mod partitions;
 mod preview;

@@ -101,10 +101,27 @@ pub struct TenantScope {
     pub(crate) user_id: Uuid,
 }
 
+/// The tenant user's org, or no row when the user has none.
+static TENANT_ORG_ID: ScopedSql = ScopedSql::new("SELECT {org} WHERE {has_org}");
+
 impl TenantScope {
     /// The user this scope acts for.
     pub fn user_id(&self) -> Uuid {
         self.user_id
+    }
+
+    /// The org of this user: `auth.users_extended.org_id`, read through the user's
+    /// own RLS policy in a tenant transaction.
+    ///
+    /// Errors: [`Error::Forbidden`] when the user has no `auth.users_extended` row.
+    pub async fn org_id(&self) -> Result<Uuid> {
+        const OP: &str = "org_id";
+        let scope = Scope::Tenant(self.user_id);
+        crate::trace::traced(crate::trace::op_span(OP, scope, None), async {
+            let row = self.store.one_row(scope, OP, &TENANT_ORG_ID, &[]).await?;
+            col::<Uuid>(OP, &row, 0)
+        })
+        .await
     }
 }
 

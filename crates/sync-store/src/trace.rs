@@ -119,6 +119,7 @@ macro_rules! one_row {
 }
 
 one_row!(
+    uuid::Uuid,
     PreviewEntry,
     SyncProgress,
     ProgressCounts,

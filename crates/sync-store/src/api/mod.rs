@@ -1,0 +1,27 @@
+//! The spec's four API endpoints as typed operations over a [`TenantScope`].
+//!
+//! | endpoint | operation | success |
+//! |---|---|---|
+//! | `GET /api/v1/sync/preview/{syncId}` | [`get_preview`] | [`PreviewEntry`] |
+//! | `GET /api/v1/sync/progress/{syncId}` | [`get_progress`] | [`ProgressResponse`] |
+//! | `POST /api/v1/sync/progress` | [`post_progress`] with [`ProgressUpdate`] | [`ProgressResponse`] |
+//! | `GET /api/v1/sync/activity?org=&entity=&cursor=&limit=` | [`list_activity`] with [`ActivityQuery`] | [`ActivityResponse`] |
+//!
+//! Every operation runs in the tenant scope, so PostgreSQL's row-level security
+//! decides what the user sees: another org's sync id is simply not found (404),
+//! never someone else's data. Failures are an [`ApiError`]: an HTTP status, a
+//! stable `code` and a message that never carries SQL or server text. These types
+//! do not depend on any web framework; `sync_store::http` (feature `http`) serves
+//! them with axum.
+//!
+//! [`TenantScope`]: crate::TenantScope
+//! [`PreviewEntry`]: crate::PreviewEntry
+
+mod endpoints;
+mod error;
+
+pub use endpoints::{
+    get_preview, get_progress, list_activity, post_progress, ActivityQuery, ActivityResponse,
+    ProgressResponse, ProgressUpdate, DEFAULT_ACTIVITY_LIMIT,
+};
+pub use error::ApiError;

@@ -1,0 +1,415 @@
+//! The spec's four endpoints over real HTTP, served by `sync_store::http::router`
+//! on a pool of a login role that is neither superuser nor owner (so RLS is real).
+
+use serde_json::{json, Value};
+use sync_store::{
+    NewActivity, ProgressDelta, PutPreview, StartSync, Store, SyncAction, SyncEntityType,
+    SyncStatus, SyncType,
+};
+use sync_tests::TestDb;
+use uuid::Uuid;
+
+struct Api {
+    _db: TestDb,
+    base: String,
+    http: reqwest::Client,
+    org_a: Uuid,
+    org_b: Uuid,
+    user_a: Uuid,
+    user_b: Uuid,
+}
+
+impl Api {
+    async fn start() -> Api {
+        let db = TestDb::migrated().await;
+        let (org_a, org_b, user_a, user_b) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
+        let admin = db.client().await;
+        admin
+            .execute(
+                "INSERT INTO organization (id, name) VALUES ($1, 'A'), ($2, 'B')",
+                &[&org_a, &org_b],
+            )
+            .await
+            .unwrap();
+        admin
+            .execute(
+                "INSERT INTO auth.users_extended (id, org_id) VALUES ($1, $2), ($3, $4)",
+                &[&user_a, &org_a, &user_b, &org_b],
+            )
+            .await
+            .unwrap();
+        // Seed both orgs through the service scope (owner connection).
+        let svc = Store::new(db.pool()).service();
+        for (org, label) in [(org_a, "a"), (org_b, "b")] {
+            let mut start = StartSync::new("shared-id", SyncEntityType::Product);
+            start.total_items = Some(10);
+            svc.start_sync(org, &start).await.unwrap();
+            svc.put_preview(
+                org,
+                &PutPreview::new(
+                    SyncType::Woocommerce,
+                    "shared-id",
+                    "k",
+                    json!({"owner": label}),
+                ),
+            )
+            .await
+            .unwrap();
+            let mut e = NewActivity::new(SyncAction::RecordCreate, SyncStatus::Completed);
+            e.entity_type = Some(SyncEntityType::Customer);
+            e.sync_id = Some("shared-id".into());
+            svc.append_activity(org, &e).await.unwrap();
+        }
+        let mut done = StartSync::new("done", SyncEntityType::Order);
+        done.total_items = Some(1);
+        svc.start_sync(org_a, &done).await.unwrap();
+        svc.report_progress(
+            org_a,
+            "done",
+            &ProgressDelta {
+                processed: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+        let (_, login) = db.login_role("http").await;
+        let store = Store::new(sync_tests::pool_for(&login));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, sync_store::http::router(store))
+                .await
+                .unwrap();
+        });
+        Api {
+            _db: db,
+            base,
+            http: reqwest::Client::new(),
+            org_a,
+            org_b,
+            user_a,
+            user_b,
+        }
+    }
+
+    async fn get(&self, user: Option<Uuid>, path: &str) -> (u16, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(u) = user {
+            req = req.bearer_auth(u);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    async fn post(&self, user: Uuid, path: &str, body: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(user)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn progress_endpoints_serve_only_the_users_org() {
+    let api = Api::start().await;
+    let (status, body) = api
+        .get(Some(api.user_a), "/api/v1/sync/progress/shared-id")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["org_id"], api.org_a.to_string());
+    assert_eq!(body["status"], "in_progress");
+    for field in [
+        "elapsed_seconds",
+        "speed_items_per_min",
+        "eta_seconds",
+        "processed_count",
+        "total_items",
+    ] {
+        assert!(body.get(field).is_some(), "missing {field} in {body}");
+    }
+
+    let (status, body) = api
+        .post(
+            api.user_a,
+            "/api/v1/sync/progress",
+            r#"{"sync_id": "shared-id", "processed": 4, "failed": 1, "current_item": 5}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["processed_count"], 4);
+    assert_eq!(body["failed_count"], 1);
+    assert_eq!(body["current_item"], 5);
+    assert!(
+        body["speed_items_per_min"].is_number(),
+        "speed is computed by the database: {body}"
+    );
+
+    // User B's sync with the same id is untouched.
+    let (status, body) = api
+        .get(Some(api.user_b), "/api/v1/sync/progress/shared-id")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["processed_count"], 0);
+    assert_eq!(body["org_id"], api.org_b.to_string());
+
+    // Beyond the total (4 + 1 + 6 > 10), negative, finished, unknown, bad JSON.
+    let (status, body) = api
+        .post(
+            api.user_a,
+            "/api/v1/sync/progress",
+            r#"{"sync_id": "shared-id", "processed": 6}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_input")),
+        "{body}"
+    );
+    let (status, body) = api
+        .post(
+            api.user_a,
+            "/api/v1/sync/progress",
+            r#"{"sync_id": "shared-id", "processed": -1}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_input")),
+        "{body}"
+    );
+    let (status, body) = api
+        .post(
+            api.user_a,
+            "/api/v1/sync/progress",
+            r#"{"sync_id": "done", "processed": 1}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("sync_finished")),
+        "{body}"
+    );
+    let (status, body) = api
+        .post(
+            api.user_a,
+            "/api/v1/sync/progress",
+            r#"{"sync_id": "nope", "processed": 1}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let (status, body) = api
+        .post(api.user_a, "/api/v1/sync/progress", r#"{"sync_id": 5"#)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_input")),
+        "{body}"
+    );
+    let (_, body) = api
+        .get(Some(api.user_a), "/api/v1/sync/progress/shared-id")
+        .await;
+    assert_eq!(body["processed_count"], 4, "refused updates wrote nothing");
+
+    // A sync only org B has: 404 for A, and B's data never shows.
+    let svc_only_b = "only-b";
+    {
+        let db_admin = Store::new(api._db.pool()).service();
+        db_admin
+            .start_sync(
+                api.org_b,
+                &StartSync::new(svc_only_b, SyncEntityType::Invoice),
+            )
+            .await
+            .unwrap();
+    }
+    let (status, body) = api
+        .get(
+            Some(api.user_a),
+            &format!("/api/v1/sync/progress/{svc_only_b}"),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    assert!(!body.to_string().contains(&api.org_b.to_string()));
+    let (status, _) = api
+        .post(
+            api.user_a,
+            "/api/v1/sync/progress",
+            &format!(r#"{{"sync_id": "{svc_only_b}", "processed": 1}}"#),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn preview_endpoint_is_per_org_and_hides_expired() {
+    let api = Api::start().await;
+    let (status, body) = api
+        .get(Some(api.user_a), "/api/v1/sync/preview/shared-id")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["delta_json"], json!({"owner": "a"}));
+    let (_, body) = api
+        .get(Some(api.user_b), "/api/v1/sync/preview/shared-id")
+        .await;
+    assert_eq!(body["delta_json"], json!({"owner": "b"}));
+    let (status, body) = api
+        .get(Some(api.user_a), "/api/v1/sync/preview/unknown")
+        .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    // Expire A's preview: 404 although the row is still there.
+    api._db
+        .client()
+        .await
+        .execute(
+            "UPDATE sync_preview_cache SET computed_at = now() - interval '2 hours' WHERE org_id = $1",
+            &[&api.org_a],
+        )
+        .await
+        .unwrap();
+    let (status, _) = api
+        .get(Some(api.user_a), "/api/v1/sync/preview/shared-id")
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = api
+        .get(
+            Some(api.user_a),
+            &format!("/api/v1/sync/preview/{}", "x".repeat(300)),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_input")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn activity_endpoint_filters_pages_and_refuses_other_orgs() {
+    let api = Api::start().await;
+    let (status, body) = api.get(Some(api.user_a), "/api/v1/sync/activity").await;
+    assert_eq!(status, 200, "{body}");
+    let entries = body["entries"].as_array().unwrap();
+    // record_create + the two sync_start rows + sync_complete of "done".
+    assert_eq!(entries.len(), 4, "{body}");
+    assert!(entries.iter().all(|e| e["org_id"] == api.org_a.to_string()));
+
+    let (status, body) = api
+        .get(
+            Some(api.user_a),
+            &format!("/api/v1/sync/activity?org={}&entity=customer", api.org_a),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(body["entries"][0]["entity_type"], "customer");
+
+    // Another org's id: 404, nothing of theirs.
+    let (status, body) = api
+        .get(
+            Some(api.user_a),
+            &format!("/api/v1/sync/activity?org={}", api.org_b),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    assert!(body.get("entries").is_none());
+
+    // Pagination: 4 entries, 3 per page.
+    let (_, first) = api
+        .get(Some(api.user_a), "/api/v1/sync/activity?limit=3")
+        .await;
+    assert_eq!(first["entries"].as_array().unwrap().len(), 3);
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (status, second) = api
+        .get(
+            Some(api.user_a),
+            &format!("/api/v1/sync/activity?limit=3&cursor={cursor}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["entries"].as_array().unwrap().len(), 1);
+    assert!(second["next_cursor"].is_null());
+    let ids: std::collections::HashSet<String> = first["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["entries"].as_array().unwrap())
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 4, "pages overlap or miss entries");
+
+    for bad in [
+        "entity=spaceship",
+        "limit=0",
+        "limit=many",
+        "cursor=garbage",
+        "org=not-a-uuid",
+    ] {
+        let (status, body) = api
+            .get(Some(api.user_a), &format!("/api/v1/sync/activity?{bad}"))
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_input")),
+            "{bad}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn authentication_is_required_and_users_without_org_are_forbidden() {
+    let api = Api::start().await;
+    let (status, body) = api.get(None, "/api/v1/sync/progress/shared-id").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    let resp = api
+        .http
+        .get(format!("{}/api/v1/sync/activity", api.base))
+        .header("authorization", "Bearer not-a-uuid")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let stranger = Uuid::new_v4();
+    for path in [
+        "/api/v1/sync/progress/shared-id",
+        "/api/v1/sync/preview/shared-id",
+        "/api/v1/sync/activity",
+    ] {
+        let (status, body) = api.get(Some(stranger), path).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("forbidden")),
+            "{path}: {body}"
+        );
+    }
+}
