@@ -83,9 +83,18 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
     }
 }
 
+/// The tests of this file run one at a time: tracing caches, per call site and
+/// process-wide, whether any subscriber is interested. Another test hitting the
+/// same call sites on another thread without a subscriber (the harness applies
+/// migrations) can race with a scoped subscriber being installed here.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Capture {
     fn install(&self) -> tracing::subscriber::DefaultGuard {
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(self.clone()))
+        let guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(self.clone()));
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
     /// Closed spans since the last call.
     fn take(&self) -> Vec<Captured> {
@@ -132,6 +141,7 @@ const SECRETS: [&str; 4] = ["SECRET-DELTA", "SECRET-META", "SECRET-ERR", "SECRET
 
 #[tokio::test(flavor = "current_thread")]
 async fn every_store_call_has_one_span_with_its_fields_and_no_secrets() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let db = TestDb::migrated().await;
     let (org, user) = org_with_user(&db).await;
     let store = Store::new(db.pool());
@@ -263,6 +273,7 @@ async fn every_store_call_has_one_span_with_its_fields_and_no_secrets() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn migrations_and_partition_maintenance_have_spans() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let db = TestDb::empty().await;
     let capture = Capture::default();
     let _guard = capture.install();
