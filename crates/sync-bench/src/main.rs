@@ -12,8 +12,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_postgres::{Client, Config};
 
+mod data;
 mod measure;
 mod p1_migrate;
+mod p2_append;
+mod p3_progress;
+mod p4_list;
+mod p5_ensure;
 
 use measure::Row;
 
@@ -44,16 +49,61 @@ pub(crate) struct BenchDb {
     url: String,
 }
 
+/// Data sizes of one run.
+struct Sizes {
+    /// P2: activity rows per batch.
+    append_rows: usize,
+    /// P3: progress updates per repetition.
+    progress_ops: usize,
+    /// P4: activity rows loaded.
+    list_rows: u64,
+    /// P4: listings per repetition.
+    list_ops: usize,
+    /// P5: rows in the catch-all.
+    ensure_rows: u64,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                append_rows: 10_000,
+                progress_ops: 300,
+                list_rows: 200_000,
+                list_ops: 200,
+                ensure_rows: 100_000,
+            }
+        } else {
+            Sizes {
+                append_rows: 10_000,
+                progress_ops: 2_000,
+                list_rows: 2_000_000,
+                list_ops: 1_000,
+                ensure_rows: 1_000_000,
+            }
+        }
+    }
+}
+
 impl BenchDb {
     async fn create() -> BenchDb {
         let url = std::env::var("DATABASE_URL").ok();
         let admin = sync_migrations::resolve_config(url.as_deref()).expect("connection settings");
         let tls = sync_migrations::TlsOptions::resolve(url.as_deref(), None).expect("TLS settings");
         let name = format!("sync_bench_{}", uuid::Uuid::new_v4().simple());
+        Self::create_as(admin, tls, name, "").await
+    }
+
+    async fn create_as(
+        admin: Config,
+        tls: sync_migrations::TlsOptions,
+        name: String,
+        options: &str,
+    ) -> BenchDb {
         let c = sync_migrations::connect(&admin, &tls)
             .await
             .expect("connect to the server");
-        c.batch_execute(&format!("CREATE DATABASE {name}"))
+        c.batch_execute(&format!("CREATE DATABASE {name}{options}"))
             .await
             .expect("create database");
         let mut config = admin.clone();
@@ -68,13 +118,51 @@ impl BenchDb {
         }
     }
 
+    /// Another empty database on the same server, named after this one.
+    pub(crate) async fn sibling(&self, suffix: &str) -> BenchDb {
+        let name = format!("{}_{suffix}", self.name);
+        Self::create_as(self.admin.clone(), self.tls.clone(), name, "").await
+    }
+
+    /// A file copy of this database (which must have no open connections),
+    /// named after it with `suffix` and a counter.
+    pub(crate) async fn copy(&self, suffix: &str) -> BenchDb {
+        let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{}_{suffix}{n}", self.name);
+        let options = format!(" TEMPLATE {} STRATEGY FILE_COPY", self.name);
+        Self::create_as(self.admin.clone(), self.tls.clone(), name, &options).await
+    }
+
     pub(crate) async fn connect(&self) -> Client {
         sync_migrations::connect(&self.config, &self.tls)
             .await
             .expect("connect")
     }
 
-    async fn drop_database(self) {
+    /// Drops this database and every database named after it (copies, siblings).
+    async fn drop_database_and_copies(self) {
+        let c = sync_migrations::connect(&self.admin, &self.tls)
+            .await
+            .expect("connect");
+        let names: Vec<String> = c
+            .query(
+                "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1 || '_')",
+                &[&self.name],
+            )
+            .await
+            .expect("list databases")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for name in names {
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+                .expect("drop database");
+        }
+        self.drop_database().await;
+    }
+
+    pub(crate) async fn drop_database(self) {
         let c = sync_migrations::connect(&self.admin, &self.tls)
             .await
             .expect("connect");
@@ -86,6 +174,8 @@ impl BenchDb {
         .expect("drop database");
     }
 }
+
+static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn libpq_url(config: &Config) -> String {
     use tokio_postgres::config::Host;
@@ -119,12 +209,41 @@ async fn main() -> ExitCode {
             .await
             .expect("apply migrations");
     }
-    let mut rows: Vec<Row> = Vec::new();
-    if wanted("P1") {
-        rows.push(p1_migrate::run(&db, reps).await);
-        progress(&args, rows.last());
-    }
-    db.drop_database().await;
+    let run = std::panic::AssertUnwindSafe(async {
+        let mut rows: Vec<Row> = Vec::new();
+        if wanted("P1") {
+            rows.push(p1_migrate::run(&db, reps).await);
+            progress(&args, rows.last());
+        }
+        let sizes = Sizes::new(args.quick);
+        let (p2a, p2b) = (wanted("P2a"), wanted("P2b"));
+        if p2a || p2b {
+            for r in p2_append::run(&db, reps, sizes.append_rows, p2a, p2b).await {
+                rows.push(r);
+                progress(&args, rows.last());
+            }
+        }
+        if wanted("P3") {
+            rows.push(p3_progress::run(&db, reps, sizes.progress_ops).await);
+            progress(&args, rows.last());
+        }
+        if wanted("P4") {
+            rows.push(p4_list::run(&db, reps, sizes.list_rows, sizes.list_ops).await);
+            progress(&args, rows.last());
+        }
+        if wanted("P5") {
+            rows.push(p5_ensure::run(&db, reps, sizes.ensure_rows).await);
+            progress(&args, rows.last());
+        }
+        rows
+    });
+    // A failed row still drops the bench databases, then the run fails.
+    let outcome = futures_util::FutureExt::catch_unwind(run).await;
+    db.drop_database_and_copies().await;
+    let Ok(rows) = outcome else {
+        eprintln!("sync-bench: a row failed (see the panic above); databases dropped");
+        return ExitCode::FAILURE;
+    };
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows).expect("json"));

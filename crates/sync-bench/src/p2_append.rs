@@ -1,0 +1,231 @@
+//! P2a / P2b: append 10k activity rows through `append_activity_many` (binary
+//! COPY in one transaction) vs a raw binary COPY of the same rows (P2a) and vs
+//! the same rows as 10k autocommit single-row INSERTs (P2b).
+//!
+//! Every timed part starts on an emptied `sync_activity_log` (TRUNCATE, untimed),
+//! with the same rows (same `created_at`, so the same partition). The raw paths
+//! use one already open connection and a statement prepared beforehand.
+
+use std::pin::pin;
+
+use postgres_types::{IsNull, Kind, ToSql, Type};
+use time::Duration;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use sync_store::{NewActivity, SyncAction, SyncEntityType, SyncStatus};
+
+use crate::data::{create_tenants, exec, store};
+use crate::measure::{alternate, Row, Side, Target};
+use crate::BenchDb;
+
+const COLUMNS: &str = "org_id, sync_id, entity_type, action, status, record_count, \
+                       duration_seconds, error_message, user_id, created_at";
+
+/// The rows, as the library takes them.
+fn rows(n: usize) -> Vec<NewActivity> {
+    let base = time::macros::datetime!(2026-01-15 00:00 UTC);
+    (0..n)
+        .map(|i| {
+            let mut e = NewActivity::new(
+                SyncAction::RecordUpdate,
+                if i % 50 == 0 {
+                    SyncStatus::Failed
+                } else {
+                    SyncStatus::Completed
+                },
+            );
+            e.sync_id = Some(format!("sync-{}", i % 100));
+            e.entity_type = Some(SyncEntityType::Product);
+            e.record_count = (i % 100) as i32;
+            e.duration_seconds = Some((i % 1000) as f64 / 8.0);
+            e.error_message = (i % 50 == 0).then(|| format!("record {i} rejected"));
+            e.created_at = Some(base + Duration::milliseconds(i as i64));
+            e
+        })
+        .collect()
+}
+
+/// An enum label in binary COPY (its binary form is the label's text).
+#[derive(Debug)]
+struct Label(&'static str);
+
+impl ToSql for Label {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(ty.kind(), Kind::Enum(_))
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+async fn enum_type(c: &Client, name: &str) -> Type {
+    let row = c
+        .query_one(
+            "SELECT t.oid, array_agg(e.enumlabel::text ORDER BY e.enumsortorder) \
+             FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid \
+             WHERE t.oid = to_regtype($1) GROUP BY t.oid",
+            &[&name],
+        )
+        .await
+        .expect("enum type");
+    Type::new(
+        name.to_owned(),
+        row.get(0),
+        Kind::Enum(row.get(1)),
+        "public".to_owned(),
+    )
+}
+
+fn decimal(v: Option<f64>) -> Option<rust_decimal::Decimal> {
+    v.map(|d| rust_decimal::Decimal::try_from(d).expect("decimal"))
+}
+
+async fn raw_copy(c: &Client, types: &[Type; 10], org: Uuid, rows: &[NewActivity]) {
+    let sink = c
+        .copy_in(&format!(
+            "COPY sync_activity_log ({COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .expect("copy in");
+    let mut w = pin!(BinaryCopyInWriter::new(sink, types));
+    for e in rows {
+        let entity = e.entity_type.map(|t| Label(t.as_str()));
+        w.as_mut()
+            .write(&[
+                &org,
+                &e.sync_id,
+                &entity,
+                &Label(e.action.as_str()),
+                &Label(e.status.as_str()),
+                &e.record_count,
+                &decimal(e.duration_seconds),
+                &e.error_message,
+                &e.user_id,
+                &e.created_at,
+            ])
+            .await
+            .expect("copy row");
+    }
+    let n = w.finish().await.expect("copy finish");
+    assert_eq!(n as usize, rows.len());
+}
+
+async fn raw_inserts(c: &Client, org: Uuid, rows: &[NewActivity]) {
+    let stmt = c
+        .prepare(&format!(
+            "INSERT INTO sync_activity_log ({COLUMNS}) VALUES ($1, $2, $3::text::sync_entity_type, \
+             $4::text::sync_action, $5::text::sync_status_type, $6, $7, $8, $9, $10)"
+        ))
+        .await
+        .expect("prepare insert");
+    for e in rows {
+        c.execute(
+            &stmt,
+            &[
+                &org,
+                &e.sync_id,
+                &e.entity_type.map(SyncEntityType::as_str),
+                &e.action.as_str(),
+                &e.status.as_str(),
+                &e.record_count,
+                &decimal(e.duration_seconds),
+                &e.error_message,
+                &e.user_id,
+                &e.created_at,
+            ],
+        )
+        .await
+        .expect("insert");
+    }
+}
+
+async fn count(c: &Client) -> i64 {
+    c.query_one("SELECT count(*) FROM sync_activity_log", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+/// Runs P2a and P2b (whichever are wanted) on `n` rows.
+pub(crate) async fn run(db: &BenchDb, reps: usize, n: usize, a: bool, b: bool) -> Vec<Row> {
+    let c = db.connect().await;
+    let org = create_tenants(&c, "p2", 1).await[0].org;
+    let store = store(db);
+    let service = store.service();
+    let data = rows(n);
+    let types = [
+        Type::UUID,
+        Type::VARCHAR,
+        enum_type(&c, "sync_entity_type").await,
+        enum_type(&c, "sync_action").await,
+        enum_type(&c, "sync_status_type").await,
+        Type::INT4,
+        Type::NUMERIC,
+        Type::TEXT,
+        Type::UUID,
+        Type::TIMESTAMPTZ,
+    ];
+    // Warm the library's pool and enum lookup (untimed).
+    service
+        .append_activity_many(org, &data[..1])
+        .await
+        .expect("warm-up");
+    let (c, service, data, types) = (&c, &service, &data, &types);
+    let setup = move |_side: Side| async move {
+        exec(c, "TRUNCATE sync_activity_log").await;
+    };
+    let library = move || async move {
+        let written = service
+            .append_activity_many(org, data)
+            .await
+            .expect("append_activity_many");
+        assert_eq!(written as usize, n);
+    };
+    let mut out = Vec::new();
+    if a {
+        let (library_ms, baseline_ms) =
+            alternate(reps, setup, library, || raw_copy(c, types, org, data)).await;
+        out.push(Row {
+            id: "P2a",
+            what: format!(
+                "append {n} activity rows: append_activity_many vs raw binary COPY (ms per batch)"
+            ),
+            library_ms,
+            baseline_ms,
+            target: Target {
+                max_ratio: 1.25,
+                max_library_ms: None,
+            },
+        });
+    }
+    if b {
+        let (library_ms, baseline_ms) =
+            alternate(reps, setup, library, || raw_inserts(c, org, data)).await;
+        out.push(Row {
+            id: "P2b",
+            what: format!(
+                "append {n} activity rows: append_activity_many vs {n} autocommit prepared \
+                 single-row INSERTs, one after the other (ms per batch)"
+            ),
+            library_ms,
+            baseline_ms,
+            target: Target {
+                max_ratio: 0.05,
+                max_library_ms: None,
+            },
+        });
+    }
+    assert_eq!(count(c).await as usize, n, "rows after the last part");
+    exec(c, "TRUNCATE sync_activity_log").await;
+    out
+}
