@@ -39,10 +39,15 @@ pub(crate) async fn create_tenants(c: &Client, tag: &str, n: i32) -> Vec<Tenant>
     .collect()
 }
 
-/// A store on a small pool of the bench database's (superuser) login.
+/// A store on a small pool of the bench database's (superuser) login, sending
+/// statements as `--unnamed-statements` says (default: cached per connection).
 pub(crate) fn store(db: &BenchDb) -> sync_store::Store {
     let pool = sync_migrations::pool(&db.config, &db.tls, 4).expect("pool");
-    sync_store::Store::new(pool)
+    let mode = crate::STATEMENT_MODE
+        .get()
+        .copied()
+        .unwrap_or(sync_store::StatementMode::CachedPerConnection);
+    sync_store::Store::with_statement_mode(pool, mode)
 }
 
 /// Runs `sql` and panics with the server's message (set-up only).

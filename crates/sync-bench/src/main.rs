@@ -38,7 +38,16 @@ struct Args {
     /// Run only these rows (comma-separated ids, e.g. P1,P3).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Measure the store with unnamed statements (`StatementMode::Unnamed`, the
+    /// pooler-safe default) instead of statements cached per connection (the mode
+    /// for direct connections, which this bench uses).
+    #[arg(long)]
+    unnamed_statements: bool,
 }
+
+/// How the measured store sends statements (set once from the arguments).
+pub(crate) static STATEMENT_MODE: std::sync::OnceLock<sync_store::StatementMode> =
+    std::sync::OnceLock::new();
 
 /// The benchmark's own database.
 pub(crate) struct BenchDb {
@@ -201,6 +210,13 @@ async fn main() -> ExitCode {
     let wanted =
         |id: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(id));
     let reps = args.reps as usize;
+    STATEMENT_MODE
+        .set(if args.unnamed_statements {
+            sync_store::StatementMode::Unnamed
+        } else {
+            sync_store::StatementMode::CachedPerConnection
+        })
+        .expect("set once");
     let db = BenchDb::create().await;
     {
         // Prerequisites only; P1 leaves 0024 applied for the rows after it.

@@ -31,7 +31,28 @@ pub struct Store {
 
 struct Inner {
     pool: Pool,
+    statements: StatementMode,
     copy_types: tokio::sync::OnceCell<CopyTypes>,
+}
+
+/// How the store sends its statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StatementMode {
+    /// Unnamed statements (`query_typed`): parsed and planned by the server on
+    /// every call, never outliving a transaction, so the store works through a
+    /// transaction-mode pooler (PgBouncer, Neon's `-pooler` endpoints). The default.
+    #[default]
+    Unnamed,
+    /// Named statements prepared once per pooled connection (deadpool's
+    /// `prepare_typed_cached`), so the server reuses their plans: less work per
+    /// call. **Only for direct connections or session-mode poolers** (or a
+    /// PgBouncer ≥ 1.21 with `max_prepared_statements`): behind a transaction-mode
+    /// pooler a named statement may be missing on the next server connection.
+    /// Plans stay correct under row-level security: PostgreSQL re-plans a plan
+    /// that depends on the role when the role changes, and `auth.uid()` is read
+    /// at execution.
+    CachedPerConnection,
 }
 
 impl std::fmt::Debug for Store {
@@ -43,14 +64,26 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Wraps a pool. Nothing is sent to the server until the first call.
+    /// Wraps a pool, with unnamed statements ([`StatementMode::Unnamed`], safe
+    /// behind any pooler). Nothing is sent to the server until the first call.
     pub fn new(pool: Pool) -> Store {
+        Store::with_statement_mode(pool, StatementMode::Unnamed)
+    }
+
+    /// Wraps a pool, sending statements as `mode` says (see [`StatementMode`]).
+    pub fn with_statement_mode(pool: Pool, mode: StatementMode) -> Store {
         Store {
             inner: Arc::new(Inner {
                 pool,
+                statements: mode,
                 copy_types: tokio::sync::OnceCell::new(),
             }),
         }
+    }
+
+    /// How this store sends its statements.
+    pub fn statement_mode(&self) -> StatementMode {
+        self.inner.statements
     }
 
     /// The pool this store draws connections from.
@@ -125,6 +158,13 @@ impl TenantScope {
     }
 }
 
+/// `$1` (the org, a uuid) followed by the types of `params`.
+fn param_types(params: &[Param<'_>]) -> Vec<Type> {
+    std::iter::once(Type::UUID)
+        .chain(params.iter().map(|(_, t)| t.clone()))
+        .collect()
+}
+
 /// Who runs a statement.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Scope {
@@ -155,6 +195,10 @@ impl ConnGuard {
     }
 
     pub(crate) fn client(&self) -> &Client {
+        self.obj.as_ref().expect("connection present until drop")
+    }
+
+    pub(crate) fn object(&self) -> &Object {
         self.obj.as_ref().expect("connection present until drop")
     }
 
@@ -220,13 +264,26 @@ impl Store {
                     .get()
                     .await
                     .map_err(|e| Error::pool(operation, e))?;
-                let client: &Client = &obj;
-                let all = std::iter::once((&org as &(dyn ToSql + Sync), Type::UUID))
-                    .chain(params.iter().map(|(v, t)| (*v, t.clone())));
-                let stream = client
-                    .query_typed_raw(sql.service(), all)
-                    .await
-                    .map_err(|e| Error::from_pg(operation, e))?;
+                let stream = match self.inner.statements {
+                    StatementMode::Unnamed => {
+                        let client: &Client = &obj;
+                        let all = std::iter::once((&org as &(dyn ToSql + Sync), Type::UUID))
+                            .chain(params.iter().map(|(v, t)| (*v, t.clone())));
+                        client.query_typed_raw(sql.service(), all).await
+                    }
+                    StatementMode::CachedPerConnection => {
+                        let stmt = obj
+                            .prepare_typed_cached(sql.service(), &param_types(params))
+                            .await
+                            .map_err(|e| Error::from_pg(operation, e))?;
+                        let all: Vec<&(dyn ToSql + Sync)> =
+                            std::iter::once(&org as &(dyn ToSql + Sync))
+                                .chain(params.iter().map(|(v, _)| *v))
+                                .collect();
+                        obj.query_raw(&stmt, all).await
+                    }
+                }
+                .map_err(|e| Error::from_pg(operation, e))?;
                 stream
                     .try_collect()
                     .await
@@ -281,32 +338,74 @@ impl Store {
         let none: Option<Uuid> = None;
         let setup = tenant_setup(user);
         let (setup, rows, commit) = {
-            let client = guard.client();
-            let all = std::iter::once((&none as &(dyn ToSql + Sync), Type::UUID))
-                .chain(params.iter().map(|(v, t)| (*v, t.clone())));
-            // join3 polls its futures in order, and each sends its request on
-            // its first poll: the server receives set-up, statement, COMMIT in
-            // that order, in one flight.
-            futures_util::future::join3(
-                client.simple_query(&setup),
-                async move {
-                    client
-                        .query_typed_raw(text, all)
-                        .await?
-                        .try_collect::<Vec<Row>>()
-                        .await
-                },
-                client.simple_query("COMMIT"),
-            )
-            .await
+            let obj = guard.object();
+            let client: &Client = obj;
+            match self.inner.statements {
+                StatementMode::Unnamed => {
+                    let all = std::iter::once((&none as &(dyn ToSql + Sync), Type::UUID))
+                        .chain(params.iter().map(|(v, t)| (*v, t.clone())));
+                    // join3 polls its futures in order, and each sends its request
+                    // on its first poll: the server receives set-up, statement,
+                    // COMMIT in that order, in one flight.
+                    let (setup, rows, commit) = futures_util::future::join3(
+                        client.simple_query(&setup),
+                        async move {
+                            client
+                                .query_typed_raw(text, all)
+                                .await?
+                                .try_collect::<Vec<Row>>()
+                                .await
+                        },
+                        client.simple_query("COMMIT"),
+                    )
+                    .await;
+                    (setup, rows, Some(commit))
+                }
+                StatementMode::CachedPerConnection => {
+                    // The set-up goes first; the cached statement is prepared (on a
+                    // miss) inside the transaction, as sync_tenant, which alone may
+                    // use schema auth. Statement and COMMIT are sent only once the
+                    // statement exists, so COMMIT never precedes it: one flight on a
+                    // cache hit, two on a miss. A failed prepare sends no COMMIT and
+                    // the guard closes the connection.
+                    let types = param_types(params);
+                    let (setup, (rows, commit)) =
+                        futures_util::future::join(client.simple_query(&setup), async {
+                            let stmt = match obj.prepare_typed_cached(text, &types).await {
+                                Ok(stmt) => stmt,
+                                Err(e) => return (Err(e), None),
+                            };
+                            let all: Vec<&(dyn ToSql + Sync)> =
+                                std::iter::once(&none as &(dyn ToSql + Sync))
+                                    .chain(params.iter().map(|(v, _)| *v))
+                                    .collect();
+                            let (rows, commit) = futures_util::future::join(
+                                async {
+                                    client
+                                        .query_raw(&stmt, all)
+                                        .await?
+                                        .try_collect::<Vec<Row>>()
+                                        .await
+                                },
+                                client.simple_query("COMMIT"),
+                            )
+                            .await;
+                            (rows, Some(commit))
+                        })
+                        .await;
+                    (setup, rows, commit)
+                }
+            }
         };
-        if commit.is_ok() {
+        if matches!(commit, Some(Ok(_))) {
             guard.mark_clean();
         }
         drop(guard);
         setup.map_err(|e| Error::from_pg(operation, e))?;
         let rows = rows.map_err(|e| Error::from_pg(operation, e))?;
-        commit.map_err(|e| Error::from_pg(operation, e))?;
+        if let Some(commit) = commit {
+            commit.map_err(|e| Error::from_pg(operation, e))?;
+        }
         Ok(rows)
     }
 
