@@ -2,7 +2,7 @@
 
 use std::pin::pin;
 
-use postgres_types::Type;
+use postgres_types::{ToSql, Type};
 use time::OffsetDateTime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::Row;
@@ -14,7 +14,7 @@ use crate::cursor::ActivityCursor;
 use crate::enums::{parse_label, SyncAction, SyncEntityType, SyncStatus};
 use crate::error::{Error, Result};
 use crate::sql::ScopedSql;
-use crate::store::{col, ConnGuard, Scope, ServiceScope, Store, TenantScope};
+use crate::store::{col, ConnGuard, Param, Scope, ServiceScope, StatementMode, Store, TenantScope};
 use crate::trace::{op_span, traced};
 use crate::validate;
 
@@ -33,22 +33,51 @@ static APPEND: ScopedSql = ScopedSql::new(concat!(
     activity_cols!()
 ));
 
-// With unnamed statements the plan is made for the actual parameters, so the
-// `$n IS NULL OR …` filters fold away and the keyset condition uses index
-// sync_activity_log_org_created_idx (org_id, created_at DESC, id DESC).
-static LIST: ScopedSql = ScopedSql::new(concat!(
-    "SELECT ",
-    activity_cols!(),
-    " FROM sync_activity_log WHERE org_id = {org} \
-       AND ($2::text IS NULL OR entity_type = $2::text::sync_entity_type) \
-       AND ($3::text IS NULL OR action = $3::text::sync_action) \
-       AND ($4::text IS NULL OR status = $4::text::sync_status_type) \
-       AND ($5::varchar IS NULL OR sync_id = $5) \
-       AND ($6::timestamptz IS NULL OR created_at >= $6) \
-       AND ($7::timestamptz IS NULL OR created_at < $7) \
-       AND ($8::timestamptz IS NULL OR (created_at, id) < ($8, $9)) \
-     ORDER BY created_at DESC, id DESC LIMIT $10"
-));
+/// Page sizes a cached listing statement is written for (see [`list_sql`]).
+const PAGE_BUCKETS: [u32; 9] = [10, 20, 25, 50, 100, 200, 250, 500, 1000];
+
+/// The listing statement for one filter shape: only the filters present become
+/// conditions (so the plan needs no `$n IS NULL OR …` terms), the keyset cursor
+/// is `(created_at, id) < ($a, $b)` (an index condition on
+/// sync_activity_log_org_created_idx (org_id, created_at DESC, id DESC)), and
+/// the row count is the literal `LIMIT fetch`. `$1` is the org (service) or an
+/// unused NULL (tenant); `present` says which filters follow, in this order.
+///
+/// Why this shape: a cached statement should settle on a generic plan after
+/// its first five executions, and PostgreSQL keeps one only if it costs no more
+/// than the custom plans. With `LIMIT $n` the generic plan is costed for 10% of
+/// the rows, and a `created_at` bound on the cursor would let custom plans prune
+/// partitions at plan time: either way every call would be planned again
+/// (1–2 ms over 14 partitions). The cursor needs no pruning: partitions are
+/// read newest first and one index descent finds a newer partition empty. The
+/// `since` / `until` filters do prune, so those shapes are planned per call.
+fn list_sql(present: [bool; 6], cursor: bool, fetch: u32) -> ScopedSql {
+    const CONDITIONS: [&str; 6] = [
+        "entity_type = ${}::text::sync_entity_type",
+        "action = ${}::text::sync_action",
+        "status = ${}::text::sync_status_type",
+        "sync_id = ${}",
+        "created_at >= ${}",
+        "created_at < ${}",
+    ];
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        activity_cols!(),
+        " FROM sync_activity_log WHERE org_id = {org}"
+    ));
+    let mut n = 1;
+    for (cond, _) in CONDITIONS.iter().zip(present).filter(|(_, p)| *p) {
+        n += 1;
+        sql.push_str(" AND ");
+        sql.push_str(&cond.replace("{}", &n.to_string()));
+    }
+    if cursor {
+        let (at, id) = (n + 1, n + 2);
+        sql.push_str(&format!(" AND (created_at, id) < (${at}, ${id})"));
+    }
+    sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {fetch}"));
+    ScopedSql::owned(sql)
+}
 
 const COPY: &str = "COPY sync_activity_log (org_id, sync_id, entity_type, action, status, \
      record_count, duration_seconds, error_message, user_id, created_at) FROM STDIN (FORMAT binary)";
@@ -163,26 +192,35 @@ async fn list(
         let status = filter.status.map(SyncStatus::as_str);
         let after_at = after.map(|c| c.created_at);
         let after_id = after.map(|c| c.id);
-        // One extra row tells whether another page follows.
-        let fetch = i64::from(limit) + 1;
-        let rows = store
-            .rows(
-                scope,
-                OP,
-                &LIST,
-                &[
-                    (&entity, Type::TEXT),
-                    (&action, Type::TEXT),
-                    (&status, Type::TEXT),
-                    (&filter.sync_id, Type::VARCHAR),
-                    (&filter.since, Type::TIMESTAMPTZ),
-                    (&filter.until, Type::TIMESTAMPTZ),
-                    (&after_at, Type::TIMESTAMPTZ),
-                    (&after_id, Type::UUID),
-                    (&fetch, Type::INT8),
-                ],
-            )
-            .await?;
+        // One extra row tells whether another page follows. Cached statements
+        // are written for a page-size bucket (see `list_sql`); unnamed ones are
+        // planned per call anyway and ask for exactly limit + 1.
+        let rows_wanted = match store.statement_mode() {
+            StatementMode::CachedPerConnection => PAGE_BUCKETS
+                .into_iter()
+                .find(|&b| b >= limit)
+                .unwrap_or(limit),
+            _ => limit,
+        } + 1;
+        let filters: [(Option<&(dyn ToSql + Sync)>, Type); 6] = [
+            (entity.as_ref().map(|v| v as _), Type::TEXT),
+            (action.as_ref().map(|v| v as _), Type::TEXT),
+            (status.as_ref().map(|v| v as _), Type::TEXT),
+            (filter.sync_id.as_ref().map(|v| v as _), Type::VARCHAR),
+            (filter.since.as_ref().map(|v| v as _), Type::TIMESTAMPTZ),
+            (filter.until.as_ref().map(|v| v as _), Type::TIMESTAMPTZ),
+        ];
+        let present = filters.each_ref().map(|(v, _)| v.is_some());
+        let mut params: Vec<Param<'_>> = filters
+            .iter()
+            .filter_map(|(v, t)| v.map(|v| (v, t.clone())))
+            .collect();
+        if let (Some(at), Some(id)) = (&after_at, &after_id) {
+            params.push((at, Type::TIMESTAMPTZ));
+            params.push((id, Type::UUID));
+        }
+        let sql = list_sql(present, after.is_some(), rows_wanted);
+        let rows = store.rows(scope, OP, &sql, &params).await?;
         let more = rows.len() > limit as usize;
         let entries = rows
             .iter()
@@ -311,9 +349,12 @@ impl ServiceScope {
     /// (1..=1000) entries. The spec's "Get Activity Log for Organization" is
     /// `list_activity(org, &ActivityFilter::default(), None, 100)`.
     ///
-    /// SQL: `SELECT … FROM sync_activity_log WHERE org_id = $1 AND <filters> AND
-    /// (created_at, id) < ($after_at, $after_id) ORDER BY created_at DESC, id DESC
-    /// LIMIT $limit + 1`.
+    /// SQL: `SELECT … FROM sync_activity_log WHERE org_id = $1 AND <one condition
+    /// per filter given> [AND (created_at, id) < ($at, $id)]
+    /// ORDER BY created_at DESC, id DESC LIMIT <n>`, with the literal `n` = `limit + 1`
+    /// (with [`StatementMode::CachedPerConnection`]: the page-size bucket + 1, the
+    /// rows beyond `limit + 1` dropped). Served by index
+    /// `sync_activity_log_org_created_idx`.
     pub async fn list_activity(
         &self,
         org: Uuid,

@@ -29,4 +29,6 @@ pub use error::{Error, Result, ServerError};
 pub use metrics::SyncMetrics;
 pub use preview_types::{PreviewEntry, PutPreview};
 pub use progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress};
-pub use store::{ServiceScope, StatementMode, Store, TenantScope, TENANT_ROLE};
+pub use store::{
+    ServiceScope, StatementMode, Store, TenantScope, MAX_CACHED_STATEMENTS, TENANT_ROLE,
+};

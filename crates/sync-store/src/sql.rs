@@ -11,6 +11,7 @@
 //! metrics) filter on it, so that in tenant scope an empty result is the one
 //! signal that the user may have no org (see `Store::rows`).
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 /// The tenant user's org, evaluated once per statement.
@@ -19,7 +20,7 @@ pub(crate) const TENANT_ORG: &str =
 
 /// A statement template with its two renderings, built on first use.
 pub(crate) struct ScopedSql {
-    template: &'static str,
+    template: Cow<'static, str>,
     service: OnceLock<String>,
     tenant: OnceLock<String>,
 }
@@ -27,7 +28,16 @@ pub(crate) struct ScopedSql {
 impl ScopedSql {
     pub(crate) const fn new(template: &'static str) -> ScopedSql {
         ScopedSql {
-            template,
+            template: Cow::Borrowed(template),
+            service: OnceLock::new(),
+            tenant: OnceLock::new(),
+        }
+    }
+
+    /// A template composed at run time (e.g. per filter shape).
+    pub(crate) fn owned(template: String) -> ScopedSql {
+        ScopedSql {
+            template: Cow::Owned(template),
             service: OnceLock::new(),
             tenant: OnceLock::new(),
         }

@@ -51,7 +51,16 @@ pub enum StatementMode {
     /// pooler a named statement may be missing on the next server connection.
     /// Plans stay correct under row-level security: PostgreSQL re-plans a plan
     /// that depends on the role when the role changes, and `auth.uid()` is read
-    /// at execution.
+    /// at execution. At most 256 statements stay prepared per connection (the
+    /// cache is emptied when a new one would exceed that).
+    ///
+    /// Statements are written so PostgreSQL can settle on a generic plan after
+    /// its first five executions: activity listings are composed per filter shape
+    /// (no `$n IS NULL OR …` terms) with the page size as a literal, rounded up
+    /// to a bucket (10, 20, 25, 50, 100, 200, 250, 500, 1000; the extra rows are
+    /// read and dropped). Listings filtered by `since` / `until` are still
+    /// planned per call: plan-time partition pruning makes PostgreSQL prefer
+    /// custom plans for them.
     CachedPerConnection,
 }
 
@@ -159,6 +168,26 @@ impl TenantScope {
 }
 
 /// `$1` (the org, a uuid) followed by the types of `params`.
+/// Most statements one pooled connection keeps prepared in
+/// [`StatementMode::CachedPerConnection`]. The store's fixed statements are a few
+/// dozen; activity listings add one per filter shape and page-size bucket used.
+/// When a prepare would go beyond this, the connection's cache is emptied first
+/// (tokio-postgres closes each dropped statement on the server), so server
+/// memory per connection stays bounded whatever filters callers combine.
+pub const MAX_CACHED_STATEMENTS: usize = 256;
+
+/// `prepare_typed_cached`, within [`MAX_CACHED_STATEMENTS`].
+async fn prepare_cached(
+    obj: &Object,
+    text: &str,
+    types: &[Type],
+) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    if obj.statement_cache.size() >= MAX_CACHED_STATEMENTS {
+        obj.statement_cache.clear();
+    }
+    obj.prepare_typed_cached(text, types).await
+}
+
 fn param_types(params: &[Param<'_>]) -> Vec<Type> {
     std::iter::once(Type::UUID)
         .chain(params.iter().map(|(_, t)| t.clone()))
@@ -272,8 +301,7 @@ impl Store {
                         client.query_typed_raw(sql.service(), all).await
                     }
                     StatementMode::CachedPerConnection => {
-                        let stmt = obj
-                            .prepare_typed_cached(sql.service(), &param_types(params))
+                        let stmt = prepare_cached(&obj, sql.service(), &param_types(params))
                             .await
                             .map_err(|e| Error::from_pg(operation, e))?;
                         let all: Vec<&(dyn ToSql + Sync)> =
@@ -371,7 +399,7 @@ impl Store {
                     let types = param_types(params);
                     let (setup, (rows, commit)) =
                         futures_util::future::join(client.simple_query(&setup), async {
-                            let stmt = match obj.prepare_typed_cached(text, &types).await {
+                            let stmt = match prepare_cached(obj, text, &types).await {
                                 Ok(stmt) => stmt,
                                 Err(e) => return (Err(e), None),
                             };
