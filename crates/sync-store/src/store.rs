@@ -260,6 +260,14 @@ fn tenant_setup(user: Uuid) -> String {
     )
 }
 
+/// [`tenant_setup`] as a statement cached per connection ($1 = claims JSON,
+/// $2 = the user id), for [`StatementMode::CachedPerConnection`].
+const TENANT_SETUP: &str = concat!(
+    "SELECT set_config('role', 'sync_tenant', true), ",
+    "set_config('request.jwt.claims', $1, true), ",
+    "set_config('request.jwt.claim.sub', $2, true)"
+);
+
 /// Whether the tenant user has an `auth.users_extended` row (hence an org).
 static TENANT_HAS_ORG: ScopedSql = ScopedSql::new("SELECT {has_org}");
 
@@ -271,7 +279,9 @@ impl Store {
     ///
     /// Tenant: three requests pipelined in one round trip: `BEGIN; SELECT
     /// set_config('role', 'sync_tenant', true), set_config(claims…)` (simple
-    /// query), the statement (unnamed, typed), `COMMIT`. If the set-up fails the
+    /// query), the statement (unnamed, typed), `COMMIT`. With
+    /// [`StatementMode::CachedPerConnection`] four: `BEGIN`, the same set-up as a
+    /// cached statement, the cached statement, `COMMIT`. If the set-up fails the
     /// transaction is aborted, so the statement cannot run outside the tenant
     /// role; if the statement fails, `COMMIT` rolls back. The connection goes
     /// back to the pool only once `COMMIT` was acknowledged. Only when the
@@ -376,7 +386,7 @@ impl Store {
                     // on its first poll: the server receives set-up, statement,
                     // COMMIT in that order, in one flight.
                     let (setup, rows, commit) = futures_util::future::join3(
-                        client.simple_query(&setup),
+                        async { client.simple_query(&setup).await.map(drop) },
                         async move {
                             client
                                 .query_typed_raw(text, all)
@@ -390,38 +400,50 @@ impl Store {
                     (setup, rows, Some(commit))
                 }
                 StatementMode::CachedPerConnection => {
-                    // The set-up goes first; the cached statement is prepared (on a
-                    // miss) inside the transaction, as sync_tenant, which alone may
-                    // use schema auth. Statement and COMMIT are sent only once the
-                    // statement exists, so COMMIT never precedes it: one flight on a
-                    // cache hit, two on a miss. A failed prepare sends no COMMIT and
-                    // the guard closes the connection.
-                    let types = param_types(params);
-                    let (setup, (rows, commit)) =
-                        futures_util::future::join(client.simple_query(&setup), async {
-                            let stmt = match prepare_cached(obj, text, &types).await {
-                                Ok(stmt) => stmt,
-                                Err(e) => return (Err(e), None),
-                            };
-                            let all: Vec<&(dyn ToSql + Sync)> =
-                                std::iter::once(&none as &(dyn ToSql + Sync))
-                                    .chain(params.iter().map(|(v, _)| *v))
-                                    .collect();
-                            let (rows, commit) = futures_util::future::join(
+                    // The set-up is a cached statement too (prepared outside the
+                    // transaction: it reads no table), sent after a simple BEGIN.
+                    // The tenant statement is prepared (on a miss) inside the
+                    // transaction, as sync_tenant, which alone may use schema auth.
+                    // Statement and COMMIT are sent only once the statement exists,
+                    // so COMMIT never precedes it: one flight on a cache hit, two on
+                    // a miss. A failed prepare sends no COMMIT and the guard closes
+                    // the connection.
+                    match prepare_cached(obj, TENANT_SETUP, &[Type::TEXT, Type::TEXT]).await {
+                        Err(e) => (Err(e), Ok(Vec::new()), None),
+                        Ok(setup_stmt) => {
+                            let claims = format!("{{\"sub\":\"{user}\"}}");
+                            let sub = user.to_string();
+                            let types = param_types(params);
+                            let (begin, setup, (rows, commit)) = futures_util::future::join3(
+                                client.simple_query("BEGIN"),
+                                client.query(&setup_stmt, &[&claims, &sub]),
                                 async {
-                                    client
-                                        .query_raw(&stmt, all)
-                                        .await?
-                                        .try_collect::<Vec<Row>>()
-                                        .await
+                                    let stmt = match prepare_cached(obj, text, &types).await {
+                                        Ok(stmt) => stmt,
+                                        Err(e) => return (Err(e), None),
+                                    };
+                                    let all: Vec<&(dyn ToSql + Sync)> =
+                                        std::iter::once(&none as &(dyn ToSql + Sync))
+                                            .chain(params.iter().map(|(v, _)| *v))
+                                            .collect();
+                                    let (rows, commit) = futures_util::future::join(
+                                        async {
+                                            client
+                                                .query_raw(&stmt, all)
+                                                .await?
+                                                .try_collect::<Vec<Row>>()
+                                                .await
+                                        },
+                                        client.simple_query("COMMIT"),
+                                    )
+                                    .await;
+                                    (rows, Some(commit))
                                 },
-                                client.simple_query("COMMIT"),
                             )
                             .await;
-                            (rows, Some(commit))
-                        })
-                        .await;
-                    (setup, rows, commit)
+                            (begin.and(setup).map(drop), rows, commit)
+                        }
+                    }
                 }
             }
         };
@@ -484,4 +506,16 @@ pub(crate) fn col<'a, T: postgres_types::FromSql<'a>>(
             .unwrap_or_else(|| idx.to_string());
         Error::decode(operation, &name, e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_tenant_set_ups_switch_to_the_tenant_role() {
+        let role = format!("set_config('role', '{TENANT_ROLE}', true)");
+        assert!(TENANT_SETUP.contains(&role), "{TENANT_SETUP}");
+        assert!(tenant_setup(Uuid::nil()).contains(&role));
+    }
 }
