@@ -155,9 +155,16 @@ async fn cached_statements_serve_each_tenant_only_its_own_rows() {
     assert_eq!(row.get::<_, String>(1), "");
 }
 
-/// Activity rows for `org`: 60 rows over three months, mixed entity types,
-/// actions and statuses, several with equal timestamps.
+/// Creates org `org` with 60 activity rows over three months, mixed entity
+/// types, actions and statuses, several with equal timestamps.
 async fn seed_activity(admin: &tokio_postgres::Client, org: Uuid) {
+    admin
+        .execute(
+            "INSERT INTO organization (id, name) VALUES ($1, 'A')",
+            &[&org],
+        )
+        .await
+        .unwrap();
     admin
         .execute(
             "INSERT INTO sync_activity_log (org_id, sync_id, entity_type, action, status, created_at) \
@@ -197,13 +204,7 @@ async fn cached_listings_settle_on_a_generic_plan_in_both_scopes() {
     let db = TestDb::migrated().await;
     let (org, user) = (Uuid::new_v4(), Uuid::new_v4());
     let admin = db.client().await;
-    admin
-        .execute(
-            "INSERT INTO organization (id, name) VALUES ($1, 'A')",
-            &[&org],
-        )
-        .await
-        .unwrap();
+    seed_activity(&admin, org).await;
     admin
         .execute(
             "INSERT INTO auth.users_extended (id, org_id) VALUES ($1, $2)",
@@ -211,7 +212,6 @@ async fn cached_listings_settle_on_a_generic_plan_in_both_scopes() {
         )
         .await
         .unwrap();
-    seed_activity(&admin, org).await;
 
     let svc_pool = single(&db.config());
     let svc =
@@ -267,13 +267,6 @@ async fn cached_listings_page_like_unnamed_ones_and_the_cache_stays_bounded() {
     let db = TestDb::migrated().await;
     let org = Uuid::new_v4();
     let admin = db.client().await;
-    admin
-        .execute(
-            "INSERT INTO organization (id, name) VALUES ($1, 'A')",
-            &[&org],
-        )
-        .await
-        .unwrap();
     seed_activity(&admin, org).await;
     let pool = single(&db.config());
     let cached =
