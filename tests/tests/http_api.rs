@@ -6,11 +6,13 @@ use sync_store::{
     NewActivity, ProgressDelta, PutPreview, StartSync, Store, SyncAction, SyncEntityType,
     SyncStatus, SyncType,
 };
-use sync_tests::TestDb;
 use uuid::Uuid;
 
+mod store_common;
+use store_common::Fixture;
+
 struct Api {
-    _db: TestDb,
+    fixture: Fixture,
     base: String,
     http: reqwest::Client,
     org_a: Uuid,
@@ -19,32 +21,23 @@ struct Api {
     user_b: Uuid,
 }
 
+/// Asserts that a reply is the API error `status` / `code`; returns its body.
+#[track_caller]
+fn assert_code((status, body): (u16, Value), want_status: u16, want_code: &str) -> Value {
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (want_status, Some(want_code)),
+        "{body}"
+    );
+    body
+}
+
 impl Api {
     async fn start() -> Api {
-        let db = TestDb::migrated().await;
-        let (org_a, org_b, user_a, user_b) = (
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-        );
-        let admin = db.client().await;
-        admin
-            .execute(
-                "INSERT INTO organization (id, name) VALUES ($1, 'A'), ($2, 'B')",
-                &[&org_a, &org_b],
-            )
-            .await
-            .unwrap();
-        admin
-            .execute(
-                "INSERT INTO auth.users_extended (id, org_id) VALUES ($1, $2), ($3, $4)",
-                &[&user_a, &org_a, &user_b, &org_b],
-            )
-            .await
-            .unwrap();
+        let f = Fixture::new().await;
+        let (org_a, org_b, user_a, user_b) = (f.org_a, f.org_b, f.user_a, f.user_b);
         // Seed both orgs through the service scope (owner connection).
-        let svc = Store::new(db.pool()).service();
+        let svc = f.store.service();
         for (org, label) in [(org_a, "a"), (org_b, "b")] {
             let mut start = StartSync::new("shared-id", SyncEntityType::Product);
             start.total_items = Some(10);
@@ -79,7 +72,7 @@ impl Api {
         .await
         .unwrap();
 
-        let (_, login) = db.login_role("http").await;
+        let (_, login) = f.db.login_role("http").await;
         let store = Store::new(sync_tests::pool_for(&login));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -89,7 +82,7 @@ impl Api {
                 .unwrap();
         });
         Api {
-            _db: db,
+            fixture: f,
             base,
             http: reqwest::Client::new(),
             org_a,
@@ -166,61 +159,51 @@ async fn progress_endpoints_serve_only_the_users_org() {
     assert_eq!(body["org_id"], api.org_b.to_string());
 
     // Beyond the total (4 + 1 + 6 > 10), negative, finished, unknown, bad JSON.
-    let (status, body) = api
-        .post(
+    assert_code(
+        api.post(
             api.user_a,
             "/api/v1/sync/progress",
             r#"{"sync_id": "shared-id", "processed": 6}"#,
         )
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("invalid_input")),
-        "{body}"
+        .await,
+        400,
+        "invalid_input",
     );
-    let (status, body) = api
-        .post(
+    assert_code(
+        api.post(
             api.user_a,
             "/api/v1/sync/progress",
             r#"{"sync_id": "shared-id", "processed": -1}"#,
         )
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("invalid_input")),
-        "{body}"
+        .await,
+        400,
+        "invalid_input",
     );
-    let (status, body) = api
-        .post(
+    assert_code(
+        api.post(
             api.user_a,
             "/api/v1/sync/progress",
             r#"{"sync_id": "done", "processed": 1}"#,
         )
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("sync_finished")),
-        "{body}"
+        .await,
+        409,
+        "sync_finished",
     );
-    let (status, body) = api
-        .post(
+    assert_code(
+        api.post(
             api.user_a,
             "/api/v1/sync/progress",
             r#"{"sync_id": "nope", "processed": 1}"#,
         )
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (404, Some("not_found")),
-        "{body}"
+        .await,
+        404,
+        "not_found",
     );
-    let (status, body) = api
-        .post(api.user_a, "/api/v1/sync/progress", r#"{"sync_id": 5"#)
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("invalid_input")),
-        "{body}"
+    assert_code(
+        api.post(api.user_a, "/api/v1/sync/progress", r#"{"sync_id": 5"#)
+            .await,
+        400,
+        "invalid_input",
     );
     let (_, body) = api
         .get(Some(api.user_a), "/api/v1/sync/progress/shared-id")
@@ -230,7 +213,7 @@ async fn progress_endpoints_serve_only_the_users_org() {
     // A sync only org B has: 404 for A, and B's data never shows.
     let svc_only_b = "only-b";
     {
-        let db_admin = Store::new(api._db.pool()).service();
+        let db_admin = api.fixture.store.service();
         db_admin
             .start_sync(
                 api.org_b,
@@ -239,16 +222,14 @@ async fn progress_endpoints_serve_only_the_users_org() {
             .await
             .unwrap();
     }
-    let (status, body) = api
-        .get(
+    let body = assert_code(
+        api.get(
             Some(api.user_a),
             &format!("/api/v1/sync/progress/{svc_only_b}"),
         )
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (404, Some("not_found")),
-        "{body}"
+        .await,
+        404,
+        "not_found",
     );
     assert!(!body.to_string().contains(&api.org_b.to_string()));
     let (status, _) = api
@@ -278,9 +259,8 @@ async fn preview_endpoint_is_per_org_and_hides_expired() {
         .await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
     // Expire A's preview: 404 although the row is still there.
-    api._db
-        .client()
-        .await
+    api.fixture
+        .admin
         .execute(
             "UPDATE sync_preview_cache SET computed_at = now() - interval '2 hours' WHERE org_id = $1",
             &[&api.org_a],
@@ -291,16 +271,14 @@ async fn preview_endpoint_is_per_org_and_hides_expired() {
         .get(Some(api.user_a), "/api/v1/sync/preview/shared-id")
         .await;
     assert_eq!(status, 404);
-    let (status, body) = api
-        .get(
+    assert_code(
+        api.get(
             Some(api.user_a),
             &format!("/api/v1/sync/preview/{}", "x".repeat(300)),
         )
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("invalid_input")),
-        "{body}"
+        .await,
+        400,
+        "invalid_input",
     );
 }
 
@@ -325,18 +303,35 @@ async fn activity_endpoint_filters_pages_and_refuses_other_orgs() {
     assert_eq!(body["entries"][0]["entity_type"], "customer");
 
     // Another org's id: 404, nothing of theirs.
-    let (status, body) = api
-        .get(
+    let body = assert_code(
+        api.get(
             Some(api.user_a),
             &format!("/api/v1/sync/activity?org={}", api.org_b),
         )
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (404, Some("not_found")),
-        "{body}"
+        .await,
+        404,
+        "not_found",
     );
     assert!(body.get("entries").is_none());
+
+    // An empty page cannot show the user's org: the org is looked up instead.
+    let (status, body) = api
+        .get(
+            Some(api.user_a),
+            &format!("/api/v1/sync/activity?org={}&entity=coupon", api.org_a),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entries"].as_array().unwrap().len(), 0);
+    assert_code(
+        api.get(
+            Some(api.user_a),
+            &format!("/api/v1/sync/activity?org={}&entity=coupon", api.org_b),
+        )
+        .await,
+        404,
+        "not_found",
+    );
 
     // Pagination: 4 entries, 3 per page.
     let (_, first) = api

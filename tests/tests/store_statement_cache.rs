@@ -3,7 +3,9 @@
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use sync_store::{ActivityFilter, ProgressDelta, StartSync, StatementMode, Store, SyncEntityType};
-use sync_tests::TestDb;
+
+mod store_common;
+use store_common::Fixture;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
@@ -21,28 +23,8 @@ fn single(config: &tokio_postgres::Config) -> Pool {
 
 #[tokio::test]
 async fn cached_statements_serve_each_tenant_only_its_own_rows() {
-    let db = TestDb::migrated().await;
-    let (org_a, org_b, user_a, user_b) = (
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-    );
-    let admin = db.client().await;
-    admin
-        .execute(
-            "INSERT INTO organization (id, name) VALUES ($1, 'A'), ($2, 'B')",
-            &[&org_a, &org_b],
-        )
-        .await
-        .unwrap();
-    admin
-        .execute(
-            "INSERT INTO auth.users_extended (id, org_id) VALUES ($1, $2), ($3, $4)",
-            &[&user_a, &org_a, &user_b, &org_b],
-        )
-        .await
-        .unwrap();
+    let f = Fixture::new().await;
+    let (db, org_a, org_b, user_a, user_b) = (&f.db, f.org_a, f.org_b, f.user_a, f.user_b);
 
     // Service scope (owner) in cached mode.
     let svc_pool = single(&db.config());
@@ -155,16 +137,9 @@ async fn cached_statements_serve_each_tenant_only_its_own_rows() {
     assert_eq!(row.get::<_, String>(1), "");
 }
 
-/// Creates org `org` with 60 activity rows over three months, mixed entity
-/// types, actions and statuses, several with equal timestamps.
+/// 60 activity rows of `org` over three months, mixed entity types, actions
+/// and statuses, several with equal timestamps.
 async fn seed_activity(admin: &tokio_postgres::Client, org: Uuid) {
-    admin
-        .execute(
-            "INSERT INTO organization (id, name) VALUES ($1, 'A')",
-            &[&org],
-        )
-        .await
-        .unwrap();
     admin
         .execute(
             "INSERT INTO sync_activity_log (org_id, sync_id, entity_type, action, status, created_at) \
@@ -201,17 +176,9 @@ async fn prepared(pool: &Pool) -> (i64, i64, i64) {
 
 #[tokio::test]
 async fn cached_listings_settle_on_a_generic_plan_in_both_scopes() {
-    let db = TestDb::migrated().await;
-    let (org, user) = (Uuid::new_v4(), Uuid::new_v4());
-    let admin = db.client().await;
-    seed_activity(&admin, org).await;
-    admin
-        .execute(
-            "INSERT INTO auth.users_extended (id, org_id) VALUES ($1, $2)",
-            &[&user, &org],
-        )
-        .await
-        .unwrap();
+    let f = Fixture::new().await;
+    let (db, org, user) = (&f.db, f.org_a, f.user_a);
+    seed_activity(&f.admin, org).await;
 
     let svc_pool = single(&db.config());
     let svc =
@@ -264,10 +231,9 @@ async fn cached_listings_settle_on_a_generic_plan_in_both_scopes() {
 
 #[tokio::test]
 async fn cached_listings_page_like_unnamed_ones_and_the_cache_stays_bounded() {
-    let db = TestDb::migrated().await;
-    let org = Uuid::new_v4();
-    let admin = db.client().await;
-    seed_activity(&admin, org).await;
+    let f = Fixture::new().await;
+    let (db, org) = (&f.db, f.org_a);
+    seed_activity(&f.admin, org).await;
     let pool = single(&db.config());
     let cached =
         Store::with_statement_mode(pool.clone(), StatementMode::CachedPerConnection).service();

@@ -33,15 +33,15 @@ static APPEND: ScopedSql = ScopedSql::new(concat!(
     activity_cols!()
 ));
 
-/// Page sizes a cached listing statement is written for (see [`list_sql`]).
+/// Page sizes a cached listing statement is written for (see [`list_query`]).
 const PAGE_BUCKETS: [u32; 9] = [10, 20, 25, 50, 100, 200, 250, 500, 1000];
 
-/// The listing statement for one filter shape: only the filters present become
-/// conditions (so the plan needs no `$n IS NULL OR …` terms), the keyset cursor
-/// is `(created_at, id) < ($a, $b)` (an index condition on
-/// sync_activity_log_org_created_idx (org_id, created_at DESC, id DESC)), and
-/// the row count is the literal `LIMIT fetch`. `$1` is the org (service) or an
-/// unused NULL (tenant); `present` says which filters follow, in this order.
+/// The listing statement for one filter shape, and its parameters after `$1`
+/// (the org in service scope, an unused NULL in tenant scope): each filter
+/// given becomes one condition and one parameter (so the plan needs no
+/// `$n IS NULL OR …` terms), the keyset cursor becomes `(created_at, id) <
+/// ($a, $b)` (an index condition on sync_activity_log_org_created_idx (org_id,
+/// created_at DESC, id DESC)), and the row count is the literal `LIMIT fetch`.
 ///
 /// Why this shape: a cached statement should settle on a generic plan after
 /// its first five executions, and PostgreSQL keeps one only if it costs no more
@@ -51,32 +51,32 @@ const PAGE_BUCKETS: [u32; 9] = [10, 20, 25, 50, 100, 200, 250, 500, 1000];
 /// (1–2 ms over 14 partitions). The cursor needs no pruning: partitions are
 /// read newest first and one index descent finds a newer partition empty. The
 /// `since` / `until` filters do prune, so those shapes are planned per call.
-fn list_sql(present: [bool; 6], cursor: bool, fetch: u32) -> ScopedSql {
-    const CONDITIONS: [&str; 6] = [
-        "entity_type = ${}::text::sync_entity_type",
-        "action = ${}::text::sync_action",
-        "status = ${}::text::sync_status_type",
-        "sync_id = ${}",
-        "created_at >= ${}",
-        "created_at < ${}",
-    ];
+fn list_query<'a>(
+    filters: [(&'static str, Option<&'a (dyn ToSql + Sync)>, Type); 6],
+    cursor: Option<(&'a OffsetDateTime, &'a Uuid)>,
+    fetch: u32,
+) -> (ScopedSql, Vec<Param<'a>>) {
     let mut sql = String::from(concat!(
         "SELECT ",
         activity_cols!(),
         " FROM sync_activity_log WHERE org_id = {org}"
     ));
-    let mut n = 1;
-    for (cond, _) in CONDITIONS.iter().zip(present).filter(|(_, p)| *p) {
-        n += 1;
-        sql.push_str(" AND ");
-        sql.push_str(&cond.replace("{}", &n.to_string()));
+    let mut params: Vec<Param<'a>> = Vec::new();
+    for (condition, value, ty) in filters {
+        if let Some(value) = value {
+            params.push((value, ty));
+            let n = params.len() + 1;
+            sql.push_str(&format!(" AND {}", condition.replace("{}", &n.to_string())));
+        }
     }
-    if cursor {
-        let (at, id) = (n + 1, n + 2);
-        sql.push_str(&format!(" AND (created_at, id) < (${at}, ${id})"));
+    if let Some((at, id)) = cursor {
+        params.push((at, Type::TIMESTAMPTZ));
+        params.push((id, Type::UUID));
+        let n = params.len();
+        sql.push_str(&format!(" AND (created_at, id) < (${n}, ${})", n + 1));
     }
     sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {fetch}"));
-    ScopedSql::owned(sql)
+    (ScopedSql::owned(sql), params)
 }
 
 const COPY: &str = "COPY sync_activity_log (org_id, sync_id, entity_type, action, status, \
@@ -190,36 +190,43 @@ async fn list(
         let entity = filter.entity_type.map(SyncEntityType::as_str);
         let action = filter.action.map(SyncAction::as_str);
         let status = filter.status.map(SyncStatus::as_str);
-        let after_at = after.map(|c| c.created_at);
-        let after_id = after.map(|c| c.id);
         // One extra row tells whether another page follows. Cached statements
-        // are written for a page-size bucket (see `list_sql`); unnamed ones are
+        // are written for a page-size bucket (see `list_query`); unnamed ones are
         // planned per call anyway and ask for exactly limit + 1.
         let rows_wanted = match store.statement_mode() {
             StatementMode::CachedPerConnection => PAGE_BUCKETS
                 .into_iter()
                 .find(|&b| b >= limit)
                 .unwrap_or(limit),
-            _ => limit,
+            StatementMode::Unnamed => limit,
         } + 1;
-        let filters: [(Option<&(dyn ToSql + Sync)>, Type); 6] = [
-            (entity.as_ref().map(|v| v as _), Type::TEXT),
-            (action.as_ref().map(|v| v as _), Type::TEXT),
-            (status.as_ref().map(|v| v as _), Type::TEXT),
-            (filter.sync_id.as_ref().map(|v| v as _), Type::VARCHAR),
-            (filter.since.as_ref().map(|v| v as _), Type::TIMESTAMPTZ),
-            (filter.until.as_ref().map(|v| v as _), Type::TIMESTAMPTZ),
-        ];
-        let present = filters.each_ref().map(|(v, _)| v.is_some());
-        let mut params: Vec<Param<'_>> = filters
-            .iter()
-            .filter_map(|(v, t)| v.map(|v| (v, t.clone())))
-            .collect();
-        if let (Some(at), Some(id)) = (&after_at, &after_id) {
-            params.push((at, Type::TIMESTAMPTZ));
-            params.push((id, Type::UUID));
+        fn given<T: ToSql + Sync>(v: &Option<T>) -> Option<&(dyn ToSql + Sync)> {
+            v.as_ref().map(|v| v as _)
         }
-        let sql = list_sql(present, after.is_some(), rows_wanted);
+        let (sql, params) = list_query(
+            [
+                (
+                    "entity_type = ${}::text::sync_entity_type",
+                    given(&entity),
+                    Type::TEXT,
+                ),
+                (
+                    "action = ${}::text::sync_action",
+                    given(&action),
+                    Type::TEXT,
+                ),
+                (
+                    "status = ${}::text::sync_status_type",
+                    given(&status),
+                    Type::TEXT,
+                ),
+                ("sync_id = ${}", given(&filter.sync_id), Type::VARCHAR),
+                ("created_at >= ${}", given(&filter.since), Type::TIMESTAMPTZ),
+                ("created_at < ${}", given(&filter.until), Type::TIMESTAMPTZ),
+            ],
+            after.as_ref().map(|c| (&c.created_at, &c.id)),
+            rows_wanted,
+        );
         let rows = store.rows(scope, OP, &sql, &params).await?;
         let more = rows.len() > limit as usize;
         let entries = rows
@@ -257,7 +264,7 @@ async fn append_many(store: &Store, org: Uuid, entries: &[NewActivity]) -> Resul
         let mut guard = ConnGuard::new(obj);
         let pg = |e| Error::from_pg(OP, e);
         let n = {
-            let client = guard.client();
+            let client: &tokio_postgres::Client = guard.object();
             let types = store.copy_types(client, OP).await?;
             let (begin, now, stmt) = futures_util::future::join3(
                 client.simple_query("BEGIN"),

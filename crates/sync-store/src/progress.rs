@@ -28,13 +28,24 @@ static START: ScopedSql = ScopedSql::new(concat!(
     progress_cols!()
 ));
 
-static TICK: ScopedSql = ScopedSql::new(
-    "UPDATE sync_progress SET processed_count = processed_count + $3, \
-       failed_count = failed_count + $4, current_item = coalesce($5, current_item), \
-       batch_number = coalesce($6, batch_number) \
-     WHERE org_id = {org} AND sync_id = $2 AND completed_at IS NULL \
-     RETURNING processed_count, failed_count, total_items, completed_at",
-);
+macro_rules! tick_update {
+    () => {
+        "UPDATE sync_progress SET processed_count = processed_count + $3, \
+           failed_count = failed_count + $4, current_item = coalesce($5, current_item), \
+           batch_number = coalesce($6, batch_number) \
+         WHERE org_id = {org} AND sync_id = $2 AND completed_at IS NULL RETURNING "
+    };
+}
+
+/// A progress tick returning the counts only (the hot path).
+static TICK: ScopedSql = ScopedSql::new(concat!(
+    tick_update!(),
+    "processed_count, failed_count, total_items, completed_at"
+));
+
+/// A progress tick returning the whole row (for the API's POST, which answers
+/// with the row: one round trip instead of a tick and a read).
+static TICK_ROW: ScopedSql = ScopedSql::new(concat!(tick_update!(), progress_cols!()));
 
 static SET_TOTAL: ScopedSql = ScopedSql::new(concat!(
     "UPDATE sync_progress SET total_items = $3 \
@@ -174,12 +185,24 @@ async fn start(
     .await
 }
 
-async fn tick(
+fn counts(op: &'static str, row: &Row) -> Result<ProgressCounts> {
+    Ok(ProgressCounts {
+        processed_count: col(op, row, 0)?,
+        failed_count: col(op, row, 1)?,
+        total_items: col(op, row, 2)?,
+        completed_at: col(op, row, 3)?,
+    })
+}
+
+/// Runs `sql` ([`TICK`] or [`TICK_ROW`]) and decodes its row with `decode`.
+async fn tick<T: crate::trace::RowCount>(
     store: &Store,
     scope: Scope,
     sync_id: &str,
     d: &ProgressDelta,
-) -> Result<ProgressCounts> {
+    sql: &ScopedSql,
+    decode: fn(&'static str, &Row) -> Result<T>,
+) -> Result<T> {
     const OP: &str = "report_progress";
     traced(op_span(OP, scope, Some(sync_id)), async {
         validate::id(OP, "sync_id", sync_id)?;
@@ -195,7 +218,7 @@ async fn tick(
             .opt_row(
                 scope,
                 OP,
-                &TICK,
+                sql,
                 &[
                     (&sync_id, Type::VARCHAR),
                     (&d.processed, Type::INT4),
@@ -206,12 +229,7 @@ async fn tick(
             )
             .await?;
         match row {
-            Some(row) => Ok(ProgressCounts {
-                processed_count: col(OP, &row, 0)?,
-                failed_count: col(OP, &row, 1)?,
-                total_items: col(OP, &row, 2)?,
-                completed_at: col(OP, &row, 3)?,
-            }),
+            Some(row) => decode(OP, &row),
             None => Err(not_updated(store, scope, OP, sync_id).await),
         }
     })
@@ -351,7 +369,7 @@ macro_rules! progress_api {
             /// or overflow; [`Error::NotFound`]; [`Error::SyncFinished`].
             #[doc = $doc_scope]
             pub async fn report_progress(&$s, $($org: $org_ty,)? sync_id: &str, delta: &ProgressDelta) -> Result<ProgressCounts> {
-                tick(&$s.store, $scope, sync_id, delta).await
+                tick(&$s.store, $scope, sync_id, delta, &TICK, counts).await
             }
 
             /// Sets (or clears, with `None`) the total of a running sync. Setting it
@@ -443,3 +461,17 @@ progress_api!(
     |self| Scope::Tenant(self.user_id),
     Some(self.user_id),
 );
+
+impl TenantScope {
+    /// [`TenantScope::report_progress`] returning the whole row after the tick
+    /// (with the triggers' elapsed, speed, ETA and completion), in the same one
+    /// statement: `UPDATE … RETURNING <all columns>`.
+    pub(crate) async fn report_progress_row(
+        &self,
+        sync_id: &str,
+        delta: &ProgressDelta,
+    ) -> Result<SyncProgress> {
+        let scope = Scope::Tenant(self.user_id);
+        tick(&self.store, scope, sync_id, delta, &TICK_ROW, progress).await
+    }
+}

@@ -167,7 +167,6 @@ impl TenantScope {
     }
 }
 
-/// `$1` (the org, a uuid) followed by the types of `params`.
 /// Most statements one pooled connection keeps prepared in
 /// [`StatementMode::CachedPerConnection`]. The store's fixed statements are a few
 /// dozen; activity listings add one per filter shape and page-size bucket used.
@@ -188,10 +187,52 @@ async fn prepare_cached(
     obj.prepare_typed_cached(text, types).await
 }
 
-fn param_types(params: &[Param<'_>]) -> Vec<Type> {
-    std::iter::once(Type::UUID)
-        .chain(params.iter().map(|(_, t)| t.clone()))
-        .collect()
+/// The statement `text` prepared and cached on `obj` in
+/// [`StatementMode::CachedPerConnection`] (`$1` a uuid, then `params`' types);
+/// `None` in [`StatementMode::Unnamed`], without waiting for anything.
+async fn prepared(
+    obj: &Object,
+    mode: StatementMode,
+    text: &str,
+    params: &[Param<'_>],
+) -> std::result::Result<Option<tokio_postgres::Statement>, tokio_postgres::Error> {
+    match mode {
+        StatementMode::Unnamed => Ok(None),
+        StatementMode::CachedPerConnection => {
+            let types: Vec<Type> = std::iter::once(Type::UUID)
+                .chain(params.iter().map(|(_, t)| t.clone()))
+                .collect();
+            prepare_cached(obj, text, &types).await.map(Some)
+        }
+    }
+}
+
+/// Runs `stmt` (or `text` as an unnamed statement when `stmt` is `None`) with
+/// `$1` = `first` and then `params`, and collects its rows. The request is sent
+/// on the first poll, before anything is awaited, so callers can pipeline
+/// further requests behind it.
+async fn query_rows(
+    client: &Client,
+    stmt: Option<&tokio_postgres::Statement>,
+    text: &str,
+    first: &Option<Uuid>,
+    params: &[Param<'_>],
+) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+    let first = first as &(dyn ToSql + Sync);
+    let stream = match stmt {
+        Some(stmt) => {
+            let all: Vec<&(dyn ToSql + Sync)> = std::iter::once(first)
+                .chain(params.iter().map(|(v, _)| *v))
+                .collect();
+            client.query_raw(stmt, all).await?
+        }
+        None => {
+            let all = std::iter::once((first, Type::UUID))
+                .chain(params.iter().map(|(v, t)| (*v, t.clone())));
+            client.query_typed_raw(text, all).await?
+        }
+    };
+    stream.try_collect().await
 }
 
 /// Who runs a statement.
@@ -221,10 +262,6 @@ impl ConnGuard {
             obj: Some(obj),
             clean: false,
         }
-    }
-
-    pub(crate) fn client(&self) -> &Client {
-        self.obj.as_ref().expect("connection present until drop")
     }
 
     pub(crate) fn object(&self) -> &Object {
@@ -260,14 +297,6 @@ fn tenant_setup(user: Uuid) -> String {
     )
 }
 
-/// [`tenant_setup`] as a statement cached per connection ($1 = claims JSON,
-/// $2 = the user id), for [`StatementMode::CachedPerConnection`].
-const TENANT_SETUP: &str = concat!(
-    "SELECT set_config('role', 'sync_tenant', true), ",
-    "set_config('request.jwt.claims', $1, true), ",
-    "set_config('request.jwt.claim.sub', $2, true)"
-);
-
 /// Whether the tenant user has an `auth.users_extended` row (hence an org).
 static TENANT_HAS_ORG: ScopedSql = ScopedSql::new("SELECT {has_org}");
 
@@ -279,9 +308,8 @@ impl Store {
     ///
     /// Tenant: three requests pipelined in one round trip: `BEGIN; SELECT
     /// set_config('role', 'sync_tenant', true), set_config(claims…)` (simple
-    /// query), the statement (unnamed, typed), `COMMIT`. With
-    /// [`StatementMode::CachedPerConnection`] four: `BEGIN`, the same set-up as a
-    /// cached statement, the cached statement, `COMMIT`. If the set-up fails the
+    /// query), the statement (unnamed and typed, or the connection's cached
+    /// prepared statement), `COMMIT`. If the set-up fails the
     /// transaction is aborted, so the statement cannot run outside the tenant
     /// role; if the statement fails, `COMMIT` rolls back. The connection goes
     /// back to the pool only once `COMMIT` was acknowledged. Only when the
@@ -303,27 +331,10 @@ impl Store {
                     .get()
                     .await
                     .map_err(|e| Error::pool(operation, e))?;
-                let stream = match self.inner.statements {
-                    StatementMode::Unnamed => {
-                        let client: &Client = &obj;
-                        let all = std::iter::once((&org as &(dyn ToSql + Sync), Type::UUID))
-                            .chain(params.iter().map(|(v, t)| (*v, t.clone())));
-                        client.query_typed_raw(sql.service(), all).await
-                    }
-                    StatementMode::CachedPerConnection => {
-                        let stmt = prepare_cached(&obj, sql.service(), &param_types(params))
-                            .await
-                            .map_err(|e| Error::from_pg(operation, e))?;
-                        let all: Vec<&(dyn ToSql + Sync)> =
-                            std::iter::once(&org as &(dyn ToSql + Sync))
-                                .chain(params.iter().map(|(v, _)| *v))
-                                .collect();
-                        obj.query_raw(&stmt, all).await
-                    }
-                }
-                .map_err(|e| Error::from_pg(operation, e))?;
-                stream
-                    .try_collect()
+                let stmt = prepared(&obj, self.inner.statements, sql.service(), params)
+                    .await
+                    .map_err(|e| Error::from_pg(operation, e))?;
+                query_rows(&obj, stmt.as_ref(), sql.service(), &org, params)
                     .await
                     .map_err(|e| Error::from_pg(operation, e))
             }
@@ -375,77 +386,29 @@ impl Store {
         let mut guard = ConnGuard::new(obj);
         let none: Option<Uuid> = None;
         let setup = tenant_setup(user);
-        let (setup, rows, commit) = {
+        let (setup, (rows, commit)) = {
             let obj = guard.object();
             let client: &Client = obj;
-            match self.inner.statements {
-                StatementMode::Unnamed => {
-                    let all = std::iter::once((&none as &(dyn ToSql + Sync), Type::UUID))
-                        .chain(params.iter().map(|(v, t)| (*v, t.clone())));
-                    // join3 polls its futures in order, and each sends its request
-                    // on its first poll: the server receives set-up, statement,
-                    // COMMIT in that order, in one flight.
-                    let (setup, rows, commit) = futures_util::future::join3(
-                        async { client.simple_query(&setup).await.map(drop) },
-                        async move {
-                            client
-                                .query_typed_raw(text, all)
-                                .await?
-                                .try_collect::<Vec<Row>>()
-                                .await
-                        },
-                        client.simple_query("COMMIT"),
-                    )
-                    .await;
-                    (setup, rows, Some(commit))
-                }
-                StatementMode::CachedPerConnection => {
-                    // The set-up is a cached statement too (prepared outside the
-                    // transaction: it reads no table), sent after a simple BEGIN.
-                    // The tenant statement is prepared (on a miss) inside the
-                    // transaction, as sync_tenant, which alone may use schema auth.
-                    // Statement and COMMIT are sent only once the statement exists,
-                    // so COMMIT never precedes it: one flight on a cache hit, two on
-                    // a miss. A failed prepare sends no COMMIT and the guard closes
-                    // the connection.
-                    match prepare_cached(obj, TENANT_SETUP, &[Type::TEXT, Type::TEXT]).await {
-                        Err(e) => (Err(e), Ok(Vec::new()), None),
-                        Ok(setup_stmt) => {
-                            let claims = format!("{{\"sub\":\"{user}\"}}");
-                            let sub = user.to_string();
-                            let types = param_types(params);
-                            let (begin, setup, (rows, commit)) = futures_util::future::join3(
-                                client.simple_query("BEGIN"),
-                                client.query(&setup_stmt, &[&claims, &sub]),
-                                async {
-                                    let stmt = match prepare_cached(obj, text, &types).await {
-                                        Ok(stmt) => stmt,
-                                        Err(e) => return (Err(e), None),
-                                    };
-                                    let all: Vec<&(dyn ToSql + Sync)> =
-                                        std::iter::once(&none as &(dyn ToSql + Sync))
-                                            .chain(params.iter().map(|(v, _)| *v))
-                                            .collect();
-                                    let (rows, commit) = futures_util::future::join(
-                                        async {
-                                            client
-                                                .query_raw(&stmt, all)
-                                                .await?
-                                                .try_collect::<Vec<Row>>()
-                                                .await
-                                        },
-                                        client.simple_query("COMMIT"),
-                                    )
-                                    .await;
-                                    (rows, Some(commit))
-                                },
-                            )
-                            .await;
-                            (begin.and(setup).map(drop), rows, commit)
-                        }
-                    }
-                }
-            }
+            // join polls its futures in order, and each sends its request on its
+            // first poll: the server receives set-up, statement, COMMIT in that
+            // order, in one flight. A statement not yet cached on this connection
+            // is prepared after the set-up (as sync_tenant, which alone may use
+            // schema auth), and only then are statement and COMMIT sent, so COMMIT
+            // never precedes it: a second flight on a cache miss. A failed prepare
+            // sends no COMMIT, and the guard closes the connection.
+            futures_util::future::join(client.simple_query(&setup), async {
+                let stmt = match prepared(obj, self.inner.statements, text, params).await {
+                    Ok(stmt) => stmt,
+                    Err(e) => return (Err(e), None),
+                };
+                let (rows, commit) = futures_util::future::join(
+                    query_rows(client, stmt.as_ref(), text, &none, params),
+                    client.simple_query("COMMIT"),
+                )
+                .await;
+                (rows, Some(commit))
+            })
+            .await
         };
         if matches!(commit, Some(Ok(_))) {
             guard.mark_clean();
@@ -506,16 +469,4 @@ pub(crate) fn col<'a, T: postgres_types::FromSql<'a>>(
             .unwrap_or_else(|| idx.to_string());
         Error::decode(operation, &name, e)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn both_tenant_set_ups_switch_to_the_tenant_role() {
-        let role = format!("set_config('role', '{TENANT_ROLE}', true)");
-        assert!(TENANT_SETUP.contains(&role), "{TENANT_SETUP}");
-        assert!(tenant_setup(Uuid::nil()).contains(&role));
-    }
 }

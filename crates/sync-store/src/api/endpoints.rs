@@ -104,7 +104,8 @@ pub async fn get_progress(
 }
 
 /// `POST /api/v1/sync/progress`: [`TenantScope::report_progress`] (one atomic
-/// UPDATE; the triggers recompute speed, ETA and completion), then the row.
+/// UPDATE; the triggers recompute speed, ETA and completion), answered with the
+/// row that UPDATE returns (one round trip).
 /// 404 for an unknown sync, 409 for a finished one, 400 for negative counts or
 /// counts beyond the total.
 pub async fn post_progress(
@@ -117,8 +118,10 @@ pub async fn post_progress(
         current_item: update.current_item,
         batch_number: update.batch_number,
     };
-    tenant.report_progress(&update.sync_id, &delta).await?;
-    get_progress(tenant, &update.sync_id).await
+    Ok(tenant
+        .report_progress_row(&update.sync_id, &delta)
+        .await?
+        .into())
 }
 
 /// `GET /api/v1/sync/activity?org=&entity=&cursor=&limit=`: one page of the
@@ -153,19 +156,28 @@ pub async fn list_activity(
                 ))
             })?,
     };
-    if let Some(org) = query.org.as_deref() {
-        let org: Uuid = org
-            .parse()
-            .map_err(|_| ApiError::invalid("org must be a UUID"))?;
-        if org != tenant.org_id().await? {
-            return Err(ApiError::not_found("no such organization"));
-        }
-    }
+    let org: Option<Uuid> = query
+        .org
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|_| ApiError::invalid("org must be a UUID"))?;
     let filter = ActivityFilter {
         entity_type: entity,
         ..ActivityFilter::default()
     };
     let page = tenant.list_activity(&filter, after, limit).await?;
+    // The page's entries carry the user's org; only an empty page needs the
+    // org looked up (a second round trip) to tell "none yet" from "not yours".
+    if let Some(org) = org {
+        let own = match page.entries.first() {
+            Some(entry) => entry.org_id,
+            None => tenant.org_id().await?,
+        };
+        if org != own {
+            return Err(ApiError::not_found("no such organization"));
+        }
+    }
     Ok(ActivityResponse {
         next_cursor: page.next.map(|c| c.to_string()),
         entries: page.entries,
