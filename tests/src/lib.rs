@@ -109,7 +109,7 @@ fn server() -> Arc<Server> {
     let external = if force_temp {
         None
     } else {
-        sync_migrations::resolve_config(None).ok().filter(answers)
+        sync_connect::resolve_config(None).ok().filter(answers)
     };
     let server = Arc::new(match external {
         Some(admin) => Server {

@@ -345,9 +345,9 @@ async fn migration_unknown_to_this_build_is_refused() {
 async fn lock_wait_is_bounded() {
     let db = TestDb::empty().await;
     let holder = db.client().await;
-    sync_migrations::acquire_advisory_lock(
+    sync_migrations::lock::acquire(
         &holder,
-        sync_migrations::MIGRATION_LOCK_KEY,
+        sync_migrations::lock::MIGRATION_LOCK_KEY,
         Duration::from_secs(5),
     )
     .await
@@ -378,7 +378,7 @@ async fn lock_wait_is_bounded() {
     assert!(history);
     let timeout: String = c.query_one("SHOW lock_timeout", &[]).await.unwrap().get(0);
     assert_eq!(timeout, "0");
-    sync_migrations::release_advisory_lock(&holder, sync_migrations::MIGRATION_LOCK_KEY)
+    sync_migrations::lock::release(&holder, sync_migrations::lock::MIGRATION_LOCK_KEY)
         .await
         .unwrap();
     apply(&mut c, &options).await.unwrap();

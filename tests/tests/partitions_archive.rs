@@ -3,7 +3,7 @@
 mod partitions_common;
 
 use partitions_common::*;
-use sync_store::partitions::{
+use sync_migrations::partitions::{
     archive_partitions, archive_partitions_dropping_data, ensure_partitions, Month, PartitionError,
     PartitionOptions,
 };

@@ -6,7 +6,7 @@ mod partitions_common;
 use std::sync::{Arc, Mutex};
 
 use partitions_common::*;
-use sync_store::partitions::{
+use sync_migrations::partitions::{
     ensure_partitions, list_partitions, Month, PartitionError, PartitionKind, PartitionOptions,
 };
 use sync_tests::{connect, TestDb};

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use partitions_common::*;
-use sync_store::partitions::{
+use sync_migrations::partitions::{
     archive_partitions, ensure_partitions, PartitionError, PartitionOptions, PARTITION_LOCK_KEY,
 };
 use sync_tests::{connect, TestDb};
@@ -153,7 +153,7 @@ async fn a_held_advisory_lock_gives_a_prompt_lock_timeout() {
     match &err {
         PartitionError::LockTimeout { step, server, .. } => {
             assert!(step.contains("advisory"), "{err}");
-            assert_eq!(server.code, "55P03");
+            assert_eq!(server.code.as_deref(), Some("55P03"));
         }
         other => panic!("expected LockTimeout, got {other}"),
     }

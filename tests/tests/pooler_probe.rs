@@ -39,15 +39,15 @@ async fn history_table_exists(db: &TestDb) -> bool {
 async fn direct_connection_is_allowed() {
     let db = TestDb::empty().await;
     let (c1, c2) = (db.client().await, db.client().await);
-    let probe = sync_migrations::probe_transaction_pooler(&c1, Some(&c2))
+    let probe = sync_connect::pooler::probe_transaction_pooler(&c1, Some(&c2))
         .await
         .unwrap();
     assert_eq!(probe.transaction_pooler, None);
     assert!(probe.used_second_connection);
-    sync_migrations::refuse_transaction_pooler_two_connections(&c1, &c2)
+    sync_connect::pooler::refuse_transaction_pooler_two_connections(&c1, &c2)
         .await
         .unwrap();
-    sync_migrations::refuse_transaction_pooler(&c1)
+    sync_connect::pooler::refuse_transaction_pooler(&c1)
         .await
         .unwrap();
     // The probe leaves nothing behind on the session.
@@ -70,7 +70,7 @@ async fn session_mode_pgbouncer_is_allowed_and_migrates() {
         connect(&bouncer.config()).await,
         connect(&bouncer.config()).await,
     );
-    let probe = sync_migrations::probe_transaction_pooler(&c1, Some(&c2))
+    let probe = sync_connect::pooler::probe_transaction_pooler(&c1, Some(&c2))
         .await
         .unwrap();
     assert_eq!(probe.transaction_pooler, None, "{}", bouncer.log());
@@ -97,13 +97,15 @@ async fn transaction_mode_pgbouncer_is_refused_naming_the_direct_endpoint() {
         connect(&bouncer.config()).await,
         connect(&bouncer.config()).await,
     );
-    let probe = sync_migrations::probe_transaction_pooler(&c1, Some(&c2))
+    let probe = sync_connect::pooler::probe_transaction_pooler(&c1, Some(&c2))
         .await
         .unwrap();
     let seen = probe.transaction_pooler.expect("transaction pooler seen");
     println!("probe saw: {seen}");
     let message = is_pooler_refusal(
-        sync_migrations::refuse_transaction_pooler_two_connections(&c1, &c2).await,
+        sync_connect::pooler::refuse_transaction_pooler_two_connections(&c1, &c2)
+            .await
+            .map_err(Error::from),
     );
     println!("{message}");
     assert_names_direct_endpoint(&message, &db);
@@ -116,7 +118,7 @@ async fn single_connection_probe_cannot_see_an_idle_transaction_pooler() {
     let db = TestDb::empty().await;
     let bouncer = PgBouncer::start(&db, PoolMode::Transaction).await;
     let c1 = connect(&bouncer.config()).await;
-    let probe = sync_migrations::probe_transaction_pooler(&c1, None)
+    let probe = sync_connect::pooler::probe_transaction_pooler(&c1, None)
         .await
         .unwrap();
     assert_eq!(probe.transaction_pooler, None);
@@ -232,7 +234,7 @@ async fn session_pgbouncer_without_a_free_server_session_is_allowed() {
         connect(&bouncer.config()).await,
         connect(&bouncer.config()).await,
     );
-    let probe = sync_migrations::probe_transaction_pooler(&c1, Some(&c2))
+    let probe = sync_connect::pooler::probe_transaction_pooler(&c1, Some(&c2))
         .await
         .unwrap();
     assert_eq!(probe.transaction_pooler, None);

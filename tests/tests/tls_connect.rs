@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use sync_migrations::{SslMode, TlsOptions};
+use sync_connect::{SslMode, TlsOptions};
 use sync_tests::{sync_migrate_bin, TlsServer};
 use tokio_postgres::Client;
 
@@ -21,7 +21,7 @@ async fn ssl_state(client: &Client) -> (bool, Option<String>) {
 
 /// Settings and TLS options for `url`, from the URL alone (no environment).
 fn settings(url: &str, ca_file: Option<&Path>) -> (tokio_postgres::Config, TlsOptions) {
-    let config = sync_migrations::resolve_config(Some(url)).unwrap();
+    let config = sync_connect::resolve_config(Some(url)).unwrap();
     let mut tls = TlsOptions::from_connection_string(url).unwrap();
     if let Some(ca) = ca_file {
         tls.ca_file = Some(ca.to_owned());
@@ -31,7 +31,7 @@ fn settings(url: &str, ca_file: Option<&Path>) -> (tokio_postgres::Config, TlsOp
 
 async fn connect_err(url: &str, ca_file: Option<&Path>) -> String {
     let (config, tls) = settings(url, ca_file);
-    match sync_migrations::connect(&config, &tls).await {
+    match sync_connect::connect(&config, &tls).await {
         Ok(_) => panic!("connecting to {url} should have failed"),
         Err(e) => e.to_string(),
     }
@@ -45,7 +45,7 @@ async fn require_with_the_ca_file_connects_over_tls() {
         Some(&server.ca_file()),
     );
     assert_eq!(tls.effective_mode(&config), SslMode::Require);
-    let client = sync_migrations::connect(&config, &tls).await.unwrap();
+    let client = sync_connect::connect(&config, &tls).await.unwrap();
     let (ssl, version) = ssl_state(&client).await;
     assert!(ssl, "the session must be encrypted");
     assert!(version.unwrap_or_default().starts_with("TLSv1."));
@@ -70,7 +70,7 @@ async fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
     let ca = server.ca_file();
     // The certificate names `localhost` only.
     let (config, tls) = settings(&server.url("localhost", "sslmode=verify-full"), Some(&ca));
-    let client = sync_migrations::connect(&config, &tls).await.unwrap();
+    let client = sync_connect::connect(&config, &tls).await.unwrap();
     assert!(ssl_state(&client).await.0);
 
     let message = connect_err(&server.url("127.0.0.1", "sslmode=verify-full"), Some(&ca)).await;
@@ -81,7 +81,7 @@ async fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
     );
 
     let (config, tls) = settings(&server.url("127.0.0.1", "sslmode=verify-ca"), Some(&ca));
-    let client = sync_migrations::connect(&config, &tls).await.unwrap();
+    let client = sync_connect::connect(&config, &tls).await.unwrap();
     assert!(ssl_state(&client).await.0);
 
     // verify-ca still checks the chain.
@@ -99,7 +99,7 @@ async fn sslrootcert_in_the_connection_string_is_used() {
     );
     let (config, tls) = settings(&url, None);
     assert_eq!(tls.ca_file.as_deref(), Some(ca.as_path()));
-    let client = sync_migrations::connect(&config, &tls).await.unwrap();
+    let client = sync_connect::connect(&config, &tls).await.unwrap();
     assert!(ssl_state(&client).await.0);
 }
 
@@ -108,16 +108,16 @@ async fn prefer_encrypts_without_checking_and_disable_stays_plain() {
     let server = TlsServer::start();
     // No CA: prefer, like libpq, encrypts without authenticating the server.
     let (config, tls) = settings(&server.url("127.0.0.1", "sslmode=prefer"), None);
-    let client = sync_migrations::connect(&config, &tls).await.unwrap();
+    let client = sync_connect::connect(&config, &tls).await.unwrap();
     assert!(ssl_state(&client).await.0);
     // No sslmode at all is prefer too.
     let (config, tls) = settings(&server.url("127.0.0.1", ""), None);
     assert_eq!(tls.effective_mode(&config), SslMode::Prefer);
-    let client = sync_migrations::connect(&config, &tls).await.unwrap();
+    let client = sync_connect::connect(&config, &tls).await.unwrap();
     assert!(ssl_state(&client).await.0);
 
     let (config, tls) = settings(&server.url("127.0.0.1", "sslmode=disable"), None);
-    let client = sync_migrations::connect(&config, &tls).await.unwrap();
+    let client = sync_connect::connect(&config, &tls).await.unwrap();
     assert!(!ssl_state(&client).await.0);
 }
 
@@ -129,7 +129,7 @@ async fn prefer_falls_back_to_plaintext_and_require_refuses_a_server_without_tls
     let bouncer = sync_tests::PgBouncer::start(&db, sync_tests::PoolMode::Session).await;
     let url = bouncer.url();
     let (config, tls) = settings(&format!("{url}?sslmode=prefer"), None);
-    let client = sync_migrations::connect(&config, &tls).await.unwrap();
+    let client = sync_connect::connect(&config, &tls).await.unwrap();
     client.simple_query("SELECT 1").await.unwrap();
     let message = connect_err(&format!("{url}?sslmode=require"), None).await;
     assert!(
@@ -145,12 +145,12 @@ async fn pool_uses_the_same_tls_settings() {
         &server.url("localhost", "sslmode=verify-full"),
         Some(&server.ca_file()),
     );
-    let pool = sync_migrations::pool(&config, &tls, 2).unwrap();
+    let pool = sync_connect::pool(&config, &tls, 2).unwrap();
     let client = pool.get().await.unwrap();
     assert!(ssl_state(&client).await.0);
 
     let (config, tls) = settings(&server.url("localhost", "sslmode=verify-full"), None);
-    let pool = sync_migrations::pool(&config, &tls, 2).unwrap();
+    let pool = sync_connect::pool(&config, &tls, 2).unwrap();
     let err = match pool.get().await {
         Ok(_) => panic!("no CA: the pool must not connect"),
         Err(e) => e,
@@ -182,7 +182,7 @@ async fn sni_carries_the_host_name_but_not_an_ip_address() {
         let url = format!("postgresql://u@{host}:{port}/db?sslmode=prefer");
         let (config, tls) = settings(&url, None);
         // The handshake cannot complete; only the ClientHello matters.
-        let _ = sync_migrations::connect(&config, &tls).await;
+        let _ = sync_connect::connect(&config, &tls).await;
         server.await.unwrap()
     }
     assert_eq!(sni_seen("localhost").await.as_deref(), Some("localhost"));

@@ -42,7 +42,7 @@ pub(crate) async fn create_tenants(c: &Client, tag: &str, n: i32) -> Vec<Tenant>
 /// A store on a small pool of the bench database's (superuser) login, sending
 /// statements as `--unnamed-statements` says (default: cached per connection).
 pub(crate) fn store(db: &BenchDb) -> sync_store::Store {
-    let pool = sync_migrations::pool(&db.config, &db.tls, 4).expect("pool");
+    let pool = sync_connect::pool(&db.config, &db.tls, 4).expect("pool");
     let mode = crate::STATEMENT_MODE
         .get()
         .copied()

@@ -51,7 +51,7 @@ pub(crate) static STATEMENT_MODE: std::sync::OnceLock<sync_store::StatementMode>
 
 /// The benchmark's own database.
 pub(crate) struct BenchDb {
-    tls: sync_migrations::TlsOptions,
+    tls: sync_connect::TlsOptions,
     admin: Config,
     name: String,
     config: Config,
@@ -97,19 +97,19 @@ impl Sizes {
 impl BenchDb {
     async fn create() -> BenchDb {
         let url = std::env::var("DATABASE_URL").ok();
-        let admin = sync_migrations::resolve_config(url.as_deref()).expect("connection settings");
-        let tls = sync_migrations::TlsOptions::resolve(url.as_deref(), None).expect("TLS settings");
+        let admin = sync_connect::resolve_config(url.as_deref()).expect("connection settings");
+        let tls = sync_connect::TlsOptions::resolve(url.as_deref(), None).expect("TLS settings");
         let name = format!("sync_bench_{}", uuid::Uuid::new_v4().simple());
         Self::create_as(admin, tls, name, "").await
     }
 
     async fn create_as(
         admin: Config,
-        tls: sync_migrations::TlsOptions,
+        tls: sync_connect::TlsOptions,
         name: String,
         options: &str,
     ) -> BenchDb {
-        let c = sync_migrations::connect(&admin, &tls)
+        let c = sync_connect::connect(&admin, &tls)
             .await
             .expect("connect to the server");
         c.batch_execute(&format!("CREATE DATABASE {name}{options}"))
@@ -143,14 +143,14 @@ impl BenchDb {
     }
 
     pub(crate) async fn connect(&self) -> Client {
-        sync_migrations::connect(&self.config, &self.tls)
+        sync_connect::connect(&self.config, &self.tls)
             .await
             .expect("connect")
     }
 
     /// Drops this database and every database named after it (copies, siblings).
     async fn drop_database_and_copies(self) {
-        let c = sync_migrations::connect(&self.admin, &self.tls)
+        let c = sync_connect::connect(&self.admin, &self.tls)
             .await
             .expect("connect");
         let names: Vec<String> = c
@@ -172,7 +172,7 @@ impl BenchDb {
     }
 
     pub(crate) async fn drop_database(self) {
-        let c = sync_migrations::connect(&self.admin, &self.tls)
+        let c = sync_connect::connect(&self.admin, &self.tls)
             .await
             .expect("connect");
         c.batch_execute(&format!(

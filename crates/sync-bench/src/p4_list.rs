@@ -7,7 +7,7 @@
 //! 2025-12 … 2026-11 and 50 orgs, then `VACUUM ANALYZE`. Each repetition times
 //! `ops` listings cycling through the orgs; reported as ms per listing.
 
-use sync_store::partitions::{ensure_partitions, PartitionOptions};
+use sync_migrations::partitions::{ensure_partitions, PartitionOptions};
 use sync_store::ActivityFilter;
 
 use crate::data::{create_tenants, exec, store};

@@ -12,7 +12,7 @@
 
 use std::cell::RefCell;
 
-use sync_store::partitions::{ensure_partitions, PartitionOptions};
+use sync_migrations::partitions::{ensure_partitions, PartitionOptions};
 use tokio_postgres::Client;
 
 use crate::data::{create_tenants, exec};

@@ -8,7 +8,7 @@ use crate::error::{Error, Result, ServerError};
 use crate::history::{applied_migrations, check_consistent};
 use crate::lock::{with_lock, MIGRATION_LOCK_KEY};
 use crate::options::MigrateOptions;
-use crate::pooler::{probe_transaction_pooler, refuse_on, refuse_transaction_pooler};
+use sync_connect::pooler::{probe_transaction_pooler, refuse_on, refuse_transaction_pooler};
 
 /// What one `apply` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -36,7 +36,7 @@ pub struct ApplyReport {
 /// pooler ([`Error::PoolerDetected`]) with the single-connection probe of
 /// [`refuse_transaction_pooler`], which cannot see an *idle* pooler; when you can
 /// open a second connection, call
-/// [`refuse_transaction_pooler_two_connections`](crate::refuse_transaction_pooler_two_connections) first (as [`apply_pool`] and the
+/// [`refuse_transaction_pooler_two_connections`](sync_connect::pooler::refuse_transaction_pooler_two_connections) first (as [`apply_pool`] and the
 /// CLI do).
 ///
 /// If this returns [`Error::Unavailable`] the connection is broken: drop it (which
@@ -61,7 +61,7 @@ async fn apply_unprobed(client: &mut Client, options: &MigrateOptions) -> Result
 /// never ride back into the pool, whatever happened (sqlx#1871).
 ///
 /// With `options.refuse_pooler` it first probes with a second connection from
-/// `pool` ([`refuse_transaction_pooler_two_connections`](crate::refuse_transaction_pooler_two_connections)); it waits for one like any
+/// `pool` ([`refuse_transaction_pooler_two_connections`](sync_connect::pooler::refuse_transaction_pooler_two_connections)); it waits for one like any
 /// `pool.get()` (the detached connection no longer counts against `max_size`).
 #[tracing::instrument(name = "sync_migrations.apply", target = "sync_migrations", skip_all, err(Display), fields(pool = true, applied = tracing::field::Empty, already_applied = tracing::field::Empty))]
 pub async fn apply_pool(pool: &Pool, options: &MigrateOptions) -> Result<ApplyReport> {
@@ -72,7 +72,7 @@ pub async fn apply_pool(pool: &Pool, options: &MigrateOptions) -> Result<ApplyRe
     apply_unprobed(&mut client, options).await
 }
 
-/// [`refuse_transaction_pooler_two_connections`](crate::refuse_transaction_pooler_two_connections) with a second connection from `pool`.
+/// [`refuse_transaction_pooler_two_connections`](sync_connect::pooler::refuse_transaction_pooler_two_connections) with a second connection from `pool`.
 pub(crate) async fn probe_with_pool(client: &Client, pool: &Pool) -> Result<()> {
     let second = pool.get().await.map_err(|e| Error::Unavailable {
         reason: format!("getting a second connection from the pool to probe for a pooler: {e}"),
@@ -82,7 +82,7 @@ pub(crate) async fn probe_with_pool(client: &Client, pool: &Pool) -> Result<()> 
         // Its probe query is still pending: close it instead of returning it.
         drop(deadpool_postgres::Object::take(second));
     }
-    refuse_on(client, probe).await
+    Ok(refuse_on(client, probe).await?)
 }
 
 pub(crate) async fn detached(pool: &Pool) -> Result<deadpool_postgres::ClientWrapper> {
@@ -149,6 +149,8 @@ pub(crate) fn map_refinery_error(err: refinery::Error, pending: &[EmbeddedMigrat
                     message: format!("{msg}: {source}"),
                     detail: None,
                     hint: None,
+                    constraint: None,
+                    column: None,
                 },
             };
             match pending.get(done) {

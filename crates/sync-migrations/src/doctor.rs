@@ -36,7 +36,7 @@ pub struct Finding {
 }
 
 /// The names of 0024's triggers.
-pub const TRIGGERS: [&str; 5] = [
+pub(crate) const TRIGGERS: [&str; 5] = [
     "trg_sync_preview_cache_10_defaults",
     "trg_sync_progress_10_completion",
     "trg_sync_progress_20_metrics",

@@ -6,10 +6,10 @@ mod embedded_migrations {
 }
 
 /// Name of refinery's history table.
-pub const HISTORY_TABLE: &str = "refinery_schema_history";
+pub(crate) const HISTORY_TABLE: &str = "refinery_schema_history";
 
 /// Version of migration 0024.
-pub const V0024: i32 = 24;
+pub(crate) const V0024: i32 = 24;
 
 /// `rollback/0024_sync_preview_progress_logs.sql`, byte for byte. It carries its
 /// own `BEGIN`/`COMMIT`, so it also runs on its own with `psql -v ON_ERROR_STOP=1 -f`.

@@ -1,69 +1,7 @@
-//! The one error type of this crate, and how a server error is described.
+//! The one error type of this crate.
 
-use std::fmt;
-
-/// What the server said about a failed statement: SQLSTATE, message, detail, hint.
-///
-/// Built from any [`tokio_postgres::Error`]; when the error did not come from the
-/// server (a closed connection, an I/O error) only `message` is set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerError {
-    /// Five-character SQLSTATE, e.g. `42P07`; `None` when the server sent nothing.
-    pub code: Option<String>,
-    /// Primary message (the server's, or the client library's).
-    pub message: String,
-    /// The server's DETAIL line, if any.
-    pub detail: Option<String>,
-    /// The server's HINT line, if any.
-    pub hint: Option<String>,
-}
-
-impl ServerError {
-    /// Extracts what the server reported from a driver error.
-    pub fn from_pg(err: &tokio_postgres::Error) -> Self {
-        match err.as_db_error() {
-            Some(db) => ServerError {
-                code: Some(db.code().code().to_owned()),
-                message: db.message().to_owned(),
-                detail: db.detail().map(str::to_owned),
-                hint: db.hint().map(str::to_owned),
-            },
-            None => ServerError {
-                code: err.code().map(|c| c.code().to_owned()),
-                message: describe_source_chain(err),
-                detail: None,
-                hint: None,
-            },
-        }
-    }
-}
-
-fn describe_source_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-impl fmt::Display for ServerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.code {
-            Some(code) => write!(f, "SQLSTATE {code}: {}", self.message)?,
-            None => write!(f, "{}", self.message)?,
-        }
-        if let Some(detail) = &self.detail {
-            write!(f, " (detail: {detail})")?;
-        }
-        if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
-        }
-        Ok(())
-    }
-}
+pub use sync_connect::ServerError;
+use sync_connect::source_chain as describe_source_chain;
 
 /// Everything that can go wrong while migrating, rolling back, reading status or
 /// verifying. Each message says what failed and what to do next.
@@ -71,7 +9,7 @@ impl fmt::Display for ServerError {
 #[non_exhaustive]
 pub enum Error {
     /// The database could not be reached, or a pooled connection could not be had.
-    #[error("cannot connect to the database: {reason}. Check --database-url / DATABASE_URL and that the server is up")]
+    #[error("cannot connect to the database: {reason}; check the connection string and that the server is up")]
     Unavailable {
         /// What the driver or pool said.
         reason: String,
@@ -88,7 +26,7 @@ pub enum Error {
 
     /// A migration's SQL failed; its transaction was rolled back and the migrations
     /// before it stay applied.
-    #[error("migration V{version}__{name} failed and was rolled back: {server}. Fix the cause and run `sync-migrate up` again")]
+    #[error("migration V{version}__{name} failed and was rolled back: {server}. fix the cause and apply the migrations again")]
     MigrationFailed {
         /// Version of the failing migration.
         version: i32,
@@ -201,3 +139,20 @@ impl Error {
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<sync_connect::Error> for Error {
+    fn from(e: sync_connect::Error) -> Self {
+        match e {
+            sync_connect::Error::Database { during, server } => Error::Database { during, server },
+            sync_connect::Error::PoolerDetected { reason, suggestion } => {
+                Error::PoolerDetected { reason, suggestion }
+            }
+            other => Error::Unavailable {
+                reason: match other {
+                    sync_connect::Error::Unavailable { reason } => reason,
+                    other => other.to_string(),
+                },
+            },
+        }
+    }
+}

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 
 /// One row of refinery's history table.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AppliedMigration {
+pub(crate) struct AppliedMigration {
     /// Version.
     pub version: i32,
     /// Name as recorded.
@@ -19,7 +19,7 @@ pub struct AppliedMigration {
 }
 
 /// The applied migrations, oldest first; empty when the history table does not exist.
-pub async fn applied_migrations(client: &mut Client) -> Result<Vec<AppliedMigration>> {
+pub(crate) async fn applied_migrations(client: &mut Client) -> Result<Vec<AppliedMigration>> {
     let exists: bool = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY_TABLE])
         .await

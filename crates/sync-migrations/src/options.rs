@@ -11,7 +11,7 @@ pub struct MigrateOptions {
     #[serde(with = "secs")]
     pub lock_wait: Duration,
     /// Refuse to run through a transaction-mode pooler (default `true`): the
-    /// probe in [`refuse_transaction_pooler`](crate::refuse_transaction_pooler)
+    /// probe in [`refuse_transaction_pooler`](sync_connect::pooler::refuse_transaction_pooler)
     /// runs first. Turning it off is dangerous: behind a transaction-mode pooler
     /// the migration lock protects nothing and replicas may apply concurrently.
     pub refuse_pooler: bool,

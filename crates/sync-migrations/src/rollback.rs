@@ -9,7 +9,7 @@ use crate::error::{Error, Result, ServerError};
 use crate::history::applied_migrations;
 use crate::lock::{with_lock, MIGRATION_LOCK_KEY};
 use crate::options::MigrateOptions;
-use crate::pooler::refuse_transaction_pooler;
+use sync_connect::pooler::refuse_transaction_pooler;
 
 /// What a rollback found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -55,7 +55,7 @@ async fn rollback_unprobed(
 
 /// [`rollback_0024_dropping_data`] on a connection detached from `pool` and closed
 /// afterwards; with `options.refuse_pooler` the pooler probe uses a second
-/// connection from `pool` (see [`crate::refuse_transaction_pooler_two_connections`]).
+/// connection from `pool` (see [`sync_connect::pooler::refuse_transaction_pooler_two_connections`]).
 #[tracing::instrument(name = "sync_migrations.rollback_0024", target = "sync_migrations", skip_all, err(Display), fields(pool = true, outcome = tracing::field::Empty))]
 pub async fn rollback_0024_dropping_data_pool(
     pool: &Pool,

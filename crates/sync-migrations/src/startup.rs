@@ -1,11 +1,12 @@
 //! One start-up call for services: migrate, then keep the partitions ahead.
 
 use deadpool_postgres::Pool;
-use sync_store::partitions::{ensure_partitions, EnsureReport, PartitionError, PartitionOptions};
+
 
 use crate::apply::{apply_pool, ApplyReport};
 use crate::error::Error;
 use crate::options::MigrateOptions;
+use crate::partitions::{ensure_partitions, EnsureReport, PartitionError, PartitionOptions};
 
 /// What [`startup`] did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -58,10 +58,10 @@ impl VerifyReport {
 }
 
 /// The three tables of 0024.
-pub const TABLES: [&str; 3] = ["sync_preview_cache", "sync_progress", "sync_activity_log"];
+pub(crate) const TABLES: [&str; 3] = ["sync_preview_cache", "sync_progress", "sync_activity_log"];
 
 /// The enum types of 0024 with the labels the spec (and its example queries) need.
-pub const REQUIRED_ENUM_LABELS: [(&str, &[&str]); 4] = [
+pub(crate) const REQUIRED_ENUM_LABELS: [(&str, &[&str]); 4] = [
     ("sync_type", &["woocommerce", "odoo", "shopify", "custom"]),
     (
         "sync_action",
@@ -84,7 +84,7 @@ pub const REQUIRED_ENUM_LABELS: [(&str, &[&str]); 4] = [
 ];
 
 /// The functions of 0024.
-pub const FUNCTIONS: [&str; 5] = [
+pub(crate) const FUNCTIONS: [&str; 5] = [
     "auto_cleanup_preview_cache",
     "sync_preview_cache_defaults",
     "sync_progress_detect_completion",

@@ -151,7 +151,7 @@ pub enum Error {
 
     /// A value read from the database did not decode into its Rust type (a
     /// schema this build does not match).
-    #[error("{operation}: cannot decode column {column}: {reason}; check that the schema matches this build (sync-migrate verify)")]
+    #[error("{operation}: cannot decode column {column}: {reason}; check that the schema matches this build (verify the schema)")]
     Decode {
         /// The operation.
         operation: &'static str,

@@ -12,7 +12,6 @@ mod error;
 #[cfg(feature = "http")]
 pub mod http;
 mod metrics;
-pub mod partitions;
 mod preview;
 mod preview_types;
 mod progress;

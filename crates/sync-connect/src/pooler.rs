@@ -145,7 +145,7 @@ async fn refuse(client: &Client, second: Option<&Client>) -> Result<()> {
 }
 
 /// [`Error::PoolerDetected`] (naming the direct endpoint) if `probe` saw a pooler.
-pub(crate) async fn refuse_on(client: &Client, probe: PoolerProbe) -> Result<()> {
+pub async fn refuse_on(client: &Client, probe: PoolerProbe) -> Result<()> {
     match probe.transaction_pooler {
         None => Ok(()),
         Some(reason) => Err(Error::PoolerDetected {

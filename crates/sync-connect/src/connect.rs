@@ -70,14 +70,13 @@ pub fn resolve_config(url: Option<&str>) -> Result<Config> {
 /// message then says what to do (e.g. pass the CA with `--ca-file`).
 ///
 /// ```no_run
-/// # async fn demo() -> sync_migrations::Result<()> {
+/// # async fn demo() -> sync_connect::Result<()> {
 /// let url = "postgresql://app@db.example.com/app?sslmode=verify-full";
-/// let config = sync_migrations::resolve_config(Some(url))?;
-/// let tls = sync_migrations::TlsOptions::resolve(Some(url), None)?;
-/// let mut client = sync_migrations::connect(&config, &tls).await?;
-/// let second = sync_migrations::connect(&config, &tls).await?;
-/// sync_migrations::refuse_transaction_pooler_two_connections(&client, &second).await?;
-/// sync_migrations::apply(&mut client, &sync_migrations::MigrateOptions::default()).await?;
+/// let config = sync_connect::resolve_config(Some(url))?;
+/// let tls = sync_connect::TlsOptions::resolve(Some(url), None)?;
+/// let client = sync_connect::connect(&config, &tls).await?;
+/// let second = sync_connect::connect(&config, &tls).await?;
+/// sync_connect::pooler::refuse_transaction_pooler_two_connections(&client, &second).await?;
 /// # Ok(()) }
 /// ```
 pub async fn connect(config: &Config, tls: &TlsOptions) -> Result<Client> {
@@ -100,12 +99,12 @@ pub async fn connect(config: &Config, tls: &TlsOptions) -> Result<Client> {
 /// Recycling is `RecyclingMethod::Fast` (no query on checkout).
 ///
 /// ```no_run
-/// # async fn demo() -> sync_migrations::Result<()> {
+/// # async fn demo() -> sync_connect::Result<()> {
 /// let url = std::env::var("DATABASE_URL").ok();
-/// let config = sync_migrations::resolve_config(url.as_deref())?;
-/// let tls = sync_migrations::TlsOptions::resolve(url.as_deref(), None)?;
-/// let pool = sync_migrations::pool(&config, &tls, 16)?;
-/// sync_migrations::apply_pool(&pool, &sync_migrations::MigrateOptions::default()).await?;
+/// let config = sync_connect::resolve_config(url.as_deref())?;
+/// let tls = sync_connect::TlsOptions::resolve(url.as_deref(), None)?;
+/// let pool = sync_connect::pool(&config, &tls, 16)?;
+/// let client = pool.get().await.expect("a pooled connection");
 /// # Ok(()) }
 /// ```
 pub fn pool(config: &Config, tls: &TlsOptions, max_size: usize) -> Result<Pool> {

@@ -18,7 +18,7 @@ use rustls::{
 };
 use tokio_postgres::config::{Host, SslMode as WireMode};
 use tokio_postgres::Config;
-pub use tokio_postgres_rustls::MakeRustlsConnect;
+pub(crate) use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::conninfo::split_tls_params;
 use crate::error::{Error, Result};
@@ -179,7 +179,7 @@ impl TlsOptions {
 /// certificate as [`SslMode`] says. Use it for your own pool or `connect`.
 ///
 /// Fails when the CA file cannot be read or holds no certificate.
-pub fn tls_connector(config: &Config, tls: &TlsOptions) -> Result<(Config, MakeRustlsConnect)> {
+pub(crate) fn tls_connector(config: &Config, tls: &TlsOptions) -> Result<(Config, MakeRustlsConnect)> {
     let mode = tls.effective_mode(config);
     let unix_only = !config.get_hosts().is_empty()
         && config

@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sync_migrations::{MigrateOptions, TlsOptions};
+use sync_connect::TlsOptions;
+use sync_migrations::MigrateOptions;
 use sync_store::{
     ActivityFilter, NewActivity, ProgressDelta, PutPreview, StartSync, Store, SyncAction,
     SyncEntityType, SyncProgress, SyncStatus, SyncType,
@@ -197,9 +198,9 @@ async fn run(url: &str, args: &Args) -> Result<bool, AnyError> {
     } else {
         Duration::from_millis(400)
     };
-    let config = sync_migrations::resolve_config(Some(url))?;
+    let config = sync_connect::resolve_config(Some(url))?;
     let tls = TlsOptions::resolve(Some(url), None)?;
-    let pool = sync_migrations::pool(&config, &tls, 4)?;
+    let pool = sync_connect::pool(&config, &tls, 4)?;
 
     // 1. Migrations and partitions, as every service does at start-up.
     let report = sync_migrations::startup(&pool, &MigrateOptions::default(), 3).await?;

@@ -100,8 +100,8 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// `months_ahead` > [`MAX_MONTHS_AHEAD`] → [`PartitionError::TooManyMonthsAhead`].
 ///
 /// ```no_run
-/// # async fn f(client: &mut tokio_postgres::Client) -> Result<(), sync_store::partitions::PartitionError> {
-/// use sync_store::partitions::{ensure_partitions, PartitionOptions};
+/// # async fn f(client: &mut tokio_postgres::Client) -> Result<(), sync_migrations::partitions::PartitionError> {
+/// use sync_migrations::partitions::{ensure_partitions, PartitionOptions};
 /// let report = ensure_partitions(client, 3, &PartitionOptions::default(), |p| {
 ///     eprintln!("moved {} rows", p.rows_moved)
 /// })

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sync_migrations::{MigrateOptions, MigrationState, RollbackOutcome, TlsOptions};
+use sync_connect::TlsOptions;
+use sync_migrations::{MigrateOptions, MigrationState, RollbackOutcome};
 use tokio_postgres::config::Host;
 
 mod ops;
@@ -125,6 +126,12 @@ impl From<sync_migrations::Error> for CliError {
     }
 }
 
+impl From<sync_connect::Error> for CliError {
+    fn from(e: sync_connect::Error) -> Self {
+        CliError::Migrations(e.into())
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -147,21 +154,21 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let url = cli.database_url.as_deref();
-    let config = sync_migrations::resolve_config(url)?;
+    let config = sync_connect::resolve_config(url)?;
     let tls = TlsOptions::resolve(url, cli.ca_file.as_deref())?;
     let check_pooler = !cli.skip_pooler_check_dangerously;
     if check_pooler {
         for host in config.get_hosts() {
             if let Host::Tcp(name) = host {
-                sync_migrations::refuse_pooler_host(name)?;
+                sync_connect::pooler::refuse_pooler_host(name)?;
             }
         }
     }
-    let mut client = sync_migrations::connect(&config, &tls).await?;
+    let mut client = sync_connect::connect(&config, &tls).await?;
     if check_pooler && matches!(cli.command, Command::Up | Command::Down) {
         // Two connections: the only way to see an idle transaction-mode pooler.
-        let second = sync_migrations::connect(&config, &tls).await?;
-        sync_migrations::refuse_transaction_pooler_two_connections(&client, &second).await?;
+        let second = sync_connect::connect(&config, &tls).await?;
+        sync_connect::pooler::refuse_transaction_pooler_two_connections(&client, &second).await?;
     }
     let options = MigrateOptions {
         lock_wait: Duration::from_secs(cli.lock_wait_secs),
@@ -176,11 +183,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             return Ok(ops::doctor(&client, user_id, cli.json).await?);
         }
         Command::Cleanup => {
-            let store = sync_store::Store::new(sync_migrations::pool(&config, &tls, 1)?);
+            let store = sync_store::Store::new(sync_connect::pool(&config, &tls, 1)?);
             return Ok(ops::cleanup(&store, cli.json).await?);
         }
         Command::Stats { org, since } => {
-            let store = sync_store::Store::new(sync_migrations::pool(&config, &tls, 1)?);
+            let store = sync_store::Store::new(sync_connect::pool(&config, &tls, 1)?);
             return Ok(ops::stats(&store, org, since, cli.json).await?);
         }
         Command::Partitions(cmd) => {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::month::Month;
-use crate::error::{source_chain, ServerError};
+use sync_connect::{source_chain, ServerError};
 
 /// Why a partition operation (list, ensure, archive) failed. Whatever the
 /// variant, the transaction was rolled back: nothing was changed.
@@ -43,7 +43,7 @@ pub enum PartitionError {
     },
 
     /// `sync_activity_log` does not exist in the connected database.
-    #[error("table sync_activity_log does not exist in this database (search_path schema); apply the migrations first (`sync-migrate up`)")]
+    #[error("table sync_activity_log does not exist in this database (search_path schema); apply the migrations first")]
     NotMigrated,
 
     /// A month could not be parsed or is out of range.
@@ -66,7 +66,7 @@ pub enum PartitionError {
 
     /// An archive cut-off later than the current month (which would touch the
     /// current month or later ones).
-    #[error("refusing to archive before {before}: the current month is {current}, and archive never touches the current month or later ones; use --before {current} or earlier")]
+    #[error("refusing to archive before {before}: the current month is {current}, and archive never touches the current month or later ones; choose {current} or an earlier month")]
     CutoffNotInPast {
         /// The cut-off given.
         before: Month,
@@ -96,7 +96,7 @@ pub enum PartitionError {
 impl PartitionError {
     /// The SQLSTATE of the server error behind this one, if any.
     pub fn code(&self) -> Option<&str> {
-        self.server().map(|s| s.code.as_str())
+        self.server().and_then(|s| s.code.as_deref())
     }
 
     /// The server's report, when the error came from a statement.

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use sync_store::partitions::{
+use sync_migrations::partitions::{
     archive_partitions, archive_partitions_dropping_data, ensure_partitions, list_partitions,
     Month, MoveProgress, PartitionInfo, PartitionOptions,
 };

@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_code, rust_2018_idioms, nonstandard_style)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod connect;
+mod conninfo;
+mod error;
+pub mod pooler;
+mod tls;
+
+pub use connect::{connect, pool, resolve_config};
+pub use error::{source_chain, Error, Result, ServerError};
+pub use tls::{SslMode, TlsOptions};
