@@ -48,7 +48,7 @@ impl CopyTypes {
                     operation: op,
                     column: name.to_owned(),
                     reason: format!(
-                        "enum type {name} not found; apply the migrations (sync-migrate up)"
+                        "enum type {name} not found; apply the migrations first"
                     ),
                 })
         };
