@@ -107,6 +107,10 @@ impl CliError {
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            CliError::Migrations(e @ sync_migrations::Error::Unavailable { .. }) => write!(
+                f,
+                "{e} (the connection string comes from --database-url, else DATABASE_URL, else PGHOST/PGPORT/PGUSER/PGDATABASE)"
+            ),
             CliError::Migrations(e) => e.fmt(f),
             CliError::Store(e) => e.fmt(f),
             CliError::Other(e) => e.fmt(f),
