@@ -687,7 +687,7 @@ pub fn sync_migrate_bin() -> PathBuf {
                 "--quiet",
                 "--message-format=json",
                 "-p",
-                "sync-migrations",
+                "sync-cli",
             ])
             .args(["--bin", "sync-migrate", "--manifest-path"])
             .arg(&manifest)
