@@ -20,7 +20,7 @@ mod verify;
 
 pub use apply::{apply, apply_pool, ApplyReport};
 pub use connect::{connect, pool, resolve_config};
-pub use doctor::{doctor, Finding, Verdict, TRIGGERS};
+pub use doctor::{doctor, doctor_with, DoctorOptions, Finding, Verdict, TRIGGERS};
 pub use embedded::{
     embedded_migrations, EmbeddedMigration, HISTORY_TABLE, ROLLBACK_0024_SQL, V0024,
 };
@@ -37,7 +37,7 @@ pub use pooler::{
 pub use rollback::{
     rollback_0024_dropping_data, rollback_0024_dropping_data_pool, RollbackOutcome,
 };
-pub use startup::{startup, StartupError, StartupReport};
+pub use startup::{startup, startup_partition_options, startup_with, StartupError, StartupReport};
 pub use status::{status, MigrationState, MigrationStatus};
 pub use tls::{tls_connector, MakeRustlsConnect, SslMode, TlsOptions};
 pub use verify::{verify, Check, VerifyReport, FUNCTIONS, REQUIRED_ENUM_LABELS, TABLES};
