@@ -359,3 +359,38 @@ async fn startup_migrates_then_ensures_and_is_idempotent() {
     assert!(!second.partitions.changed());
     verify_ok(&db.client().await).await;
 }
+
+#[tokio::test]
+async fn ensure_and_archive_go_by_the_injected_clock_not_the_servers() {
+    let db = TestDb::migrated().await;
+    let mut c = db.client().await;
+    // Two instants far from any real "today" of this test suite.
+    let late = sync_store::partitions::PartitionOptions::default().with_now(at("2031-04"));
+    let r = ensure_partitions(&mut c, 2, &late, |_| {}).await.unwrap();
+    assert_eq!(r.current_month, "2031-04".parse().unwrap());
+    assert_eq!(r.through, "2031-06".parse().unwrap());
+    assert_eq!(r.created.first().unwrap(), "sync_activity_log_2026_03");
+    assert_eq!(r.created.last().unwrap(), "sync_activity_log_2031_06");
+    assert_eq!(r.created.len(), 64);
+    // Archive: a cut-off is "not in the past" relative to the options' month.
+    let early = sync_store::partitions::PartitionOptions::default().with_now(at("2025-12"));
+    let err =
+        sync_store::partitions::archive_partitions(&mut c, "2026-01".parse().unwrap(), &early)
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(err, PartitionError::CutoffNotInPast { current, .. } if current == "2025-12".parse().unwrap()),
+        "{err}"
+    );
+    let ok = sync_store::partitions::archive_partitions(&mut c, "2025-12".parse().unwrap(), &early)
+        .await
+        .unwrap();
+    assert_eq!(ok.current_month, "2025-12".parse().unwrap());
+    assert_eq!(
+        ok.archived
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>(),
+        ["sync_activity_log_2025_11"]
+    );
+}
