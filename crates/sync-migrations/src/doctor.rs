@@ -123,6 +123,10 @@ pub async fn doctor_with(
             .map_err(Error::db("reading the server clock"))?
             .get(0),
     };
+    let now_text = now
+        .to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| now.to_string());
     let one = |sql: &'static str| async move {
         client
             .query_one(sql, &[])
@@ -233,14 +237,16 @@ pub async fn doctor_with(
         finding(
             "current_month_partition",
             Verdict::Pass,
-            format!("a monthly partition covers {now}"),
+            format!("a monthly partition covers {now_text}"),
             "",
         )
     } else {
         finding(
             "current_month_partition",
             Verdict::Fail,
-            format!("no monthly partition covers {now}: new rows land in sync_activity_log_future"),
+            format!(
+                "no monthly partition covers {now_text}: new rows land in sync_activity_log_future"
+            ),
             "run `sync-migrate partitions ensure`",
         )
     });
