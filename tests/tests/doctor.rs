@@ -38,18 +38,25 @@ async fn doctor_reports_each_symptom_of_the_troubleshooting_section() {
     assert_eq!(get(&f, "partition_pruning").verdict, Verdict::Pass);
     assert_eq!(get(&f, "expired_cache_rows").verdict, Verdict::Pass);
     assert_eq!(get(&f, "progress_query_plan").verdict, Verdict::Pass);
-    // The seed partitions end at 2026-02: today falls into `future`.
-    let month_covered: bool = c
-        .query_one("SELECT now() < '2026-03-01 00:00+00'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let expected = if month_covered {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
+    // The seed partitions end at 2026-02: 2026-02-15 is covered, 2026-03-15
+    // falls into `future`.
+    let at = |d: &str| {
+        time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339).unwrap()
     };
-    assert_eq!(get(&f, "current_month_partition").verdict, expected);
+    for (now, expected) in [
+        ("2026-02-15T00:00:00Z", Verdict::Pass),
+        ("2026-03-15T00:00:00Z", Verdict::Fail),
+    ] {
+        let options = sync_migrations::DoctorOptions::default().with_now(at(now));
+        let f = sync_migrations::doctor_with(&c, None, &options)
+            .await
+            .unwrap();
+        assert_eq!(
+            get(&f, "current_month_partition").verdict,
+            expected,
+            "{now}"
+        );
+    }
 
     let f = doctor(&c, Some(user)).await.unwrap();
     assert_eq!(get(&f, "rls_user").verdict, Verdict::Pass);
@@ -82,4 +89,73 @@ async fn doctor_reports_each_symptom_of_the_troubleshooting_section() {
     assert!(rls.found.contains("sync_activity_log_2025_12"));
     assert_eq!(get(&f, "partition_pruning").verdict, Verdict::Fail);
     assert_eq!(get(&f, "unused_indexes").verdict, Verdict::Warn);
+}
+
+#[tokio::test]
+async fn doctor_fails_on_catch_all_rows_a_month_should_hold_and_warns_on_later_ones() {
+    use sync_migrations::{doctor_with, DoctorOptions};
+    use sync_migrations::partitions::{ensure_partitions, Month, PartitionOptions};
+    let db = TestDb::migrated().await;
+    let mut c = db.client().await;
+    let org = Uuid::new_v4();
+    c.execute(
+        "INSERT INTO organization (id, name) VALUES ($1, 'o')",
+        &[&org],
+    )
+    .await
+    .unwrap();
+    let mid = |m: &str| m.parse::<Month>().unwrap().start() + time::Duration::days(14);
+    // Partitions through 2027-02 (now = 2026-11-15, 3 months ahead); the
+    // catch-all starts at 2027-03-01.
+    ensure_partitions(
+        &mut c,
+        3,
+        &PartitionOptions::default().with_now(mid("2026-11")),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let options = DoctorOptions::default().with_now(mid("2026-11"));
+    let f = doctor_with(&c, None, &options).await.unwrap();
+    assert_eq!(get(&f, "future_partition_empty").verdict, Verdict::Pass);
+    assert_eq!(get(&f, "current_month_partition").verdict, Verdict::Pass);
+
+    // A row dated exactly at the horizon (2027-03-01, beyond 2026-11 + 3) and
+    // one later: they belong in the catch-all for now — warn only.
+    c.execute(
+        "INSERT INTO sync_activity_log (org_id, action, status, created_at) \
+         VALUES ($1, 'sync_start', 'pending', '2027-03-01 00:00+00'), \
+                ($1, 'sync_start', 'pending', '2027-05-20 00:00+00')",
+        &[&org],
+    )
+    .await
+    .unwrap();
+    let f = doctor_with(&c, None, &options).await.unwrap();
+    let future = get(&f, "future_partition_empty");
+    assert_eq!(future.verdict, Verdict::Warn, "{future:?}");
+    assert!(future.found.starts_with("2 row(s)"), "{future:?}");
+    assert!(future.found.contains("2027-03-01"), "{future:?}");
+
+    // Three months later (now = 2027-02-15): 2027-03 … 2027-05 are due, so
+    // both rows should be in monthly partitions: fail.
+    let later = DoctorOptions::default().with_now(mid("2027-02"));
+    let f = doctor_with(&c, None, &later).await.unwrap();
+    let future = get(&f, "future_partition_empty");
+    assert_eq!(future.verdict, Verdict::Fail, "{future:?}");
+    assert!(future.found.starts_with("2 row(s)"), "{future:?}");
+    assert!(future.fix.contains("partitions ensure"));
+    assert_eq!(get(&f, "current_month_partition").verdict, Verdict::Pass);
+    // One month later only the 2027-03 row is due; still a failure.
+    let f = doctor_with(&c, None, &later.clone().with_months_ahead(1))
+        .await
+        .unwrap();
+    let future = get(&f, "future_partition_empty");
+    assert_eq!(future.verdict, Verdict::Fail, "{future:?}");
+    assert!(future.found.starts_with("1 row(s)"), "{future:?}");
+    assert!(future.found.contains("1 later row(s)"), "{future:?}");
+    // A month without a partition (now = 2027-04): current_month_partition fails.
+    let f = doctor_with(&c, None, &DoctorOptions::default().with_now(mid("2027-04")))
+        .await
+        .unwrap();
+    assert_eq!(get(&f, "current_month_partition").verdict, Verdict::Fail);
 }

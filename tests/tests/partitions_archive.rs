@@ -5,7 +5,6 @@ mod partitions_common;
 use partitions_common::*;
 use sync_migrations::partitions::{
     archive_partitions, archive_partitions_dropping_data, ensure_partitions, Month, PartitionError,
-    PartitionOptions,
 };
 use sync_tests::TestDb;
 
@@ -20,9 +19,10 @@ async fn archive_keeps_or_drops_old_months_and_never_the_current_one() {
     let t = tenants(&c).await;
     seed_months(&c, &t, "2025-11-01", "2026-02-01", 6).await;
     seed_months(&c, &t, "2026-03-01", "2027-01-01", 6).await;
-    let opts = PartitionOptions::default();
+    let opts = opts();
     let ensured = ensure_partitions(&mut c, 3, &opts, |_| {}).await.unwrap();
     let current = ensured.current_month;
+    assert_eq!(current, "2026-11".parse().unwrap(), "the options' clock");
     let counts = per_month_counts(&c).await;
     let count_of = |m: &str| counts.iter().find(|(k, _)| k == m).map_or(0, |(_, n)| *n);
 
@@ -157,13 +157,9 @@ async fn archive_keeps_or_drops_old_months_and_never_the_current_one() {
 async fn archive_with_nothing_old_changes_nothing() {
     let db = TestDb::migrated().await;
     let mut c = db.client().await;
-    let r = archive_partitions(
-        &mut c,
-        "2025-11".parse().unwrap(),
-        &PartitionOptions::default(),
-    )
-    .await
-    .unwrap();
+    let r = archive_partitions(&mut c, "2025-11".parse().unwrap(), &opts())
+        .await
+        .unwrap();
     assert!(r.archived.is_empty());
     assert_eq!(partition_names(&c).await.len(), 5);
 }

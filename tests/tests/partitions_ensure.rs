@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use partitions_common::*;
 use sync_migrations::partitions::{
-    ensure_partitions, list_partitions, Month, PartitionError, PartitionKind, PartitionOptions,
+    ensure_partitions, list_partitions, Month, PartitionError, PartitionKind,
 };
 use sync_tests::{connect, TestDb};
 
@@ -34,18 +34,19 @@ async fn ensure_splits_future_into_months_keeping_rows_rls_and_grants() {
         .get(0);
 
     // The placement check below can fail: before ensure, rows sit in the catch-all.
-    assert!(misplaced_rows(&c, &current_plus(&c, 3).await).await > 0);
+    assert!(misplaced_rows(&c, "2027-02").await > 0);
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
-    let report = ensure_partitions(&mut c, 3, &PartitionOptions::default(), move |p| {
+    let report = ensure_partitions(&mut c, 3, &opts(), move |p| {
         seen2.lock().unwrap().push(p.rows_moved)
     })
     .await
     .unwrap();
 
-    let current = report.current_month;
-    assert_eq!(report.through, current.plus(3));
+    // The options' clock, not the server's: current month 2026-11, through 2027-02.
+    assert_eq!(report.current_month, "2026-11".parse().unwrap());
+    assert_eq!(report.through, "2027-02".parse().unwrap());
     let first: Month = "2026-03".parse().unwrap();
     let mut expected_created = Vec::new();
     let mut m = first;
@@ -212,9 +213,7 @@ async fn ensure_splits_future_into_months_keeping_rows_rls_and_grants() {
 
     // A second run changes nothing.
     let parts = partition_names(&c).await;
-    let again = ensure_partitions(&mut c, 3, &PartitionOptions::default(), |_| {})
-        .await
-        .unwrap();
+    let again = ensure_partitions(&mut c, 3, &opts(), |_| {}).await.unwrap();
     assert!(!again.changed());
     assert!(again.created.is_empty());
     assert_eq!(again.rows_moved, 0);
@@ -222,9 +221,7 @@ async fn ensure_splits_future_into_months_keeping_rows_rls_and_grants() {
     assert_eq!(partition_names(&c).await, parts);
     assert_eq!(all_rows(&c).await, rows_before);
     // A smaller horizon removes nothing either.
-    let smaller = ensure_partitions(&mut c, 0, &PartitionOptions::default(), |_| {})
-        .await
-        .unwrap();
+    let smaller = ensure_partitions(&mut c, 0, &opts(), |_| {}).await.unwrap();
     assert!(!smaller.changed());
 
     // list: the months and the catch-all, in order.
@@ -242,24 +239,15 @@ async fn ensure_splits_future_into_months_keeping_rows_rls_and_grants() {
     );
 }
 
-async fn current_plus(c: &tokio_postgres::Client, n: u32) -> String {
-    let now: time::OffsetDateTime = c.query_one("SELECT now()", &[]).await.unwrap().get(0);
-    Month::containing(now).unwrap().plus(n).to_string()
-}
-
 #[tokio::test]
 async fn ensure_on_empty_catch_all_and_horizon_growth() {
     let db = TestDb::migrated().await;
     let mut c = db.client().await;
-    let r = ensure_partitions(&mut c, 1, &PartitionOptions::default(), |_| {})
-        .await
-        .unwrap();
+    let r = ensure_partitions(&mut c, 1, &opts(), |_| {}).await.unwrap();
     assert_eq!(r.rows_moved, 0);
-    assert_eq!(r.through, r.current_month.plus(1));
+    assert_eq!(r.through, "2026-12".parse().unwrap());
     // Growing the horizon adds exactly the missing months.
-    let r2 = ensure_partitions(&mut c, 4, &PartitionOptions::default(), |_| {})
-        .await
-        .unwrap();
+    let r2 = ensure_partitions(&mut c, 4, &opts(), |_| {}).await.unwrap();
     assert_eq!(
         r2.created,
         (2..=4)
@@ -268,7 +256,7 @@ async fn ensure_on_empty_catch_all_and_horizon_growth() {
     );
     verify_ok(&c).await;
     // Too far ahead is refused before anything happens.
-    let err = ensure_partitions(&mut c, 1000, &PartitionOptions::default(), |_| {})
+    let err = ensure_partitions(&mut c, 1000, &opts(), |_| {})
         .await
         .unwrap_err();
     assert!(
@@ -286,7 +274,7 @@ async fn ensure_refuses_a_default_partition_and_a_taken_name() {
         .await
         .unwrap();
     let before = partition_names(&c).await;
-    let err = ensure_partitions(&mut c, 3, &PartitionOptions::default(), |_| {})
+    let err = ensure_partitions(&mut c, 3, &opts(), |_| {})
         .await
         .unwrap_err();
     assert!(
@@ -301,7 +289,7 @@ async fn ensure_refuses_a_default_partition_and_a_taken_name() {
     )
     .await
     .unwrap();
-    let err = ensure_partitions(&mut c, 3, &PartitionOptions::default(), |_| {})
+    let err = ensure_partitions(&mut c, 3, &opts(), |_| {})
         .await
         .unwrap_err();
     assert!(
@@ -316,9 +304,7 @@ async fn rollback_of_0024_after_ensure_drops_every_partition() {
     let mut c = db.client().await;
     let t = tenants(&c).await;
     seed_months(&c, &t, "2026-04-01", "2026-06-01", 5).await;
-    ensure_partitions(&mut c, 3, &PartitionOptions::default(), |_| {})
-        .await
-        .unwrap();
+    ensure_partitions(&mut c, 3, &opts(), |_| {}).await.unwrap();
     let out = sync_migrations::rollback_0024_dropping_data(
         &mut c,
         &sync_migrations::MigrateOptions::default(),
@@ -347,7 +333,10 @@ async fn startup_migrates_then_ensures_and_is_idempotent() {
     let db = TestDb::empty().await;
     let pool = db.pool();
     let opts = sync_migrations::MigrateOptions::default();
-    let first = sync_migrations::startup(&pool, &opts, 2).await.unwrap();
+    let popts = sync_migrations::startup_partition_options().with_now(test_now());
+    let first = sync_migrations::startup_with(&pool, &opts, 2, &popts)
+        .await
+        .unwrap();
     assert_eq!(
         first
             .migrations
@@ -360,10 +349,48 @@ async fn startup_migrates_then_ensures_and_is_idempotent() {
     assert!(first.partitions.changed());
     assert_eq!(
         first.partitions.created.last(),
-        Some(&first.partitions.current_month.plus(2).partition_name())
+        Some(&"sync_activity_log_2027_01".to_owned())
     );
-    let second = sync_migrations::startup(&pool, &opts, 2).await.unwrap();
+    assert!(!first.partitions.other_run_busy);
+    let second = sync_migrations::startup_with(&pool, &opts, 2, &popts)
+        .await
+        .unwrap();
     assert!(second.migrations.applied.is_empty());
     assert!(!second.partitions.changed());
     verify_ok(&db.client().await).await;
+}
+
+#[tokio::test]
+async fn ensure_and_archive_go_by_the_injected_clock_not_the_servers() {
+    let db = TestDb::migrated().await;
+    let mut c = db.client().await;
+    // Two instants far from any real "today" of this test suite.
+    let late = sync_migrations::partitions::PartitionOptions::default().with_now(at("2031-04"));
+    let r = ensure_partitions(&mut c, 2, &late, |_| {}).await.unwrap();
+    assert_eq!(r.current_month, "2031-04".parse().unwrap());
+    assert_eq!(r.through, "2031-06".parse().unwrap());
+    assert_eq!(r.created.first().unwrap(), "sync_activity_log_2026_03");
+    assert_eq!(r.created.last().unwrap(), "sync_activity_log_2031_06");
+    assert_eq!(r.created.len(), 64);
+    // Archive: a cut-off is "not in the past" relative to the options' month.
+    let early = sync_migrations::partitions::PartitionOptions::default().with_now(at("2025-12"));
+    let err =
+        sync_migrations::partitions::archive_partitions(&mut c, "2026-01".parse().unwrap(), &early)
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(err, PartitionError::CutoffNotInPast { current, .. } if current == "2025-12".parse().unwrap()),
+        "{err}"
+    );
+    let ok = sync_migrations::partitions::archive_partitions(&mut c, "2025-12".parse().unwrap(), &early)
+        .await
+        .unwrap();
+    assert_eq!(ok.current_month, "2025-12".parse().unwrap());
+    assert_eq!(
+        ok.archived
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>(),
+        ["sync_activity_log_2025_11"]
+    );
 }

@@ -42,7 +42,7 @@ async fn inserts_during_ensure_wait_and_are_neither_lost_nor_failed() {
             ensure_partitions(
                 &mut client,
                 3,
-                &PartitionOptions::with_lock_timeout(Duration::from_secs(30)),
+                &PartitionOptions::with_lock_timeout(Duration::from_secs(30)).with_now(test_now()),
                 move |_| {
                     if std::mem::take(&mut first) {
                         locked_tx.send(()).unwrap();
@@ -71,7 +71,7 @@ async fn inserts_during_ensure_wait_and_are_neither_lost_nor_failed() {
             let mut ids = Vec::new();
             for i in 0..20 {
                 let at = match i % 4 {
-                    0 => "now()",
+                    0 => "'2026-11-20 09:30:00+00'::timestamptz",
                     1 => "'2026-04-15 12:00:00+00'::timestamptz",
                     2 => "'2026-01-10 08:00:00+00'::timestamptz",
                     _ => "'2027-09-01 00:00:00+00'::timestamptz",
@@ -146,7 +146,7 @@ async fn a_held_advisory_lock_gives_a_prompt_lock_timeout() {
         .await
         .unwrap();
     let before = partition_names(&c).await;
-    let opts = PartitionOptions::with_lock_timeout(Duration::from_millis(300));
+    let opts = PartitionOptions::with_lock_timeout(Duration::from_millis(300)).with_now(test_now());
     let err = ensure_partitions(&mut c, 3, &opts, |_| {})
         .await
         .unwrap_err();
@@ -179,7 +179,7 @@ async fn a_held_table_lock_gives_a_prompt_lock_timeout() {
     let db = TestDb::migrated().await;
     let mut c = db.client().await;
     let t = tenants(&c).await;
-    let opts = PartitionOptions::with_lock_timeout(Duration::from_millis(300));
+    let opts = PartitionOptions::with_lock_timeout(Duration::from_millis(300)).with_now(test_now());
 
     // An ACCESS EXCLUSIVE lock held by another transaction.
     let mut holder = db.client().await;

@@ -71,6 +71,14 @@ enum Command {
         /// auth.users_extended with an org.
         #[arg(long, value_name = "UUID")]
         user_id: Option<uuid::Uuid>,
+        /// Months after the current one that should have monthly partitions (as
+        /// `partitions ensure`): catch-all rows dated before their end FAIL,
+        /// later ones WARN.
+        #[arg(long, default_value_t = 3)]
+        months_ahead: u32,
+        /// The instant that counts as now (RFC 3339); default: the server's clock.
+        #[arg(long, value_parser = ops::parse_rfc3339)]
+        now: Option<time::OffsetDateTime>,
     },
     /// Delete the expired previews of every org (auto_cleanup_preview_cache()).
     Cleanup,
@@ -183,8 +191,17 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         ..options
     };
     match cli.command {
-        Command::Doctor { user_id } => {
-            return Ok(ops::doctor(&client, user_id, cli.json).await?);
+        Command::Doctor {
+            user_id,
+            months_ahead,
+            now,
+        } => {
+            let mut options =
+                sync_migrations::DoctorOptions::default().with_months_ahead(months_ahead);
+            if let Some(now) = now {
+                options = options.with_now(now);
+            }
+            return Ok(ops::doctor(&client, user_id, &options, cli.json).await?);
         }
         Command::Cleanup => {
             let store = sync_store::Store::new(sync_connect::pool(&config, &tls, 1)?);

@@ -28,9 +28,10 @@ fn label(v: Verdict) -> &'static str {
 pub(crate) async fn doctor(
     client: &tokio_postgres::Client,
     user_id: Option<Uuid>,
+    options: &sync_migrations::DoctorOptions,
     json: bool,
 ) -> Result<ExitCode, sync_migrations::Error> {
-    let findings = sync_migrations::doctor(client, user_id).await?;
+    let findings = sync_migrations::doctor_with(client, user_id, options).await?;
     let failed = findings
         .iter()
         .filter(|f| f.verdict == Verdict::Fail)

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use sync_migrations::partitions::{
     archive_partitions, archive_partitions_dropping_data, ensure_partitions, list_partitions,
@@ -21,6 +22,8 @@ pub(crate) enum PartitionsCmd {
         /// How many months after the current (UTC) month must have partitions.
         #[arg(long, default_value_t = 3)]
         months_ahead: u32,
+        #[command(flatten)]
+        common: Common,
     },
     /// Detach the months before a cut-off (kept as standalone tables unless --drop).
     /// Never touches the current month or the catch-all.
@@ -32,7 +35,43 @@ pub(crate) enum PartitionsCmd {
         /// DROP the archived months with all their rows instead of keeping them.
         #[arg(long)]
         drop: bool,
+        #[command(flatten)]
+        common: Common,
     },
+}
+
+/// Default `--wait-secs`: 30 minutes, long enough for another run to move a
+/// large backlog (1 000 000 rows take about 20 s on a small machine).
+const DEFAULT_WAIT_SECS: u64 = 1800;
+
+/// Options of the changing `partitions` subcommands.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Common {
+    /// Longest wait, in seconds, for another partition maintenance run (another
+    /// replica or CLI) to finish; then this run starts and usually finds nothing
+    /// left to do. When the wait runs out the command fails and changes nothing.
+    #[arg(long, default_value_t = DEFAULT_WAIT_SECS, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
+    wait_secs: u64,
+    /// Longest wait, in seconds, for each table lock (e.g. behind a long
+    /// transaction on sync_activity_log); then the command fails and changes nothing.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
+    lock_timeout_secs: u64,
+    /// The instant whose UTC month counts as the current month (RFC 3339, e.g.
+    /// 2026-11-15T00:00:00Z); default: the server's clock.
+    #[arg(long, value_parser = crate::ops::parse_rfc3339)]
+    now: Option<OffsetDateTime>,
+}
+
+impl Common {
+    fn options(&self) -> PartitionOptions {
+        let mut o =
+            PartitionOptions::with_lock_timeout(Duration::from_secs(self.lock_timeout_secs))
+                .with_wait_for_other_run(Duration::from_secs(self.wait_secs));
+        if let Some(now) = self.now {
+            o = o.with_now(now);
+        }
+        o
+    }
 }
 
 /// Runs one `partitions` subcommand; results go to stdout (JSON with `json`),
@@ -42,7 +81,6 @@ pub(crate) async fn run(
     client: &mut tokio_postgres::Client,
     json: bool,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let options = PartitionOptions::default();
     match cmd {
         PartitionsCmd::List => {
             let parts = list_partitions(client).await?;
@@ -52,7 +90,11 @@ pub(crate) async fn run(
                 print!("{}", list_table(&parts));
             }
         }
-        PartitionsCmd::Ensure { months_ahead } => {
+        PartitionsCmd::Ensure {
+            months_ahead,
+            common,
+        } => {
+            let options = common.options();
             let progress = |p: MoveProgress| {
                 let of = p
                     .rows_estimated
@@ -90,7 +132,12 @@ pub(crate) async fn run(
                 );
             }
         }
-        PartitionsCmd::Archive { before, drop } => {
+        PartitionsCmd::Archive {
+            before,
+            drop,
+            common,
+        } => {
+            let options = common.options();
             let before: Month = before.parse()?;
             let report = if drop {
                 archive_partitions_dropping_data(client, before, &options).await?

@@ -3,6 +3,7 @@
 //! Each check is read-only and yields one [`Finding`]: pass, warn (worth a look,
 //! not broken) or fail (broken), with what to do next.
 
+use time::OffsetDateTime;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -44,18 +45,88 @@ pub(crate) const TRIGGERS: [&str; 5] = [
     "trg_sync_progress_40_log_finish",
 ];
 
+/// What [`doctor_with`] measures against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DoctorOptions {
+    /// How many months after the current one should have monthly partitions
+    /// (as `partitions ensure --months-ahead`): rows in the catch-all dated
+    /// before the end of that horizon fail the `future_partition_empty` check,
+    /// later rows only warn. Default 3.
+    pub months_ahead: u32,
+    /// The instant that counts as "now"; `None` (default): the server's `now()`.
+    pub now: Option<OffsetDateTime>,
+}
+
+impl Default for DoctorOptions {
+    fn default() -> Self {
+        DoctorOptions {
+            months_ahead: 3,
+            now: None,
+        }
+    }
+}
+
+impl DoctorOptions {
+    /// These options with another `months_ahead`.
+    pub fn with_months_ahead(mut self, months_ahead: u32) -> Self {
+        self.months_ahead = months_ahead;
+        self
+    }
+
+    /// These options going by `now` instead of the server's clock.
+    pub fn with_now(mut self, now: OffsetDateTime) -> Self {
+        self.now = Some(now);
+        self
+    }
+}
+
+/// [`doctor_with`] with the default [`DoctorOptions`] (3 months ahead, the
+/// server's clock).
+///
+/// # Errors
+///
+/// As [`doctor_with`].
+pub async fn doctor(client: &Client, user_id: Option<Uuid>) -> Result<Vec<Finding>> {
+    doctor_with(client, user_id, &DoctorOptions::default()).await
+}
+
 /// Runs every check. `user_id`: the user whose queries RLS blocks (spec: "RLS
 /// Policy Blocking Queries"); `None` skips that check.
 ///
 /// Checks: the user exists in `auth.users_extended` with an org; the 5 triggers
 /// are installed and enabled; RLS is enabled on the 3 tables and every
-/// partition; a partition other than `future` covers the current month;
-/// `sync_activity_log_future` is empty; `constraint_exclusion` is `partition`
+/// partition; a partition other than `future` covers `options.now` (default the
+/// server's `now()`); `sync_activity_log_future` holds no row dated before the
+/// end of the current month + `options.months_ahead` (fail: a monthly partition
+/// should hold it) and no later row (warn only: future-dated rows wait there
+/// until their month is created); `constraint_exclusion` is `partition`
 /// or `on` and `enable_partition_pruning` is on; no expired cache rows wait for
 /// cleanup; the `(org_id, job_id)` progress query uses its index; indexes of the
 /// 0024 tables that were never scanned (warn only).
-pub async fn doctor(client: &Client, user_id: Option<Uuid>) -> Result<Vec<Finding>> {
+///
+/// # Errors
+///
+/// [`Error`] naming the check when a query fails (e.g. on a database without
+/// 0024's tables).
+pub async fn doctor_with(
+    client: &Client,
+    user_id: Option<Uuid>,
+    options: &DoctorOptions,
+) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
+    let now: OffsetDateTime = match options.now {
+        Some(now) => now,
+        None => client
+            .query_one("SELECT now()", &[])
+            .await
+            .map_err(Error::db("reading the server clock"))?
+            .get(0),
+    };
+    let now_text = now
+        .to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| now.to_string());
     let one = |sql: &'static str| async move {
         client
             .query_one(sql, &[])
@@ -152,25 +223,30 @@ pub async fn doctor(client: &Client, user_id: Option<Uuid>) -> Result<Vec<Findin
         )
     });
 
-    let r = one(
-        "SELECT count(*)::int FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE i.inhparent = to_regclass('sync_activity_log') AND c.relname <> 'sync_activity_log_future' \
-         AND now() >= (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz \
-         AND now() <  (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz",
-    )
-    .await?;
+    let r = client
+        .query_one(
+            "SELECT count(*)::int FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = to_regclass('sync_activity_log') AND c.relname <> 'sync_activity_log_future' \
+             AND $1 >= (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\)'))[1]::timestamptz \
+             AND $1 <  (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz",
+            &[&now],
+        )
+        .await
+        .map_err(Error::db("running a doctor check"))?;
     out.push(if r.get::<_, i32>(0) == 1 {
         finding(
             "current_month_partition",
             Verdict::Pass,
-            "a monthly partition covers now()",
+            format!("a monthly partition covers {now_text}"),
             "",
         )
     } else {
         finding(
             "current_month_partition",
             Verdict::Fail,
-            "no monthly partition covers now(): new rows land in sync_activity_log_future",
+            format!(
+                "no monthly partition covers {now_text}: new rows land in sync_activity_log_future"
+            ),
             "run `sync-migrate partitions ensure`",
         )
     });
@@ -180,27 +256,55 @@ pub async fn doctor(client: &Client, user_id: Option<Uuid>) -> Result<Vec<Findin
                 ELSE (SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('sync_activity_log_future')) END",
     )
     .await?;
-    let future_rows: i64 = if r.get::<_, Option<i64>>(0).is_some() {
-        client
-            .query_one(
-                "SELECT count(*) FROM (SELECT 1 FROM sync_activity_log_future LIMIT 1000000) f",
-                &[],
-            )
-            .await
-            .map_err(Error::db("counting rows in sync_activity_log_future"))?
-            .get(0)
-    } else {
-        0
+    // Rows a monthly partition should hold: dated before the first month
+    // after the horizon (current month + months_ahead).
+    let horizon = sync_migrations::partitions::Month::containing(now)
+        .map(|m| m.plus(options.months_ahead).next().start())
+        .ok();
+    let (due, later): (i64, i64) = match (r.get::<_, Option<i64>>(0), horizon) {
+        (None, _) => (0, 0),
+        (Some(_), horizon) => {
+            let row = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM (SELECT 1 FROM sync_activity_log_future \
+                              WHERE $1::timestamptz IS NULL OR created_at < $1 LIMIT 1000000) f), \
+                            (SELECT count(*) FROM (SELECT 1 FROM sync_activity_log_future \
+                              WHERE created_at >= $1 LIMIT 1000000) f)",
+                    &[&horizon],
+                )
+                .await
+                .map_err(Error::db("counting rows in sync_activity_log_future"))?;
+            (row.get(0), row.get(1))
+        }
     };
-    out.push(if future_rows == 0 {
-        finding("future_partition_empty", Verdict::Pass, "sync_activity_log_future is empty", "")
-    } else {
+    let horizon_text = horizon.map_or_else(|| "the horizon".to_owned(), |h| h.date().to_string());
+    out.push(if due > 0 {
         finding(
             "future_partition_empty",
             Verdict::Fail,
-            format!("{future_rows} row(s) in sync_activity_log_future: no pruning, no monthly archiving"),
-            "run `sync-migrate partitions ensure` to move them into monthly partitions",
+            format!(
+                "{due} row(s) in sync_activity_log_future dated before {horizon_text} (current month + {} months): \
+                 they belong in monthly partitions (no pruning, no monthly archiving); {later} later row(s)",
+                options.months_ahead
+            ),
+            format!(
+                "run `sync-migrate partitions ensure --months-ahead {}` to move them into monthly partitions",
+                options.months_ahead
+            ),
         )
+    } else if later > 0 {
+        finding(
+            "future_partition_empty",
+            Verdict::Warn,
+            format!(
+                "{later} row(s) in sync_activity_log_future dated {horizon_text} or later (beyond current month + {} months): \
+                 they stay there until their months get partitions",
+                options.months_ahead
+            ),
+            "nothing urgent; a later `sync-migrate partitions ensure` moves them when their months come into range",
+        )
+    } else {
+        finding("future_partition_empty", Verdict::Pass, "sync_activity_log_future is empty", "")
     });
 
     let r = one("SELECT current_setting('constraint_exclusion'), current_setting('enable_partition_pruning')").await?;

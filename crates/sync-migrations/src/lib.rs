@@ -16,13 +16,13 @@ mod status;
 mod verify;
 
 pub use apply::{apply, apply_pool, ApplyReport};
-pub use doctor::{doctor, Finding, Verdict};
+pub use doctor::{doctor, doctor_with, DoctorOptions, Finding, Verdict};
 pub use embedded::{embedded_migrations, EmbeddedMigration, ROLLBACK_0024_SQL};
 pub use error::{Error, Result, ServerError};
 pub use options::MigrateOptions;
 pub use rollback::{
     rollback_0024_dropping_data, rollback_0024_dropping_data_pool, RollbackOutcome,
 };
-pub use startup::{startup, StartupError, StartupReport};
+pub use startup::{startup, startup_partition_options, startup_with, StartupError, StartupReport};
 pub use status::{status, MigrationState, MigrationStatus};
 pub use verify::{verify, Check, VerifyReport};

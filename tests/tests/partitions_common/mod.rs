@@ -123,3 +123,20 @@ pub async fn verify_ok(c: &Client) {
     let report = sync_migrations::verify(c).await.unwrap();
     assert!(report.is_ok(), "verify failed:\n{}", report.to_table());
 }
+
+/// The instant the partition tests treat as "now": 2026-11-15 12:00 UTC (so
+/// the current month is 2026-11 whatever today's date is).
+pub fn test_now() -> time::OffsetDateTime {
+    at("2026-11")
+}
+
+/// Mid-month (the 15th, 12:00 UTC) of `month` ('YYYY-MM').
+pub fn at(month: &str) -> time::OffsetDateTime {
+    let m: sync_migrations::partitions::Month = month.parse().unwrap();
+    m.start() + time::Duration::days(14) + time::Duration::hours(12)
+}
+
+/// The default partition options going by [`test_now`].
+pub fn opts() -> sync_migrations::partitions::PartitionOptions {
+    sync_migrations::partitions::PartitionOptions::default().with_now(test_now())
+}

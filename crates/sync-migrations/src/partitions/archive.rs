@@ -89,7 +89,7 @@ async fn archive(
         .map_err(err("beginning the transaction".into()))?;
     begin_serialised(&tx, options).await?;
     let parent = find_parent(&tx, options.lock_timeout).await?;
-    let current = current_month(&tx, options.lock_timeout).await?;
+    let current = current_month(&tx, options).await?;
     if before > current {
         return Err(PartitionError::CutoffNotInPast { before, current });
     }
@@ -117,11 +117,12 @@ async fn archive(
     let p = parent.qualified();
     for (name, month) in months {
         let q = parent.qualify(&name);
-        tx.batch_execute(&format!("ALTER TABLE {p} DETACH PARTITION {q}"))
+        // One statement per call; `q` is quoted with quote_ident.
+        tx.execute(&format!("ALTER TABLE {p} DETACH PARTITION {q}"), &[])
             .await
             .map_err(err(format!("detaching {name}")))?;
         if drop {
-            tx.batch_execute(&format!("DROP TABLE {q}"))
+            tx.execute(&format!("DROP TABLE {q}"), &[])
                 .await
                 .map_err(err(format!("dropping {name}")))?;
         }

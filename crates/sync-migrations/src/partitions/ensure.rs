@@ -8,7 +8,7 @@ use tokio_postgres::{Client, Transaction};
 
 use super::error::PartitionError;
 use super::list::read_partitions;
-use super::lock::{begin_serialised, lock_table_exclusive};
+use super::lock::{begin_serialised, is_other_run_busy, lock_table_exclusive};
 use super::month::Month;
 use super::options::{PartitionOptions, MAX_MONTHS_AHEAD};
 use super::parent::{current_month, find_parent, quote_ident, Parent};
@@ -19,6 +19,10 @@ use super::security::copy_security;
 const OLD_CATCH_ALL: &str = "sync_activity_log_ensure_old_future";
 /// Temporary partitioned table the rows are routed through (same transaction).
 const STAGING: &str = "sync_activity_log_ensure_staging";
+/// Temporary partitioned table `LIKE sync_activity_log INCLUDING INDEXES`: attaching
+/// the new tables to it makes PostgreSQL build the parent's indexes on them (same
+/// transaction).
+const INDEX_STAGING: &str = "sync_activity_log_ensure_index_staging";
 /// Temporary CHECK constraint that lets ATTACH skip its validation scan.
 const BOUNDS_CHECK: &str = "sync_activity_log_ensure_bounds";
 /// Rows are copied in slices of this many heap blocks (16 MiB) to report progress.
@@ -36,7 +40,7 @@ pub struct MoveProgress {
 /// What one [`ensure_partitions`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EnsureReport {
-    /// The current UTC month (server clock).
+    /// The current UTC month ([`PartitionOptions::now`], else the server clock).
     pub current_month: Month,
     /// Monthly partitions are wanted through this month (current + months ahead).
     pub through: Month,
@@ -59,6 +63,11 @@ pub struct EnsureReport {
     /// ATTACH, to commit): the time their writes waited. Serialised as milliseconds.
     #[serde(serialize_with = "as_millis")]
     pub referenced_tables_locked: Duration,
+    /// `true` when another run (another replica) still held the partition
+    /// advisory lock after [`PartitionOptions::wait_for_other_run`] and
+    /// [`PartitionOptions::skip_if_busy`] was set: this call changed nothing and
+    /// left the maintenance to that run (`catch_all_from*` are then `None`).
+    pub other_run_busy: bool,
 }
 
 impl EnsureReport {
@@ -78,26 +87,42 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// (… TO MAXVALUE) starting right after them; rows of the old catch-all move into
 /// their months (rows beyond the new range stay in the new catch-all).
 ///
-/// Contract (one transaction; see the [module docs](super) for the locks):
-/// `SET LOCAL lock_timeout`, `pg_advisory_xact_lock(PARTITION_LOCK_KEY)`, read the
-/// layout from `pg_inherits`. Nothing to do → commit, report
-/// [`changed()`](EnsureReport::changed) `false`, no table lock taken. Otherwise
-/// `LOCK TABLE sync_activity_log IN ACCESS EXCLUSIVE MODE`; rename the catch-all
-/// (and its indexes) out of the way while still attached; create each new table
-/// `LIKE sync_activity_log` with a CHECK on its bounds; route the old rows into
-/// them through a staging partitioned table with `INSERT … SELECT` in 16 MiB
-/// slices (calling `progress` before the first and after each slice); build the
-/// parent's primary key and indexes on each new table in bulk; `DETACH` the old
-/// catch-all; `ATTACH` the new tables (attaching the indexes just built, cloning
-/// and validating the foreign keys; the CHECK spares the partition-constraint
+/// Contract (one transaction; see the [module docs](super) for the locks): the
+/// current month from [`PartitionOptions::now`] or the server's `now()`;
+/// `pg_advisory_xact_lock(PARTITION_LOCK_KEY)` waiting at most
+/// [`PartitionOptions::wait_for_other_run`]; then a local `lock_timeout` of
+/// [`PartitionOptions::lock_timeout`]; read the layout from `pg_inherits`.
+/// Nothing to do → commit, report [`changed()`](EnsureReport::changed) `false`,
+/// no table lock taken. Otherwise `LOCK TABLE sync_activity_log IN ACCESS
+/// EXCLUSIVE MODE`; rename the catch-all (and its indexes) out of the way while
+/// still attached; create each new table `LIKE sync_activity_log` with a CHECK
+/// on its bounds; route the old rows into them through a staging partitioned
+/// table with `INSERT … SELECT` in 16 MiB slices (calling `progress` before the
+/// first and after each slice); have PostgreSQL build the parent's primary key
+/// and indexes on each new table in bulk (attaching them to a temporary
+/// partitioned table `LIKE sync_activity_log INCLUDING INDEXES`, then detaching
+/// them — no SQL is built from catalog text); `DETACH` the old catch-all;
+/// `ATTACH` the new tables (attaching the indexes just built, cloning and
+/// validating the foreign keys; the CHECK spares the partition-constraint
 /// scan); drop the CHECKs; enable RLS and copy owner and grants of the old
-/// catch-all; drop it; commit. Months come from the server's clock.
+/// catch-all; drop it; commit. Every statement is sent alone.
 ///
-/// Errors: any failure rolls everything back. A lock not had within
-/// `options.lock_timeout` → [`PartitionError::LockTimeout`]; a partition that is
-/// neither a month nor the catch-all → [`PartitionError::UnexpectedLayout`]; a
-/// table in the way of a new name → [`PartitionError::NameTaken`];
-/// `months_ahead` > [`MAX_MONTHS_AHEAD`] → [`PartitionError::TooManyMonthsAhead`].
+/// When another run holds the advisory lock for longer than
+/// `wait_for_other_run` and [`PartitionOptions::skip_if_busy`] is set, returns
+/// `Ok` with [`EnsureReport::other_run_busy`] `true` and nothing changed.
+///
+/// # Errors
+///
+/// Any failure rolls everything back. A lock not had in time →
+/// [`PartitionError::LockTimeout`] (the advisory lock: after
+/// `wait_for_other_run`, unless `skip_if_busy`; a table or DDL lock: after
+/// `lock_timeout`); a partition that is neither a month nor the catch-all →
+/// [`PartitionError::UnexpectedLayout`]; a table in the way of a new name →
+/// [`PartitionError::NameTaken`]; `months_ahead` > [`MAX_MONTHS_AHEAD`] →
+/// [`PartitionError::TooManyMonthsAhead`]; no `sync_activity_log` →
+/// [`PartitionError::NotMigrated`]; a failing statement →
+/// [`PartitionError::Database`]; a broken connection →
+/// [`PartitionError::ConnectionLost`].
 ///
 /// ```no_run
 /// # async fn f(client: &mut tokio_postgres::Client) -> Result<(), sync_migrations::partitions::PartitionError> {
@@ -128,10 +153,30 @@ where
     let tx = client.transaction().await.map_err(|e| {
         PartitionError::from_pg("beginning the transaction", options.lock_timeout, e)
     })?;
-    begin_serialised(&tx, options).await?;
-    let parent = find_parent(&tx, options.lock_timeout).await?;
-    let current = current_month(&tx, options.lock_timeout).await?;
+    // The clock first (`now()` is the transaction's start either way), so a
+    // skipped run can still say which months it was asked for.
+    let current = current_month(&tx, options).await?;
     let through = current.plus(months_ahead);
+    if let Err(e) = begin_serialised(&tx, options).await {
+        if options.skip_if_busy && is_other_run_busy(&e) {
+            // The aborted transaction rolls back when `tx` is dropped.
+            drop(tx);
+            tracing::Span::current().record("created", 0);
+            return Ok(EnsureReport {
+                current_month: current,
+                through,
+                created: Vec::new(),
+                catch_all_from_before: None,
+                catch_all_from: None,
+                rows_moved: 0,
+                exclusive_lock_held: Duration::ZERO,
+                referenced_tables_locked: Duration::ZERO,
+                other_run_busy: true,
+            });
+        }
+        return Err(e);
+    }
+    let parent = find_parent(&tx, options.lock_timeout).await?;
     let before = read_partitions(&tx, &parent, options.lock_timeout).await?;
     let catch_all_before = before
         .iter()
@@ -146,6 +191,7 @@ where
         rows_moved: 0,
         exclusive_lock_held: Duration::ZERO,
         referenced_tables_locked: Duration::ZERO,
+        other_run_busy: false,
     };
     if plan(&before, current, months_ahead)?.is_none() {
         commit(tx, options).await?;
@@ -243,7 +289,7 @@ async fn split(
     // Every name we are about to create must be free (the old catch-all's own
     // name is freed by renaming it first).
     let mut wanted: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-    wanted.extend([STAGING, OLD_CATCH_ALL]);
+    wanted.extend([STAGING, INDEX_STAGING, OLD_CATCH_ALL]);
     for name in wanted {
         if plan.old_catch_all.as_deref() == Some(name) {
             continue;
@@ -331,9 +377,7 @@ async fn split(
     if plan.old_catch_all.is_some() {
         moved = move_rows(tx, parent, &targets, options, progress).await?;
     }
-    for t in &targets {
-        build_indexes(tx, parent, &t.name, options).await?;
-    }
+    build_indexes(tx, parent, &targets, options).await?;
 
     // Only now does the foreign-key bookkeeping start: DETACH and ATTACH take
     // SHARE ROW EXCLUSIVE on organization and auth.users_extended until commit.
@@ -378,46 +422,64 @@ async fn split(
     Ok((moved, fk_locked_at))
 }
 
-/// Builds on the standalone `target` (after its rows are in) the parent's
-/// primary-key/unique constraints (`ALTER TABLE … ADD <pg_get_constraintdef>`)
-/// and its other partitioned indexes (`pg_get_indexdef` with the name left for
-/// PostgreSQL to choose), so ATTACH finds and attaches them instead of building
-/// them. Names come out as `CREATE TABLE … PARTITION OF` would give them.
+/// Builds the parent's indexes (primary key included) on the standalone
+/// `targets`, after their rows are in, so the final ATTACH finds and attaches
+/// them instead of building them while the referenced tables are locked.
+///
+/// No SQL is assembled from catalog text: PostgreSQL itself copies the index
+/// definitions into a partitioned table `LIKE sync_activity_log INCLUDING
+/// INDEXES`, and attaching each target to it builds them (in bulk, named as
+/// `CREATE TABLE … PARTITION OF` would name them); the targets are then detached
+/// and that table dropped. Every statement names only tables we name ourselves.
 async fn build_indexes(
     tx: &Transaction<'_>,
     parent: &Parent,
-    target: &str,
+    targets: &[Target],
     options: &PartitionOptions,
 ) -> Result<(), PartitionError> {
-    let t = parent.qualify(target);
-    let err = |step: String| move |e| PartitionError::from_pg(step, options.lock_timeout, e);
-    let statements: Vec<String> = tx
-        .query(
-            r"SELECT format('ALTER TABLE %s ADD %s', $2::text, pg_get_constraintdef(k.oid)), k.oid::int8
-                FROM pg_constraint k
-               WHERE k.conrelid = $1 AND k.contype IN ('p', 'u', 'x')
-              UNION ALL
-              SELECT regexp_replace(pg_get_indexdef(x.indexrelid),
-                                    '^CREATE (UNIQUE )?INDEX \S+ ON (ONLY )?\S+ ',
-                                    'CREATE \1INDEX ON ' || $2::text || ' '),
-                     x.indexrelid::int8
-                FROM pg_index x
-               WHERE x.indrelid = $1
-                 AND NOT EXISTS (SELECT 1 FROM pg_constraint k
-                                  WHERE k.conrelid = $1 AND k.conindid = x.indexrelid)
-               ORDER BY 2",
-            &[&parent.oid, &t],
+    let p = parent.qualified();
+    let staging = parent.qualify(INDEX_STAGING);
+    exec(
+        tx,
+        options,
+        "creating the index staging table",
+        &format!(
+            "CREATE TABLE {staging} (LIKE {p} INCLUDING INDEXES) PARTITION BY RANGE (created_at)"
+        ),
+    )
+    .await?;
+    for t in targets {
+        exec(
+            tx,
+            options,
+            format!("building the indexes of {}", t.name),
+            &format!(
+                "ALTER TABLE {staging} ATTACH PARTITION {} {}",
+                parent.qualify(&t.name),
+                t.bound_spec()
+            ),
         )
-        .await
-        .map_err(err(format!("reading the index definitions for {target}")))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for sql in statements {
-        tx.batch_execute(&sql)
-            .await
-            .map_err(err(format!("building an index of {target} ({sql})")))?;
+        .await?;
     }
+    for t in targets {
+        exec(
+            tx,
+            options,
+            format!("detaching {} from the index staging table", t.name),
+            &format!(
+                "ALTER TABLE {staging} DETACH PARTITION {}",
+                parent.qualify(&t.name)
+            ),
+        )
+        .await?;
+    }
+    exec(
+        tx,
+        options,
+        "dropping the index staging table",
+        &format!("DROP TABLE {staging}"),
+    )
+    .await?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ pub enum PartitionError {
     /// 55P03): another session holds the partition advisory lock (an `ensure` or
     /// `archive` on another replica) or a conflicting lock on `sync_activity_log`
     /// (e.g. a long transaction).
-    #[error("{step}: gave up after waiting {waited:?} for a lock held by another session ({server}); nothing was changed. Retry later, find the holder in pg_locks, or raise the lock timeout")]
+    #[error("{step}: gave up after waiting {waited:?} for a lock held by another session ({server}); nothing was changed. Retry later, find the holder in pg_locks, or wait longer (sync-migrate partitions: --wait-secs for another run, --lock-timeout-secs for table locks; PartitionOptions::wait_for_other_run / lock_timeout)")]
     LockTimeout {
         /// Which step waited, e.g. "taking the partition advisory lock".
         step: String,

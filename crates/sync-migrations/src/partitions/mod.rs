@@ -16,14 +16,19 @@
 //!
 //! # Locks
 //!
-//! Every changing call runs in one transaction with `SET LOCAL lock_timeout`
-//! ([`PartitionOptions::lock_timeout`], default 5 s). Each lock below waits at
+//! Every changing call runs in one transaction with a local `lock_timeout`
+//! ([`PartitionOptions::lock_timeout`], default 5 s; for lock 1
+//! [`PartitionOptions::wait_for_other_run`]). Each lock below waits at
 //! most that long, then the call fails with [`PartitionError::LockTimeout`] and
 //! changes nothing. All locks are released at commit or rollback.
 //!
 //! 1. `pg_advisory_xact_lock(`[`PARTITION_LOCK_KEY`]`)` — serialises ensure and
-//!    archive across replicas. A second replica waits (bounded), then finds
-//!    nothing to do.
+//!    archive across replicas. A second replica waits up to
+//!    [`PartitionOptions::wait_for_other_run`] (not `lock_timeout`: the other run
+//!    may be moving a large backlog), then finds nothing to do; if the wait runs
+//!    out it fails with [`PartitionError::LockTimeout`], or — `ensure` with
+//!    [`PartitionOptions::skip_if_busy`] — returns with
+//!    [`EnsureReport::other_run_busy`] set.
 //! 2. Only when something must change: `LOCK TABLE sync_activity_log IN ACCESS
 //!    EXCLUSIVE MODE`, which recurses to every partition. It is taken up front
 //!    (not through a later lock upgrade) because `DETACH PARTITION` (non-concurrent,
@@ -52,9 +57,12 @@
 //! table lock is taken at all.
 //!
 //! New partitions get their indexes from the partitioned indexes (names as
-//! `CREATE TABLE … PARTITION OF` would give), row-level security enabled (with no
-//! policies, so a partition queried directly shows nothing to non-owners), and the
-//! owner, FORCE RLS flag and grants of the old catch-all.
+//! `CREATE TABLE … PARTITION OF` would give): PostgreSQL copies the definitions
+//! itself (a temporary partitioned table `LIKE sync_activity_log INCLUDING
+//! INDEXES` the new tables are attached to), so no SQL is ever assembled from
+//! catalog text such as `pg_get_indexdef`. They also get row-level security
+//! enabled (with no policies, so a partition queried directly shows nothing to
+//! non-owners), and the owner, FORCE RLS flag and grants of the old catch-all.
 
 mod archive;
 mod ensure;
@@ -75,5 +83,7 @@ pub use error::PartitionError;
 pub use list::{list_partitions, PartitionInfo, PartitionKind};
 pub use lock::PARTITION_LOCK_KEY;
 pub use month::{Month, PARTITION_PREFIX};
-pub use options::{PartitionOptions, DEFAULT_LOCK_TIMEOUT, MAX_MONTHS_AHEAD};
+pub use options::{
+    PartitionOptions, DEFAULT_LOCK_TIMEOUT, DEFAULT_WAIT_FOR_OTHER_RUN, MAX_MONTHS_AHEAD,
+};
 pub use plan::CATCH_ALL_NAME;

@@ -1,9 +1,16 @@
-//! [`PartitionOptions`]: how long partition maintenance waits for locks.
+//! [`PartitionOptions`]: how long partition maintenance waits for locks and for
+//! another run, and which clock it goes by.
 
 use std::time::Duration;
 
+use time::OffsetDateTime;
+
 /// Default [`PartitionOptions::lock_timeout`]: 5 seconds.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default [`PartitionOptions::wait_for_other_run`]: 5 seconds (the same as the
+/// lock timeout; the CLI waits much longer, services start serving sooner).
+pub const DEFAULT_WAIT_FOR_OTHER_RUN: Duration = Duration::from_secs(5);
 
 /// The largest `months_ahead` [`ensure_partitions`](super::ensure_partitions) accepts (10 years).
 pub const MAX_MONTHS_AHEAD: u32 = 120;
@@ -12,29 +19,80 @@ pub const MAX_MONTHS_AHEAD: u32 = 120;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PartitionOptions {
-    /// `SET LOCAL lock_timeout` for the whole transaction: the longest wait for
-    /// each lock (the partition advisory lock, then the ACCESS EXCLUSIVE lock on
-    /// `sync_activity_log` and the locks DDL takes). On expiry the call fails with
+    /// `SET LOCAL lock_timeout` for the table and DDL locks: the longest wait for
+    /// each of them (the ACCESS EXCLUSIVE lock on `sync_activity_log` and the locks
+    /// DDL takes). On expiry the call fails with
     /// [`PartitionError::LockTimeout`](super::PartitionError::LockTimeout) and
     /// changes nothing. Default [`DEFAULT_LOCK_TIMEOUT`]; at least 1 ms.
     pub lock_timeout: Duration,
+    /// The longest wait for the partition advisory lock, i.e. for another
+    /// `ensure`/`archive` (another replica, another CLI run) to finish. On expiry
+    /// the call fails with [`PartitionError::LockTimeout`](super::PartitionError::LockTimeout)
+    /// (step "waiting for another partition maintenance run …"), unless
+    /// [`skip_if_busy`](Self::skip_if_busy) is set. Default
+    /// [`DEFAULT_WAIT_FOR_OTHER_RUN`]; at least 1 ms, at most `i32::MAX` ms.
+    pub wait_for_other_run: Duration,
+    /// For `ensure` only: when another run still holds the advisory lock after
+    /// [`wait_for_other_run`](Self::wait_for_other_run), return `Ok` with
+    /// [`EnsureReport::other_run_busy`](super::EnsureReport::other_run_busy) set
+    /// and nothing changed, instead of an error (what a starting service wants:
+    /// the other run does the maintenance). Default `false`.
+    pub skip_if_busy: bool,
+    /// The instant whose UTC month is "the current month". `None` (the default):
+    /// the server's clock, `now()` (the transaction's start). Tests and
+    /// operators replaying a date set it explicitly.
+    pub now: Option<OffsetDateTime>,
 }
 
 impl Default for PartitionOptions {
     fn default() -> Self {
         PartitionOptions {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            wait_for_other_run: DEFAULT_WAIT_FOR_OTHER_RUN,
+            skip_if_busy: false,
+            now: None,
         }
     }
 }
 
 impl PartitionOptions {
-    /// The defaults with another lock timeout.
+    /// The defaults with another lock timeout (used for the table locks and,
+    /// like before, for the wait for another run).
     pub fn with_lock_timeout(lock_timeout: Duration) -> Self {
-        PartitionOptions { lock_timeout }
+        PartitionOptions {
+            lock_timeout,
+            wait_for_other_run: lock_timeout,
+            ..PartitionOptions::default()
+        }
     }
 
-    pub(crate) fn lock_timeout_millis(&self) -> u128 {
-        self.lock_timeout.as_millis().clamp(1, i32::MAX as u128)
+    /// These options with another [`wait_for_other_run`](Self::wait_for_other_run).
+    pub fn with_wait_for_other_run(mut self, wait: Duration) -> Self {
+        self.wait_for_other_run = wait;
+        self
     }
+
+    /// These options with [`skip_if_busy`](Self::skip_if_busy) set to `skip`.
+    pub fn with_skip_if_busy(mut self, skip: bool) -> Self {
+        self.skip_if_busy = skip;
+        self
+    }
+
+    /// These options going by `now` instead of the server's clock.
+    pub fn with_now(mut self, now: OffsetDateTime) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    pub(crate) fn lock_timeout_millis(&self) -> i64 {
+        millis(self.lock_timeout)
+    }
+
+    pub(crate) fn wait_for_other_run_millis(&self) -> i64 {
+        millis(self.wait_for_other_run)
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    d.as_millis().clamp(1, i32::MAX as u128) as i64
 }

@@ -7,6 +7,7 @@ use tokio_postgres::GenericClient;
 
 use super::error::PartitionError;
 use super::month::Month;
+use super::options::PartitionOptions;
 
 /// The partitioned parent: where it lives and its columns.
 #[derive(Debug, Clone)]
@@ -62,15 +63,21 @@ pub(crate) async fn find_parent<C: GenericClient + Sync>(
     })
 }
 
-/// The current UTC month by the server's clock (`now()`: the transaction's start).
+/// The current UTC month: the month of `options.now` when given, else of the
+/// server's clock (`now()`: the transaction's start).
 pub(crate) async fn current_month<C: GenericClient + Sync>(
     client: &C,
-    lock_timeout: Duration,
+    options: &PartitionOptions,
 ) -> Result<Month, PartitionError> {
-    let now: OffsetDateTime = client
-        .query_one("SELECT now()", &[])
-        .await
-        .map_err(|e| PartitionError::from_pg("reading the server clock", lock_timeout, e))?
-        .get(0);
+    let now: OffsetDateTime = match options.now {
+        Some(now) => now,
+        None => client
+            .query_one("SELECT now()", &[])
+            .await
+            .map_err(|e| {
+                PartitionError::from_pg("reading the server clock", options.lock_timeout, e)
+            })?
+            .get(0),
+    };
     Month::containing(now)
 }

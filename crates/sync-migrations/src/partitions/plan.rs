@@ -60,6 +60,13 @@ pub(crate) fn plan(
             (None, None) => current,
         };
     let through = current.plus(months_ahead);
+    if through.next() == through {
+        // 9999-12 (or saturated): the catch-all could not start after it, and
+        // stepping month by month would never pass it.
+        return Err(PartitionError::InvalidMonth {
+            input: format!("{current} + {months_ahead} months"),
+        });
+    }
     if catch_all.is_some() && start > through {
         return Ok(None);
     }
@@ -142,6 +149,24 @@ mod tests {
             .unwrap();
         assert!(p.months.is_empty());
         assert_eq!(p.catch_all_from.to_string(), "2027-03");
+    }
+
+    #[test]
+    fn a_horizon_at_the_last_representable_month_is_refused_not_looped_on() {
+        let parts = vec![catch_all("2026-03")];
+        for (now, ahead) in [("9999-10", 3), ("9999-12", 0), ("9995-01", 120)] {
+            assert!(
+                matches!(
+                    plan(&parts, now.parse().unwrap(), ahead),
+                    Err(PartitionError::InvalidMonth { .. })
+                ),
+                "{now} + {ahead}"
+            );
+        }
+        let p = plan(&[catch_all("9999-09")], "9999-09".parse().unwrap(), 2)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.catch_all_from.to_string(), "9999-12");
     }
 
     #[test]

@@ -13,7 +13,9 @@ use super::parent::{quote_ident, Parent};
 ///
 /// SQL: `ALTER TABLE … ENABLE [FORCE] ROW LEVEL SECURITY`, `ALTER TABLE … OWNER TO`,
 /// and — only when the ACLs differ — `REVOKE ALL` from the target's grantees
-/// followed by one `GRANT` per entry of `aclexplode(reference.relacl)`.
+/// followed by one `GRANT` per entry of `aclexplode(reference.relacl)`; one
+/// statement per call, role names through `quote_ident`, privileges from a
+/// fixed list.
 pub(crate) async fn copy_security(
     tx: &Transaction<'_>,
     parent: &Parent,
@@ -23,7 +25,10 @@ pub(crate) async fn copy_security(
 ) -> Result<(), PartitionError> {
     let t = parent.qualify(target);
     let err = |step: String| move |e| PartitionError::from_pg(step, options.lock_timeout, e);
-    tx.batch_execute(&format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"))
+    // One statement per call. Identifiers read from the catalog (owner, grantees)
+    // only ever appear through `quote_ident`; privilege keywords only from the
+    // fixed list in `privilege_keyword`.
+    tx.execute(&format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"), &[])
         .await
         .map_err(err(format!("enabling row-level security on {target}")))?;
     let Some(reference) = reference else {
@@ -42,22 +47,27 @@ pub(crate) async fn copy_security(
         .map_err(err(format!("reading owner and RLS flags of {reference}")))?;
     let (force, owner, other_owner): (bool, String, bool) = (row.get(0), row.get(1), row.get(2));
     if force {
-        tx.batch_execute(&format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"))
+        tx.execute(&format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"), &[])
             .await
             .map_err(err(format!("forcing row-level security on {target}")))?;
     }
     if other_owner {
-        tx.batch_execute(&format!("ALTER TABLE {t} OWNER TO {}", quote_ident(&owner)))
-            .await
-            .map_err(err(format!("giving {target} the owner of {reference}")))?;
+        tx.execute(
+            &format!("ALTER TABLE {t} OWNER TO {}", quote_ident(&owner)),
+            &[],
+        )
+        .await
+        .map_err(err(format!("giving {target} the owner of {reference}")))?;
     }
-    let entries = "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
-                               ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+    // Grantee `None` is PUBLIC (oid 0).
+    let entries = "SELECT CASE WHEN a.grantee = 0 THEN NULL \
+                               ELSE pg_get_userbyid(a.grantee)::text END, \
                           a.privilege_type, a.is_grantable \
                      FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a \
                     WHERE c.oid = $1::text::regclass";
+    type Entry = (Option<String>, String, bool);
     let read = |rows: Vec<tokio_postgres::Row>| {
-        let mut v: Vec<(String, String, bool)> = rows
+        let mut v: Vec<Entry> = rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
@@ -77,19 +87,49 @@ pub(crate) async fn copy_security(
     if want == have {
         return Ok(());
     }
-    let mut sql = String::new();
-    let mut grantees: Vec<&String> = have.iter().map(|(g, _, _)| g).collect();
+    let grantee = |g: &Option<String>| g.as_deref().map_or("PUBLIC".to_owned(), quote_ident);
+    let mut grantees: Vec<&Option<String>> = have.iter().map(|(g, _, _)| g).collect();
     grantees.dedup();
+    let step = || format!("copying the grants of {reference} to {target}");
     for g in grantees {
-        sql.push_str(&format!("REVOKE ALL ON TABLE {t} FROM {g};\n"));
+        tx.execute(&format!("REVOKE ALL ON TABLE {t} FROM {}", grantee(g)), &[])
+            .await
+            .map_err(err(step()))?;
     }
     for (g, privilege, grantable) in &want {
-        sql.push_str(&format!(
-            "GRANT {privilege} ON TABLE {t} TO {g}{};\n",
-            if *grantable { " WITH GRANT OPTION" } else { "" }
-        ));
+        let Some(keyword) = privilege_keyword(privilege) else {
+            // aclexplode only yields the table privileges below; anything else
+            // (a future PostgreSQL's new privilege) is skipped, never spliced.
+            tracing::warn!(target: "sync_store", privilege = %privilege, table = %target,
+                "not copying an unknown table privilege to a new partition");
+            continue;
+        };
+        tx.execute(
+            &format!(
+                "GRANT {keyword} ON TABLE {t} TO {}{}",
+                grantee(g),
+                if *grantable { " WITH GRANT OPTION" } else { "" }
+            ),
+            &[],
+        )
+        .await
+        .map_err(err(step()))?;
     }
-    tx.batch_execute(&sql).await.map_err(err(format!(
-        "copying the grants of {reference} to {target}"
-    )))
+    Ok(())
+}
+
+/// The table privilege keyword for a `privilege_type` of `aclexplode`, from a
+/// fixed list (`None` for anything else).
+fn privilege_keyword(privilege: &str) -> Option<&'static str> {
+    [
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "TRUNCATE",
+        "REFERENCES",
+        "TRIGGER",
+    ]
+    .into_iter()
+    .find(|k| *k == privilege)
 }
