@@ -258,7 +258,7 @@ pub async fn doctor_with(
     .await?;
     // Rows a monthly partition should hold: dated before the first month
     // after the horizon (current month + months_ahead).
-    let horizon = sync_migrations::partitions::Month::containing(now)
+    let horizon = crate::partitions::Month::containing(now)
         .map(|m| m.plus(options.months_ahead).next().start())
         .ok();
     let (due, later): (i64, i64) = match (r.get::<_, Option<i64>>(0), horizon) {
