@@ -14,7 +14,10 @@ use crate::cursor::ActivityCursor;
 use crate::enums::{parse_label, SyncAction, SyncEntityType, SyncStatus};
 use crate::error::{Error, Result};
 use crate::sql::ScopedSql;
-use crate::store::{col, ConnGuard, Param, Scope, ServiceScope, StatementMode, Store, TenantScope};
+use crate::store::{
+    col, decode_listing, name_row, ConnGuard, Param, Scope, ServiceScope, StatementMode, Store,
+    TenantScope,
+};
 use crate::trace::{op_span, traced};
 use crate::validate;
 
@@ -82,7 +85,12 @@ fn list_query<'a>(
 const COPY: &str = "COPY sync_activity_log (org_id, sync_id, entity_type, action, status, \
      record_count, duration_seconds, error_message, user_id, created_at) FROM STDIN (FORMAT binary)";
 
+/// Decodes one row; a value that does not decode is an error naming the row.
 fn entry(op: &'static str, row: &Row) -> Result<ActivityEntry> {
+    decode_entry(op, row).map_err(|e| name_row(e, row, 0, 2))
+}
+
+fn decode_entry(op: &'static str, row: &Row) -> Result<ActivityEntry> {
     Ok(ActivityEntry {
         id: col(op, row, 0)?,
         org_id: col(op, row, 1)?,
@@ -106,7 +114,10 @@ fn check(op: &'static str, e: &NewActivity, tenant_user: Option<Uuid>) -> Result
     }
     validate::non_negative(op, "record_count", e.record_count)?;
     if let Some(d) = e.duration_seconds {
-        validate::finite_non_negative(op, "duration_seconds", d)?;
+        validate::exact_decimal(op, "duration_seconds", d)?;
+    }
+    if let Some(at) = e.created_at {
+        validate::timestamp(op, "created_at", at)?;
     }
     if let Some(m) = &e.error_message {
         validate::error_message(op, m)?;
@@ -125,16 +136,8 @@ fn check(op: &'static str, e: &NewActivity, tenant_user: Option<Uuid>) -> Result
 }
 
 fn decimal(op: &'static str, v: Option<f64>) -> Result<Option<rust_decimal::Decimal>> {
-    v.map(|d| {
-        rust_decimal::Decimal::try_from(d).map_err(|e| {
-            Error::invalid(
-                op,
-                "duration_seconds",
-                format!("{d} is not representable: {e}"),
-            )
-        })
-    })
-    .transpose()
+    v.map(|d| validate::exact_decimal(op, "duration_seconds", d))
+        .transpose()
 }
 
 async fn append(
@@ -174,6 +177,41 @@ async fn append(
     .await
 }
 
+/// The cursor after a listed row, read from its key columns even when the
+/// row itself does not decode. A `created_at` later than any `OffsetDateTime`
+/// (a row written outside the store) gives the latest representable instant,
+/// so the next page starts after every such row (none of which decodes);
+/// one earlier than any gives `None` (no decodable row can follow).
+fn raw_cursor(row: &Row) -> Option<ActivityCursor> {
+    let id: Uuid = row.try_get(0).ok()?;
+    if let Ok(created_at) = row.try_get::<_, OffsetDateTime>(10) {
+        return Some(ActivityCursor { created_at, id });
+    }
+    let RawMicros(micros) = row.try_get(10).ok()?;
+    (micros > 0).then(|| ActivityCursor {
+        created_at: time::macros::datetime!(9999-12-31 23:59:59.999999 UTC),
+        id: Uuid::from_u128(u128::MAX),
+    })
+}
+
+/// A `timestamptz` as its raw microseconds since 2000-01-01 (any value,
+/// including `±infinity`).
+struct RawMicros(i64);
+
+impl<'a> postgres_types::FromSql<'a> for RawMicros {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<RawMicros, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes: [u8; 8] = raw.try_into()?;
+        Ok(RawMicros(i64::from_be_bytes(bytes)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMPTZ
+    }
+}
+
 async fn list(
     store: &Store,
     scope: Scope,
@@ -186,6 +224,19 @@ async fn list(
         validate::page_size(OP, limit)?;
         if let Some(s) = &filter.sync_id {
             validate::id(OP, "sync_id", s)?;
+        }
+        // Any offset is accepted here; only what the driver would panic on
+        // (no UTC equivalent) is refused.
+        for (field, t) in [
+            ("since", filter.since),
+            ("until", filter.until),
+            ("after", after.map(|c| c.created_at)),
+        ] {
+            if let Some(t) = t {
+                if t.checked_to_offset(time::UtcOffset::UTC).is_none() {
+                    return Err(Error::invalid(OP, field, format!("{t} has no UTC equivalent")));
+                }
+            }
         }
         let entity = filter.entity_type.map(SyncEntityType::as_str);
         let action = filter.action.map(SyncAction::as_str);
@@ -229,13 +280,12 @@ async fn list(
         );
         let rows = store.rows(scope, OP, &sql, &params).await?;
         let more = rows.len() > limit as usize;
-        let entries = rows
-            .iter()
-            .take(limit as usize)
-            .map(|r| entry(OP, r))
-            .collect::<Result<Vec<_>>>()?;
+        let page = &rows[..rows.len().min(limit as usize)];
+        // A row that does not decode is skipped (see `decode_listing`); the
+        // cursor still continues after the page's last row when its key decodes.
+        let entries = decode_listing(OP, page, 0, 2, entry);
         let next = if more {
-            entries.last().map(ActivityEntry::cursor)
+            page.last().and_then(raw_cursor)
         } else {
             None
         };

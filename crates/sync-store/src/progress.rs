@@ -8,7 +8,7 @@ use crate::enums::parse_label;
 use crate::error::{Error, Result};
 use crate::progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress};
 use crate::sql::ScopedSql;
-use crate::store::{col, Scope, ServiceScope, Store, TenantScope};
+use crate::store::{col, decode_listing, name_row, Scope, ServiceScope, Store, TenantScope};
 use crate::trace::{op_span, traced};
 use crate::validate;
 
@@ -91,7 +91,13 @@ static BY_JOB: ScopedSql = ScopedSql::new(concat!(
     " FROM sync_progress WHERE org_id = {org} AND job_id = $2 ORDER BY started_at DESC, id DESC"
 ));
 
+/// Decodes one row; a value that does not decode (a row written outside the
+/// store) is an error naming that row's id and sync_id.
 fn progress(op: &'static str, row: &Row) -> Result<SyncProgress> {
+    decode_progress(op, row).map_err(|e| name_row(e, row, 0, 2))
+}
+
+fn decode_progress(op: &'static str, row: &Row) -> Result<SyncProgress> {
     Ok(SyncProgress {
         id: col(op, row, 0)?,
         org_id: col(op, row, 1)?,
@@ -313,7 +319,7 @@ async fn active(store: &Store, scope: Scope) -> Result<Vec<SyncProgress>> {
     const OP: &str = "list_active_syncs";
     traced(op_span(OP, scope, None), async {
         let rows = store.rows(scope, OP, &ACTIVE, &[]).await?;
-        rows.iter().map(|r| progress(OP, r)).collect()
+        Ok(decode_listing(OP, &rows, 0, 2, progress))
     })
     .await
 }
@@ -326,7 +332,7 @@ async fn recent(store: &Store, scope: Scope, limit: u32) -> Result<Vec<SyncProgr
         let rows = store
             .rows(scope, OP, &RECENT, &[(&limit, Type::INT8)])
             .await?;
-        rows.iter().map(|r| progress(OP, r)).collect()
+        Ok(decode_listing(OP, &rows, 0, 2, progress))
     })
     .await
 }
@@ -338,7 +344,7 @@ async fn by_job(store: &Store, scope: Scope, job_id: &str) -> Result<Vec<SyncPro
         let rows = store
             .rows(scope, OP, &BY_JOB, &[(&job_id, Type::VARCHAR)])
             .await?;
-        rows.iter().map(|r| progress(OP, r)).collect()
+        Ok(decode_listing(OP, &rows, 0, 2, progress))
     })
     .await
 }
