@@ -116,9 +116,6 @@ fn check(op: &'static str, e: &NewActivity, tenant_user: Option<Uuid>) -> Result
     if let Some(d) = e.duration_seconds {
         validate::exact_decimal(op, "duration_seconds", d)?;
     }
-    if let Some(at) = e.created_at {
-        validate::timestamp(op, "created_at", at)?;
-    }
     if let Some(m) = &e.error_message {
         validate::error_message(op, m)?;
     }
@@ -133,6 +130,13 @@ fn check(op: &'static str, e: &NewActivity, tenant_user: Option<Uuid>) -> Result
         }
     }
     Ok(())
+}
+
+/// The stored `created_at` of an entry (see [`validate::timestamp`]).
+fn created_at(op: &'static str, e: &NewActivity) -> Result<Option<OffsetDateTime>> {
+    e.created_at
+        .map(|at| validate::timestamp(op, "created_at", at))
+        .transpose()
 }
 
 fn decimal(op: &'static str, v: Option<f64>) -> Result<Option<rust_decimal::Decimal>> {
@@ -150,6 +154,7 @@ async fn append(
     traced(op_span(OP, scope, e.sync_id.as_deref()), async {
         check(OP, e, tenant_user)?;
         let duration = decimal(OP, e.duration_seconds)?;
+        let at = created_at(OP, e)?;
         let user = e.user_id.or(tenant_user);
         let entity = e.entity_type.map(SyncEntityType::as_str);
         let action = e.action.as_str();
@@ -168,7 +173,7 @@ async fn append(
                     (&duration, Type::NUMERIC),
                     (&e.error_message, Type::TEXT),
                     (&user, Type::UUID),
-                    (&e.created_at, Type::TIMESTAMPTZ),
+                    (&at, Type::TIMESTAMPTZ),
                 ],
             )
             .await?;
@@ -306,9 +311,11 @@ async fn append_many(store: &Store, org: Uuid, entries: &[NewActivity]) -> Resul
             return Ok(0);
         }
         let mut durations = Vec::with_capacity(entries.len());
+        let mut times = Vec::with_capacity(entries.len());
         for e in entries {
             check(OP, e, None)?;
             durations.push(decimal(OP, e.duration_seconds)?);
+            times.push(created_at(OP, e)?);
         }
         let obj = store.pool().get().await.map_err(|e| Error::pool(OP, e))?;
         let mut guard = ConnGuard::new(obj);
@@ -346,11 +353,11 @@ async fn append_many(store: &Store, org: Uuid, entries: &[NewActivity]) -> Resul
                 Type::TIMESTAMPTZ,
             ];
             let mut writer = pin!(BinaryCopyInWriter::new(sink, &column_types));
-            for (e, duration) in entries.iter().zip(&durations) {
+            for ((e, duration), at) in entries.iter().zip(&durations).zip(&times) {
                 let entity = e.entity_type.map(|t| Label(t.as_str()));
                 let action = Label(e.action.as_str());
                 let status = Label(e.status.as_str());
-                let at = e.created_at.unwrap_or(now);
+                let at = at.unwrap_or(now);
                 writer
                     .as_mut()
                     .write(&[

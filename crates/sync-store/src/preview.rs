@@ -129,9 +129,10 @@ async fn put(
             &input.delta_json,
             validate::MAX_DELTA_JSON_BYTES,
         )?;
-        if let Some(at) = input.computed_at {
-            validate::timestamp(OP, "computed_at", at)?;
-        }
+        let computed_at = input
+            .computed_at
+            .map(|at| validate::timestamp(OP, "computed_at", at))
+            .transpose()?;
         let ttl = ttl_micros(OP, input.ttl)?;
         let sync_type = input.sync_type.as_str();
         let row = store
@@ -146,7 +147,7 @@ async fn put(
                     (&ttl, Type::INT8),
                     (&computed_by, Type::UUID),
                     (&input.cache_key, Type::TEXT),
-                    (&input.computed_at, Type::TIMESTAMPTZ),
+                    (&computed_at, Type::TIMESTAMPTZ),
                 ],
             )
             .await?;

@@ -229,11 +229,19 @@ fn nul_in_json(op: &'static str, field: &str) -> Error {
 }
 
 /// A caller's timestamp: in UTC it lies in [`MIN_TIMESTAMP`]..[`MAX_TIMESTAMP`]
-/// (checked without panicking for any offset).
-pub(crate) fn timestamp(op: &'static str, field: &str, t: time::OffsetDateTime) -> Result<()> {
+/// (checked without panicking for any offset). Returns what is stored: the
+/// instant in UTC, floored to whole microseconds (`timestamptz`'s precision;
+/// the driver alone would round towards 2000-01-01).
+pub(crate) fn timestamp(
+    op: &'static str,
+    field: &str,
+    t: time::OffsetDateTime,
+) -> Result<time::OffsetDateTime> {
     let utc = t.checked_to_offset(time::UtcOffset::UTC);
     match utc {
-        Some(u) if (MIN_TIMESTAMP..MAX_TIMESTAMP).contains(&u) => Ok(()),
+        Some(u) if (MIN_TIMESTAMP..MAX_TIMESTAMP).contains(&u) => {
+            Ok(u - time::Duration::nanoseconds(i64::from(u.nanosecond() % 1000)))
+        }
         _ => Err(Error::invalid(
             op,
             field,
