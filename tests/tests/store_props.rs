@@ -110,7 +110,7 @@ fn json() -> impl Strategy<Value = Value> {
     prop_oneof![
         6 => tree(),
         1 => (tree(), 60usize..=70, any::<bool>()).prop_map(|(v, d, a)| wrap(v, d, a)),
-        1 => (tree(), 120usize..=135, any::<bool>()).prop_map(|(v, d, a)| wrap(v, d, a)),
+        2 => (tree(), 124usize..=140, any::<bool>()).prop_map(|(v, d, a)| wrap(v, d, a)),
     ]
 }
 
