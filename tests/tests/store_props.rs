@@ -11,8 +11,8 @@
 //!
 //! Inputs are generated around every bound (JSON depth and NUL characters,
 //! far and offset timestamps, tiny/huge/non-finite durations, negative and
-//! overflowing counts, long and NUL-bearing text); each run is 40 cases per
-//! property.
+//! overflowing counts, long and NUL-bearing text); each run is 64 cases per
+//! property (`SYNC_PROPTEST_CASES` for more).
 mod store_common;
 
 use std::cell::Cell;
@@ -29,7 +29,7 @@ use sync_store::{
 use time::{Duration, OffsetDateTime, UtcOffset};
 use tokio::runtime::Runtime;
 
-const CASES: u32 = 40;
+const CASES: u32 = 64;
 
 /// `SYNC_PROPTEST_CASES` raises the count for a longer local run.
 fn runner() -> TestRunner {
@@ -53,7 +53,7 @@ fn seq() -> usize {
 
 fn text(max: usize) -> impl Strategy<Value = String> {
     prop_oneof![
-        8 => proptest::collection::vec(any::<char>(), 0..8).prop_map(|c| c.into_iter().collect()),
+        18 => proptest::collection::vec(any::<char>(), 0..8).prop_map(|c| c.into_iter().collect()),
         1 => Just("a\u{0}b".to_owned()),
         1 => (max.saturating_sub(1)..=max + 1).prop_map(|n| "é".repeat(n)),
     ]
@@ -135,8 +135,10 @@ fn timestamp() -> impl Strategy<Value = OffsetDateTime> {
         3 => now - 600..now + 600,
         2 => OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT).unix_timestamp()
             ..OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT).unix_timestamp(),
-        1 => prop::sample::select(vec![
+        4 => prop::sample::select(vec![
             253_402_300_800i64 - 1800, // 9999-12-31T23:30Z
+            253_402_300_800 - 1800,
+            253_402_300_800 - 86_400, // 9999-12-31T00:00Z
             253_370_764_800 - 1,       // just before MAX_TIMESTAMP
             253_370_764_800,           // MAX_TIMESTAMP
             -62_135_596_800 - 1,       // just before MIN_TIMESTAMP
@@ -261,7 +263,7 @@ fn put_preview_accepted_means_readable() {
         text(255),
         text(218),
         json(),
-        proptest::option::of(timestamp()),
+        proptest::option::weighted(0.8, timestamp()),
         proptest::option::of(
             prop_oneof![-10i64..10, 0i64..3_000_000_000_000].prop_map(Duration::microseconds),
         ),
@@ -510,7 +512,7 @@ fn new_activity() -> impl Strategy<Value = NewActivity> {
         i32s(),
         duration(),
         proptest::option::of(text(8)),
-        proptest::option::of(timestamp()),
+        proptest::option::weighted(0.8, timestamp()),
     )
         .prop_map(|(sync_id, record_count, duration, message, at)| NewActivity {
             sync_id,
