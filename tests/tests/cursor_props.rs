@@ -59,7 +59,10 @@ fn overflowing_micros_are_a_bad_cursor() {
         format!("{}.{}", i128::MAX, Uuid::nil().simple()),
         format!("{}.{}", i128::MIN, Uuid::nil().simple()),
         format!("{}.{}", i64::MAX, Uuid::nil().simple()),
-        format!("170141183460469231731687303715884106.{}", Uuid::nil().simple()),
+        format!(
+            "170141183460469231731687303715884106.{}",
+            Uuid::nil().simple()
+        ),
     ] {
         assert_eq!(
             t.parse::<ActivityCursor>(),

@@ -199,8 +199,7 @@ fn json_eq(a: &Value, b: &Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x
-                    .iter()
+                && x.iter()
                     .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
@@ -230,7 +229,11 @@ async fn refused<T: std::fmt::Debug>(
                 return Err(fail(format!("{what}: InvalidInput without field/reason")));
             }
         }
-        other => return Err(fail(format!("{what}: expected Ok or InvalidInput, got {other:?}"))),
+        other => {
+            return Err(fail(format!(
+                "{what}: expected Ok or InvalidInput, got {other:?}"
+            )))
+        }
     }
     if snapshot(&f.admin).await != before {
         return Err(fail(format!("{what}: refused but something was written")));
@@ -299,8 +302,7 @@ fn put_preview_accepted_means_readable() {
                     && e.cache_key == input.cache_key
                     && json_eq(&e.delta_json, &delta)
                     && at.is_none_or(|at| e.computed_at == micros(at))
-                    && e.expires_at
-                        == e.computed_at + ttl.unwrap_or(Duration::hours(1));
+                    && e.expires_at == e.computed_at + ttl.unwrap_or(Duration::hours(1));
                 if !intact {
                     return Err(fail(format!("returned row differs: {e:?} from {input:?}")));
                 }
@@ -425,81 +427,84 @@ fn progress_writes_accepted_means_readable() {
     );
     let (ok, refused_n) = (Cell::new(0), Cell::new(0));
     runner()
-        .run(&strategy, |(tenant, sync_id, total, source, job, meta, steps)| {
-            rt.block_on(async {
-                let n = seq();
-                let svc = f.store.service();
-                let ta = f.store.tenant(f.user_a);
-                let input = StartSync {
-                    sync_id: format!("{n}{sync_id}"),
-                    entity_type: SyncEntityType::Order,
-                    total_items: total,
-                    source_system: source,
-                    job_id: job,
-                    metadata: meta.clone(),
-                    initiated_by: None,
-                };
-                let before = snapshot(&f.admin).await;
-                let r = if tenant {
-                    ta.start_sync(&input).await
-                } else {
-                    svc.start_sync(f.org_a, &input).await
-                };
-                let Ok(mut current) = r else {
-                    refused_n.set(refused_n.get() + 1);
-                    return refused(&f, &before, "start_sync", &r).await;
-                };
-                ok.set(ok.get() + 1);
-                let meta_in = meta.unwrap_or_else(|| Value::Object(Map::new()));
-                if !json_eq(&current.metadata, &meta_in) {
-                    return Err(fail(format!("start_sync returned {:?}", current.metadata)));
-                }
-                progress_readable(&f, &current).await?;
-                let id = current.sync_id.clone();
-                for s in steps {
-                    let before = snapshot(&f.admin).await;
-                    let r = match &s {
-                        Step::Tick(d) => match svc.report_progress(f.org_a, &id, d).await {
-                            Ok(_) => svc.get_sync(f.org_a, &id).await.map(Option::unwrap),
-                            Err(e) => Err(e),
-                        },
-                        Step::Total(t) => ta.set_total(&id, *t).await,
-                        Step::Complete => svc.complete_sync(f.org_a, &id).await,
-                        Step::Fail(m) => ta.fail_sync(&id, m).await,
-                        Step::Cancel(m) => svc.cancel_sync(f.org_a, &id, m.as_deref()).await,
+        .run(
+            &strategy,
+            |(tenant, sync_id, total, source, job, meta, steps)| {
+                rt.block_on(async {
+                    let n = seq();
+                    let svc = f.store.service();
+                    let ta = f.store.tenant(f.user_a);
+                    let input = StartSync {
+                        sync_id: format!("{n}{sync_id}"),
+                        entity_type: SyncEntityType::Order,
+                        total_items: total,
+                        source_system: source,
+                        job_id: job,
+                        metadata: meta.clone(),
+                        initiated_by: None,
                     };
-                    match r {
-                        Ok(p) => {
-                            ok.set(ok.get() + 1);
-                            if let Step::Tick(d) = &s {
-                                let want = current.processed_count.checked_add(d.processed);
-                                if Some(p.processed_count) != want {
-                                    return Err(fail(format!("tick lost: {p:?}")));
+                    let before = snapshot(&f.admin).await;
+                    let r = if tenant {
+                        ta.start_sync(&input).await
+                    } else {
+                        svc.start_sync(f.org_a, &input).await
+                    };
+                    let Ok(mut current) = r else {
+                        refused_n.set(refused_n.get() + 1);
+                        return refused(&f, &before, "start_sync", &r).await;
+                    };
+                    ok.set(ok.get() + 1);
+                    let meta_in = meta.unwrap_or_else(|| Value::Object(Map::new()));
+                    if !json_eq(&current.metadata, &meta_in) {
+                        return Err(fail(format!("start_sync returned {:?}", current.metadata)));
+                    }
+                    progress_readable(&f, &current).await?;
+                    let id = current.sync_id.clone();
+                    for s in steps {
+                        let before = snapshot(&f.admin).await;
+                        let r = match &s {
+                            Step::Tick(d) => match svc.report_progress(f.org_a, &id, d).await {
+                                Ok(_) => svc.get_sync(f.org_a, &id).await.map(Option::unwrap),
+                                Err(e) => Err(e),
+                            },
+                            Step::Total(t) => ta.set_total(&id, *t).await,
+                            Step::Complete => svc.complete_sync(f.org_a, &id).await,
+                            Step::Fail(m) => ta.fail_sync(&id, m).await,
+                            Step::Cancel(m) => svc.cancel_sync(f.org_a, &id, m.as_deref()).await,
+                        };
+                        match r {
+                            Ok(p) => {
+                                ok.set(ok.get() + 1);
+                                if let Step::Tick(d) = &s {
+                                    let want = current.processed_count.checked_add(d.processed);
+                                    if Some(p.processed_count) != want {
+                                        return Err(fail(format!("tick lost: {p:?}")));
+                                    }
+                                }
+                                if let Step::Fail(m) = &s {
+                                    if p.outcome_error_message() != Some(m.as_str()) {
+                                        return Err(fail(format!("fail message: {p:?}")));
+                                    }
+                                }
+                                current = p;
+                                progress_readable(&f, &current).await?;
+                            }
+                            Err(Error::SyncFinished { .. }) if current.completed_at.is_some() => {
+                                if snapshot(&f.admin).await != before {
+                                    return Err(fail("finished sync changed".to_owned()));
                                 }
                             }
-                            if let Step::Fail(m) = &s {
-                                if p.outcome_error_message() != Some(m.as_str()) {
-                                    return Err(fail(format!("fail message: {p:?}")));
-                                }
+                            Err(_) => {
+                                refused_n.set(refused_n.get() + 1);
+                                refused(&f, &before, &format!("{s:?}"), &r).await?;
+                                progress_readable(&f, &current).await?;
                             }
-                            current = p;
-                            progress_readable(&f, &current).await?;
-                        }
-                        Err(Error::SyncFinished { .. }) if current.completed_at.is_some() => {
-                            if snapshot(&f.admin).await != before {
-                                return Err(fail("finished sync changed".to_owned()));
-                            }
-                        }
-                        Err(_) => {
-                            refused_n.set(refused_n.get() + 1);
-                            refused(&f, &before, &format!("{s:?}"), &r).await?;
-                            progress_readable(&f, &current).await?;
                         }
                     }
-                }
-                Ok(())
-            })
-        })
+                    Ok(())
+                })
+            },
+        )
         .unwrap();
     let (ok, refused_n) = (ok.get(), refused_n.get());
     eprintln!("progress writes: {ok} accepted, {refused_n} refused");
@@ -514,17 +519,19 @@ fn new_activity() -> impl Strategy<Value = NewActivity> {
         proptest::option::of(text(8)),
         proptest::option::weighted(0.8, timestamp()),
     )
-        .prop_map(|(sync_id, record_count, duration, message, at)| NewActivity {
-            sync_id,
-            entity_type: Some(SyncEntityType::Coupon),
-            action: SyncAction::RecordUpdate,
-            status: SyncStatus::Completed,
-            record_count,
-            duration_seconds: duration,
-            error_message: message,
-            user_id: None,
-            created_at: at,
-        })
+        .prop_map(
+            |(sync_id, record_count, duration, message, at)| NewActivity {
+                sync_id,
+                entity_type: Some(SyncEntityType::Coupon),
+                action: SyncAction::RecordUpdate,
+                status: SyncStatus::Completed,
+                record_count,
+                duration_seconds: duration,
+                error_message: message,
+                user_id: None,
+                created_at: at,
+            },
+        )
 }
 
 fn activity_same(e: &ActivityEntry, a: &NewActivity, sync_id: &str) -> bool {
@@ -568,10 +575,7 @@ async fn listed(f: &Fixture, sync_id: &str) -> Result<Vec<ActivityEntry>, TestCa
 #[test]
 fn activity_writes_accepted_means_readable() {
     let Env { rt, f } = env();
-    let strategy = (
-        0u8..3,
-        proptest::collection::vec(new_activity(), 1..4),
-    );
+    let strategy = (0u8..3, proptest::collection::vec(new_activity(), 1..4));
     let (ok, refused_n) = (Cell::new(0), Cell::new(0));
     runner()
         .run(&strategy, |(how, entries)| {
@@ -583,10 +587,7 @@ fn activity_writes_accepted_means_readable() {
                     .into_iter()
                     .enumerate()
                     .map(|(i, mut e)| {
-                        e.sync_id = Some(format!(
-                            "{n}-{i}{}",
-                            e.sync_id.as_deref().unwrap_or("")
-                        ));
+                        e.sync_id = Some(format!("{n}-{i}{}", e.sync_id.as_deref().unwrap_or("")));
                         e
                     })
                     .collect();
@@ -608,7 +609,10 @@ fn activity_writes_accepted_means_readable() {
                         }
                         ok
                     }
-                    _ => svc.append_activity_many(f.org_a, &entries).await.map(|_| ()),
+                    _ => svc
+                        .append_activity_many(f.org_a, &entries)
+                        .await
+                        .map(|_| ()),
                 };
                 if r.is_err() {
                     refused_n.set(refused_n.get() + 1);

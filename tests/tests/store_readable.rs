@@ -129,7 +129,10 @@ async fn far_timestamps_are_refused_and_never_panic() {
     assert_eq!(e.expires_at, last + validate::MAX_PREVIEW_TTL);
     let got = svc.get_preview_by_sync_id(f.org_a, "last").await.unwrap();
     assert_eq!(got, Some(e.clone()));
-    assert_eq!(svc.get_preview_by_key(f.org_a, "last").await.unwrap(), Some(e));
+    assert_eq!(
+        svc.get_preview_by_key(f.org_a, "last").await.unwrap(),
+        Some(e)
+    );
 }
 
 #[tokio::test]
@@ -153,7 +156,9 @@ async fn durations_are_stored_exactly_or_refused() {
         a.sync_id = Some(format!("d{d}"));
         let e = svc.append_activity(f.org_a, &a).await.unwrap();
         assert_eq!(e.duration_seconds, Some(d), "returned");
-        svc.append_activity_many(f.org_a, &[a.clone()]).await.unwrap();
+        svc.append_activity_many(f.org_a, &[a.clone()])
+            .await
+            .unwrap();
         let page = svc
             .list_activity(
                 f.org_a,
@@ -210,9 +215,8 @@ async fn undecodable_plain_sql_rows_degrade_only_themselves() {
         matches!(&err, Error::Decode { reason, .. } if reason.contains("sync_id=\"bad-far\"")),
         "{err:?}"
     );
-    let ids = |v: Vec<sync_store::SyncProgress>| {
-        v.into_iter().map(|p| p.sync_id).collect::<Vec<_>>()
-    };
+    let ids =
+        |v: Vec<sync_store::SyncProgress>| v.into_iter().map(|p| p.sync_id).collect::<Vec<_>>();
     assert_eq!(ids(svc.list_active_syncs(org).await.unwrap()), ["good"]);
     assert_eq!(ids(svc.list_recent_syncs(org, 10).await.unwrap()), ["good"]);
     let ta = f.store.tenant(f.user_a);
@@ -325,7 +329,10 @@ async fn plain_sql_cache_keys_are_accepted_and_readable() {
         Some(by_sync)
     );
     // Other orgs do not see it, by key or by sync id.
-    assert_eq!(svc.get_preview_by_key(b, "products:42").await.unwrap(), None);
+    assert_eq!(
+        svc.get_preview_by_key(b, "products:42").await.unwrap(),
+        None
+    );
     let tb = f.store.tenant(f.user_b);
     assert_eq!(tb.get_preview_by_key("products:42").await.unwrap(), None);
     assert_eq!(tb.get_preview_by_sync_id("ts-sync").await.unwrap(), None);
@@ -383,7 +390,10 @@ async fn a_foreign_row_holding_a_namespaced_key_is_never_overwritten() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
-    assert!(!err.to_string().contains(&b.to_string()), "names no other org: {err}");
+    assert!(
+        !err.to_string().contains(&b.to_string()),
+        "names no other org: {err}"
+    );
     let err = f
         .store
         .tenant(f.user_a)
@@ -402,4 +412,54 @@ async fn a_foreign_row_holding_a_namespaced_key_is_never_overwritten() {
     assert_eq!(snapshot(&f.admin).await, before, "org B's row unchanged");
     // Org B's row stays org B's (not visible to A by that key).
     assert_eq!(svc.get_preview_by_key(a, "k").await.unwrap(), None);
+}
+
+/// Captures every event's fields as `name=value` text.
+#[derive(Clone, Default)]
+struct Events(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Events {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct V<'a>(&'a mut String);
+        impl tracing::field::Visit for V<'_> {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={v:?} ", f.name()));
+            }
+        }
+        let mut text = format!("{} ", event.metadata().level());
+        event.record(&mut V(&mut text));
+        self.0.lock().unwrap().push(text);
+    }
+}
+
+/// A skipped row is reported: a WARN event naming the operation and the row.
+#[tokio::test]
+async fn a_skipped_row_is_reported() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let events = Events::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
+    let f = Fixture::new().await;
+    let deep: String = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    f.admin
+        .execute(
+            "INSERT INTO sync_progress (org_id, sync_id, entity_type, metadata) \
+             VALUES ($1, 'bad-deep', 'order', jsonb_build_object('x', $2::text::jsonb))",
+            &[&f.org_a, &deep],
+        )
+        .await
+        .unwrap();
+    let listed = f.store.service().list_active_syncs(f.org_a).await.unwrap();
+    assert!(listed.is_empty());
+    let seen = events.0.lock().unwrap().clone();
+    let warned: Vec<_> = seen
+        .iter()
+        .filter(|e| e.starts_with("WARN") && e.contains("list_active_syncs"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{seen:#?}");
+    assert!(
+        warned[0].contains("sync_id=\"bad-deep\"") && warned[0].contains("recursion limit"),
+        "{}",
+        warned[0]
+    );
 }

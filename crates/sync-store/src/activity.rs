@@ -239,7 +239,11 @@ async fn list(
         ] {
             if let Some(t) = t {
                 if t.checked_to_offset(time::UtcOffset::UTC).is_none() {
-                    return Err(Error::invalid(OP, field, format!("{t} has no UTC equivalent")));
+                    return Err(Error::invalid(
+                        OP,
+                        field,
+                        format!("{t} has no UTC equivalent"),
+                    ));
                 }
             }
         }
@@ -389,8 +393,13 @@ impl ServiceScope {
     /// Appends one entry for `org` and returns it.
     ///
     /// SQL: `INSERT INTO sync_activity_log (…) VALUES (…) RETURNING …`; the row
-    /// lands in the partition of its `created_at`. Errors: [`Error::InvalidInput`]
-    /// (bad input, unknown org or user; nothing written).
+    /// lands in the partition of its `created_at` (floored to whole microseconds).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`], nothing written: bad input (see the crate docs,
+    /// "Accepted means readable": `created_at` within
+    /// [`validate::MIN_TIMESTAMP`]..[`validate::MAX_TIMESTAMP`] and in a partition,
+    /// `duration_seconds` stored exactly), unknown org or user.
     pub async fn append_activity(&self, org: Uuid, entry: &NewActivity) -> Result<ActivityEntry> {
         append(&self.store, Scope::Service(Some(org)), entry, None).await
     }
@@ -404,6 +413,9 @@ impl ServiceScope {
     /// record_count, duration_seconds, error_message, user_id, created_at) FROM
     /// STDIN (FORMAT binary)`; enum OIDs are read once per [`crate::Store`] from
     /// `pg_type` / `pg_enum`.
+    ///
+    /// # Errors
+    /// As [`Self::append_activity`], for the first bad entry; nothing written.
     pub async fn append_activity_many(&self, org: Uuid, entries: &[NewActivity]) -> Result<u64> {
         append_many(&self.store, org, entries).await
     }
@@ -419,6 +431,14 @@ impl ServiceScope {
     /// (with [`StatementMode::CachedPerConnection`]: the page-size bucket + 1, the
     /// rows beyond `limit + 1` dropped). Served by index
     /// `sync_activity_log_org_created_idx`.
+    ///
+    /// A row that does not decode (written outside the store) is skipped and
+    /// reported as a WARN event (see the crate docs); the page then holds fewer
+    /// entries, and `next` still continues after it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad limit or `sync_id`, or a time bound
+    /// with no UTC equivalent.
     pub async fn list_activity(
         &self,
         org: Uuid,

@@ -39,6 +39,15 @@ impl fmt::Display for ActivityCursor {
 
 impl FromStr for ActivityCursor {
     type Err = BadCursor;
+
+    /// Parses `<unix microseconds>.<uuid>`.
+    ///
+    /// # Errors
+    /// [`BadCursor`] for anything else, including microseconds outside an
+    /// `i64` or outside what `OffsetDateTime` holds.
+    ///
+    /// # Panics
+    /// Never (all arithmetic is checked).
     fn from_str(s: &str) -> Result<Self, BadCursor> {
         let bad = || BadCursor {
             token: s.to_owned(),

@@ -227,8 +227,17 @@ impl ServiceScope {
     /// `sync_preview_cache_defaults`) when `ttl` is `None`.
     ///
     /// SQL: `INSERT INTO sync_preview_cache … ON CONFLICT (cache_key) DO UPDATE`
-    /// with `cache_key = '<org>:' || key`. Errors: [`Error::InvalidInput`] (empty
-    /// or too long ids/keys, oversized delta, bad TTL, unknown org / user).
+    /// with `cache_key = '<org>:' || key`; the conflicting row is updated only
+    /// when it belongs to `org`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`], nothing written: empty or too long ids/keys;
+    /// `delta_json` over [`validate::MAX_DELTA_JSON_BYTES`], nested deeper than
+    /// [`validate::MAX_JSON_DEPTH`] or holding a NUL; `computed_at` outside
+    /// [`validate::MIN_TIMESTAMP`]..[`validate::MAX_TIMESTAMP`]; a bad TTL; an
+    /// unknown org or user. [`Error::Conflict`] when the stored key is held by a
+    /// row of another org written outside the store (that row is left unchanged).
+    /// [`Error::Unavailable`] and the other variants as for any call.
     pub async fn put_preview(&self, org: Uuid, input: &PutPreview) -> Result<PreviewEntry> {
         put(
             &self.store,
@@ -241,8 +250,15 @@ impl ServiceScope {
 
     /// The unexpired preview of `org` stored under the caller's `key`.
     ///
-    /// SQL: `… WHERE cache_key = '<org>:' || $key AND expires_at > now()` (an
-    /// expired row is never returned, even before cleanup).
+    /// SQL: `… WHERE org_id = $1 AND cache_key IN ('<org>:' || $key, $key) AND
+    /// expires_at > now()`, the namespaced key first (an expired row is never
+    /// returned, even before cleanup). A row written by plain SQL under the plain
+    /// key is found too; `cache_key` shows the key as the caller wrote it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty key or one over 255 characters;
+    /// [`Error::Decode`] naming the row when the stored row does not decode (written
+    /// outside the store, see the crate docs).
     pub async fn get_preview_by_key(&self, org: Uuid, key: &str) -> Result<Option<PreviewEntry>> {
         get_by_key(&self.store, Scope::Service(Some(org)), key).await
     }
@@ -251,6 +267,10 @@ impl ServiceScope {
     ///
     /// SQL: `… WHERE org_id = $1 AND sync_id = $2 AND expires_at > now() ORDER BY
     /// computed_at DESC LIMIT 1` (index `sync_preview_cache_org_sync_idx`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad `sync_id`; [`Error::Decode`] naming the
+    /// row when the newest row does not decode (written outside the store).
     pub async fn get_preview_by_sync_id(
         &self,
         org: Uuid,
@@ -261,7 +281,11 @@ impl ServiceScope {
 
     /// Drops the preview of `org` under `key` (expired or not); `true` when one was deleted.
     ///
-    /// SQL: `DELETE FROM sync_preview_cache WHERE cache_key = '<org>:' || $key`.
+    /// SQL: `DELETE FROM sync_preview_cache WHERE org_id = $1 AND cache_key IN
+    /// ('<org>:' || $key, $key)` (the store's key and a plain-SQL row's key).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty key or one over 255 characters.
     pub async fn invalidate_preview(&self, org: Uuid, key: &str) -> Result<bool> {
         validate::stored_cache_key("invalidate_preview", key)?;
         let n = count(

@@ -424,6 +424,10 @@ macro_rules! progress_api {
             /// spec's "Get Sync Progress"), or `None`.
             ///
             /// SQL: `SELECT … FROM sync_progress WHERE org_id = … AND sync_id = $2`.
+            ///
+            /// # Errors
+            /// [`Error::InvalidInput`] for a bad `sync_id`; [`Error::Decode`] naming
+            /// the row when it does not decode (written outside the store).
             #[doc = $doc_scope]
             pub async fn get_sync(&$s, $($org: $org_ty,)? sync_id: &str) -> Result<Option<SyncProgress>> {
                 get(&$s.store, $scope, sync_id).await
@@ -433,6 +437,11 @@ macro_rules! progress_api {
             ///
             /// SQL: `… WHERE org_id = … AND completed_at IS NULL ORDER BY updated_at DESC`
             /// (partial index `sync_progress_active_idx`).
+            /// A row that does not decode (written outside the store) is skipped
+            /// and reported as a WARN event (see the crate docs).
+            ///
+            /// # Errors
+            /// Only the call's own failures ([`Error::Unavailable`], …), never one row's.
             #[doc = $doc_scope]
             pub async fn list_active_syncs(&$s $(, $org: $org_ty)?) -> Result<Vec<SyncProgress>> {
                 active(&$s.store, $scope).await
@@ -441,7 +450,11 @@ macro_rules! progress_api {
             /// The `limit` (1..=1000) most recently started syncs, finished or not.
             ///
             /// SQL: `… WHERE org_id = … ORDER BY started_at DESC, id DESC LIMIT $2`
-            /// (index `sync_progress_org_started_idx`).
+            /// (index `sync_progress_org_started_idx`). Undecodable rows are
+            /// skipped and reported, as in `list_active_syncs`.
+            ///
+            /// # Errors
+            /// [`Error::InvalidInput`] for a limit outside 1..=1000.
             #[doc = $doc_scope]
             pub async fn list_recent_syncs(&$s, $($org: $org_ty,)? limit: u32) -> Result<Vec<SyncProgress>> {
                 recent(&$s.store, $scope, limit).await
@@ -451,7 +464,11 @@ macro_rules! progress_api {
             /// query by `job_id`).
             ///
             /// SQL: `… WHERE org_id = … AND job_id = $2 ORDER BY started_at DESC`
-            /// (index `sync_progress_org_job_idx`).
+            /// (index `sync_progress_org_job_idx`). Undecodable rows are
+            /// skipped and reported, as in `list_active_syncs`.
+            ///
+            /// # Errors
+            /// [`Error::InvalidInput`] for a bad `job_id`.
             #[doc = $doc_scope]
             pub async fn find_syncs_by_job(&$s, $($org: $org_ty,)? job_id: &str) -> Result<Vec<SyncProgress>> {
                 by_job(&$s.store, $scope, job_id).await

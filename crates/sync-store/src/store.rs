@@ -467,7 +467,8 @@ pub(crate) fn col<'a, T: postgres_types::FromSql<'a>>(
             .get(idx)
             .map(|c| c.name().to_owned())
             .unwrap_or_else(|| idx.to_string());
-        Error::decode(operation, &name, e)
+        // the driver's message says only "error deserializing column N": keep the cause
+        Error::decode(operation, &name, crate::error::source_chain(&e))
     })
 }
 
