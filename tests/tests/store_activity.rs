@@ -444,7 +444,11 @@ async fn unknown_label_from_the_database_degrades_only_its_row() {
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, i64>(0), 3, "record_merge, record_create, the bulk one");
+    assert_eq!(
+        row.get::<_, i64>(0),
+        3,
+        "record_merge, record_create, the bulk one"
+    );
 }
 
 #[test]
