@@ -8,7 +8,9 @@
 --   * Partition bounds are UTC months.
 --   * Counts are non-negative; processed_count + failed_count never exceeds
 --     total_items; total_items NULL means "not known yet" (no ETA, no completion).
---   * A cache_key is namespaced by its org: it must start with '<org_id>:'.
+--   * cache_key is globally UNIQUE, as the spec says, and otherwise free: any
+--     writer may store any key. sync-store namespaces the keys it writes as
+--     '<org_id>:<key>'; other writers share the one global key space.
 --   * The explicit outcome of a failed or cancelled sync is kept in
 --     sync_progress.metadata under the reserved key "_sync_outcome"
 --     ({"status": "failed"|"cancelled", "error_message": "..."}); the table has
@@ -80,8 +82,6 @@ CREATE TABLE sync_preview_cache (
         REFERENCES organization (id) ON DELETE CASCADE,
     CONSTRAINT sync_preview_cache_computed_by_fkey FOREIGN KEY (computed_by)
         REFERENCES auth.users_extended (id) ON DELETE SET NULL,
-    CONSTRAINT sync_preview_cache_cache_key_org_prefix
-        CHECK (starts_with(cache_key, org_id::text || ':')),
     CONSTRAINT sync_preview_cache_expires_after_computed
         CHECK (expires_at > computed_at)
 );
@@ -89,7 +89,7 @@ CREATE TABLE sync_preview_cache (
 COMMENT ON TABLE sync_preview_cache IS
     'Computed delta snapshots of a sync, cached with a TTL (default 1 hour).';
 COMMENT ON COLUMN sync_preview_cache.cache_key IS
-    'Globally unique; always ''<org_id>:<key>'' so tenants can never collide.';
+    'Globally unique. sync-store writes ''<org_id>:<key>''; other writers may use plain keys.';
 
 -- "Get cached delta snapshot" by sync id, newest first.
 CREATE INDEX sync_preview_cache_org_sync_idx

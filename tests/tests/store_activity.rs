@@ -359,7 +359,7 @@ async fn pagination_is_stable_with_equal_timestamps() {
 }
 
 #[tokio::test]
-async fn unknown_label_from_the_database_is_a_typed_error() {
+async fn unknown_label_from_the_database_degrades_only_its_row() {
     let f = Fixture::new().await;
     let svc = f.store.service();
     f.admin
@@ -373,22 +373,45 @@ async fn unknown_label_from_the_database_is_a_typed_error() {
         )
         .await
         .unwrap();
-    let err = svc
+    // A listing skips the row it cannot decode (reported as a WARN event)
+    // and returns the others; a single-row read names the label.
+    svc.append_activity(
+        f.org_a,
+        &entry(SyncAction::RecordCreate, SyncStatus::Completed),
+    )
+    .await
+    .unwrap();
+    let page = svc
         .list_activity(f.org_a, &ActivityFilter::default(), None, 10)
         .await
-        .unwrap_err();
+        .unwrap();
+    assert_eq!(page.entries.len(), 1, "{page:?}");
+    assert_eq!(page.entries[0].action, SyncAction::RecordCreate);
+    f.admin
+        .batch_execute("ALTER TYPE sync_entity_type ADD VALUE 'warehouse'")
+        .await
+        .unwrap();
+    f.admin
+        .execute(
+            "INSERT INTO sync_progress (org_id, sync_id, entity_type) VALUES ($1, 'w', 'warehouse')",
+            &[&f.org_a],
+        )
+        .await
+        .unwrap();
+    assert!(svc.list_active_syncs(f.org_a).await.unwrap().is_empty());
+    let err = svc.get_sync(f.org_a, "w").await.unwrap_err();
     match &err {
         Error::UnknownLabel {
             type_name, label, ..
         } => {
             assert_eq!(
                 (*type_name, label.as_str()),
-                ("sync_action", "record_merge")
+                ("sync_entity_type", "warehouse")
             );
         }
         other => panic!("expected UnknownLabel, got {other}"),
     }
-    assert!(err.to_string().contains("record_merge"));
+    assert!(err.to_string().contains("warehouse"));
     // The bulk path still works with the extra label in the database.
     let n = svc
         .append_activity_many(
@@ -421,7 +444,11 @@ async fn unknown_label_from_the_database_is_a_typed_error() {
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, i64>(0), 2);
+    assert_eq!(
+        row.get::<_, i64>(0),
+        3,
+        "record_merge, record_create, the bulk one"
+    );
 }
 
 #[test]

@@ -14,7 +14,10 @@ use crate::cursor::ActivityCursor;
 use crate::enums::{parse_label, SyncAction, SyncEntityType, SyncStatus};
 use crate::error::{Error, Result};
 use crate::sql::ScopedSql;
-use crate::store::{col, ConnGuard, Param, Scope, ServiceScope, StatementMode, Store, TenantScope};
+use crate::store::{
+    col, decode_listing, name_row, ConnGuard, Param, Scope, ServiceScope, StatementMode, Store,
+    TenantScope,
+};
 use crate::trace::{op_span, traced};
 use crate::validate;
 
@@ -82,7 +85,12 @@ fn list_query<'a>(
 const COPY: &str = "COPY sync_activity_log (org_id, sync_id, entity_type, action, status, \
      record_count, duration_seconds, error_message, user_id, created_at) FROM STDIN (FORMAT binary)";
 
+/// Decodes one row; a value that does not decode is an error naming the row.
 fn entry(op: &'static str, row: &Row) -> Result<ActivityEntry> {
+    decode_entry(op, row).map_err(|e| name_row(e, row, 0, 2))
+}
+
+fn decode_entry(op: &'static str, row: &Row) -> Result<ActivityEntry> {
     Ok(ActivityEntry {
         id: col(op, row, 0)?,
         org_id: col(op, row, 1)?,
@@ -106,7 +114,7 @@ fn check(op: &'static str, e: &NewActivity, tenant_user: Option<Uuid>) -> Result
     }
     validate::non_negative(op, "record_count", e.record_count)?;
     if let Some(d) = e.duration_seconds {
-        validate::finite_non_negative(op, "duration_seconds", d)?;
+        validate::exact_decimal(op, "duration_seconds", d)?;
     }
     if let Some(m) = &e.error_message {
         validate::error_message(op, m)?;
@@ -124,17 +132,16 @@ fn check(op: &'static str, e: &NewActivity, tenant_user: Option<Uuid>) -> Result
     Ok(())
 }
 
+/// The stored `created_at` of an entry (see [`validate::timestamp`]).
+fn created_at(op: &'static str, e: &NewActivity) -> Result<Option<OffsetDateTime>> {
+    e.created_at
+        .map(|at| validate::timestamp(op, "created_at", at))
+        .transpose()
+}
+
 fn decimal(op: &'static str, v: Option<f64>) -> Result<Option<rust_decimal::Decimal>> {
-    v.map(|d| {
-        rust_decimal::Decimal::try_from(d).map_err(|e| {
-            Error::invalid(
-                op,
-                "duration_seconds",
-                format!("{d} is not representable: {e}"),
-            )
-        })
-    })
-    .transpose()
+    v.map(|d| validate::exact_decimal(op, "duration_seconds", d))
+        .transpose()
 }
 
 async fn append(
@@ -147,6 +154,7 @@ async fn append(
     traced(op_span(OP, scope, e.sync_id.as_deref()), async {
         check(OP, e, tenant_user)?;
         let duration = decimal(OP, e.duration_seconds)?;
+        let at = created_at(OP, e)?;
         let user = e.user_id.or(tenant_user);
         let entity = e.entity_type.map(SyncEntityType::as_str);
         let action = e.action.as_str();
@@ -165,13 +173,48 @@ async fn append(
                     (&duration, Type::NUMERIC),
                     (&e.error_message, Type::TEXT),
                     (&user, Type::UUID),
-                    (&e.created_at, Type::TIMESTAMPTZ),
+                    (&at, Type::TIMESTAMPTZ),
                 ],
             )
             .await?;
         entry(OP, &row)
     })
     .await
+}
+
+/// The cursor after a listed row, read from its key columns even when the
+/// row itself does not decode. A `created_at` later than any `OffsetDateTime`
+/// (a row written outside the store) gives the latest representable instant,
+/// so the next page starts after every such row (none of which decodes);
+/// one earlier than any gives `None` (no decodable row can follow).
+fn raw_cursor(row: &Row) -> Option<ActivityCursor> {
+    let id: Uuid = row.try_get(0).ok()?;
+    if let Ok(created_at) = row.try_get::<_, OffsetDateTime>(10) {
+        return Some(ActivityCursor { created_at, id });
+    }
+    let RawMicros(micros) = row.try_get(10).ok()?;
+    (micros > 0).then(|| ActivityCursor {
+        created_at: time::macros::datetime!(9999-12-31 23:59:59.999999 UTC),
+        id: Uuid::from_u128(u128::MAX),
+    })
+}
+
+/// A `timestamptz` as its raw microseconds since 2000-01-01 (any value,
+/// including `±infinity`).
+struct RawMicros(i64);
+
+impl<'a> postgres_types::FromSql<'a> for RawMicros {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<RawMicros, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes: [u8; 8] = raw.try_into()?;
+        Ok(RawMicros(i64::from_be_bytes(bytes)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMPTZ
+    }
 }
 
 async fn list(
@@ -186,6 +229,23 @@ async fn list(
         validate::page_size(OP, limit)?;
         if let Some(s) = &filter.sync_id {
             validate::id(OP, "sync_id", s)?;
+        }
+        // Any offset is accepted here; only what the driver would panic on
+        // (no UTC equivalent) is refused.
+        for (field, t) in [
+            ("since", filter.since),
+            ("until", filter.until),
+            ("after", after.map(|c| c.created_at)),
+        ] {
+            if let Some(t) = t {
+                if t.checked_to_offset(time::UtcOffset::UTC).is_none() {
+                    return Err(Error::invalid(
+                        OP,
+                        field,
+                        format!("{t} has no UTC equivalent"),
+                    ));
+                }
+            }
         }
         let entity = filter.entity_type.map(SyncEntityType::as_str);
         let action = filter.action.map(SyncAction::as_str);
@@ -229,13 +289,12 @@ async fn list(
         );
         let rows = store.rows(scope, OP, &sql, &params).await?;
         let more = rows.len() > limit as usize;
-        let entries = rows
-            .iter()
-            .take(limit as usize)
-            .map(|r| entry(OP, r))
-            .collect::<Result<Vec<_>>>()?;
+        let page = &rows[..rows.len().min(limit as usize)];
+        // A row that does not decode is skipped (see `decode_listing`); the
+        // cursor still continues after the page's last row when its key decodes.
+        let entries = decode_listing(OP, page, 0, 2, entry);
         let next = if more {
-            entries.last().map(ActivityEntry::cursor)
+            page.last().and_then(raw_cursor)
         } else {
             None
         };
@@ -256,9 +315,11 @@ async fn append_many(store: &Store, org: Uuid, entries: &[NewActivity]) -> Resul
             return Ok(0);
         }
         let mut durations = Vec::with_capacity(entries.len());
+        let mut times = Vec::with_capacity(entries.len());
         for e in entries {
             check(OP, e, None)?;
             durations.push(decimal(OP, e.duration_seconds)?);
+            times.push(created_at(OP, e)?);
         }
         let obj = store.pool().get().await.map_err(|e| Error::pool(OP, e))?;
         let mut guard = ConnGuard::new(obj);
@@ -296,11 +357,11 @@ async fn append_many(store: &Store, org: Uuid, entries: &[NewActivity]) -> Resul
                 Type::TIMESTAMPTZ,
             ];
             let mut writer = pin!(BinaryCopyInWriter::new(sink, &column_types));
-            for (e, duration) in entries.iter().zip(&durations) {
+            for ((e, duration), at) in entries.iter().zip(&durations).zip(&times) {
                 let entity = e.entity_type.map(|t| Label(t.as_str()));
                 let action = Label(e.action.as_str());
                 let status = Label(e.status.as_str());
-                let at = e.created_at.unwrap_or(now);
+                let at = at.unwrap_or(now);
                 writer
                     .as_mut()
                     .write(&[
@@ -332,8 +393,13 @@ impl ServiceScope {
     /// Appends one entry for `org` and returns it.
     ///
     /// SQL: `INSERT INTO sync_activity_log (…) VALUES (…) RETURNING …`; the row
-    /// lands in the partition of its `created_at`. Errors: [`Error::InvalidInput`]
-    /// (bad input, unknown org or user; nothing written).
+    /// lands in the partition of its `created_at` (floored to whole microseconds).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`], nothing written: bad input (see the crate docs,
+    /// "Accepted means readable": `created_at` within
+    /// [`validate::MIN_TIMESTAMP`]..[`validate::MAX_TIMESTAMP`] and in a partition,
+    /// `duration_seconds` stored exactly), unknown org or user.
     pub async fn append_activity(&self, org: Uuid, entry: &NewActivity) -> Result<ActivityEntry> {
         append(&self.store, Scope::Service(Some(org)), entry, None).await
     }
@@ -347,6 +413,9 @@ impl ServiceScope {
     /// record_count, duration_seconds, error_message, user_id, created_at) FROM
     /// STDIN (FORMAT binary)`; enum OIDs are read once per [`crate::Store`] from
     /// `pg_type` / `pg_enum`.
+    ///
+    /// # Errors
+    /// As [`Self::append_activity`], for the first bad entry; nothing written.
     pub async fn append_activity_many(&self, org: Uuid, entries: &[NewActivity]) -> Result<u64> {
         append_many(&self.store, org, entries).await
     }
@@ -362,6 +431,14 @@ impl ServiceScope {
     /// (with [`StatementMode::CachedPerConnection`]: the page-size bucket + 1, the
     /// rows beyond `limit + 1` dropped). Served by index
     /// `sync_activity_log_org_created_idx`.
+    ///
+    /// A row that does not decode (written outside the store) is skipped and
+    /// reported as a WARN event (see the crate docs); the page then holds fewer
+    /// entries, and `next` still continues after it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad limit or `sync_id`, or a time bound
+    /// with no UTC equivalent.
     pub async fn list_activity(
         &self,
         org: Uuid,

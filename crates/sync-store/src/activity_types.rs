@@ -58,13 +58,16 @@ pub struct NewActivity {
     pub status: SyncStatus,
     /// Records concerned (`>= 0`).
     pub record_count: i32,
-    /// Duration in seconds (finite, `>= 0`).
+    /// Duration in seconds (finite, `0..=`[`crate::validate::MAX_DURATION_SECONDS`], at most
+    /// 28 decimal places in its shortest form; stored exactly).
     pub duration_seconds: Option<f64>,
     /// Error text (at most [`crate::validate::MAX_ERROR_MESSAGE_BYTES`]).
     pub error_message: Option<String>,
     /// Acting user; in tenant scope it must be the tenant user or `None` (= the user).
     pub user_id: Option<Uuid>,
     /// When; `None` = the server's `now()` (transaction time). Must be `None` in tenant scope.
+    /// Within [`crate::validate::MIN_TIMESTAMP`]..[`crate::validate::MAX_TIMESTAMP`] in UTC;
+    /// stored floored to whole microseconds.
     pub created_at: Option<OffsetDateTime>,
 }
 

@@ -10,6 +10,10 @@ use uuid::Uuid;
 /// `(created_at, id)` in newest-first order. Stable across pages even when many
 /// entries share one `created_at`. Renders as an opaque token
 /// (`<unix microseconds>.<id>`) for APIs, parsed back with [`FromStr`].
+///
+/// `from_str(&c.to_string()) == Ok(c)` for every cursor whose `created_at` is
+/// in UTC with whole microseconds (as read from the database); parsing any
+/// other string returns [`BadCursor`] and never panics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ActivityCursor {
     /// `created_at` of the last entry of the previous page.
@@ -35,14 +39,25 @@ impl fmt::Display for ActivityCursor {
 
 impl FromStr for ActivityCursor {
     type Err = BadCursor;
+
+    /// Parses `<unix microseconds>.<uuid>`.
+    ///
+    /// # Errors
+    /// [`BadCursor`] for anything else, including microseconds outside an
+    /// `i64` or outside what `OffsetDateTime` holds.
+    ///
+    /// # Panics
+    /// Never (all arithmetic is checked).
     fn from_str(s: &str) -> Result<Self, BadCursor> {
         let bad = || BadCursor {
             token: s.to_owned(),
         };
         let (micros, id) = s.split_once('.').ok_or_else(bad)?;
-        let micros: i128 = micros.parse().map_err(|_| bad())?;
-        let created_at =
-            OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| bad())?;
+        // i64 microseconds cover every timestamp `time` can hold (and far more);
+        // the multiplication is checked, so no token can wrap or panic.
+        let micros: i64 = micros.parse().map_err(|_| bad())?;
+        let nanos = i128::from(micros).checked_mul(1000).ok_or_else(bad)?;
+        let created_at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| bad())?;
         let id = Uuid::try_parse(id).map_err(|_| bad())?;
         Ok(ActivityCursor { created_at, id })
     }

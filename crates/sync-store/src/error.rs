@@ -231,7 +231,7 @@ impl Error {
                 server: Some(server),
             },
             "23514" | "23503" | "23502" | "22P02" | "22001" | "22003" | "22021" | "22007"
-            | "22008" | "22023" | "22P05" | "2202E" => Error::InvalidInput {
+            | "22008" | "22023" | "22P05" | "2202E" | "54000" | "54001" => Error::InvalidInput {
                 operation,
                 field: server
                     .constraint

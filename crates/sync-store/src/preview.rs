@@ -15,10 +15,16 @@ use crate::validate;
 macro_rules! cache_cols {
     () => {
         "c.id, c.org_id, c.sync_type::text, c.sync_id, c.delta_json, c.computed_at, c.expires_at, \
-         c.computed_by, substr(c.cache_key, length(c.org_id::text) + 2), c.created_at, c.updated_at"
+         c.computed_by, \
+         CASE WHEN starts_with(c.cache_key, c.org_id::text || ':') \
+              THEN substr(c.cache_key, length(c.org_id::text) + 2) ELSE c.cache_key END, \
+         c.created_at, c.updated_at"
     };
 }
 
+// The key is stored as '<org>:<key>'. `WHERE c.org_id = EXCLUDED.org_id`: a row
+// with that exact key written outside the store for another org is never
+// overwritten (no row comes back: `put` reports a conflict without saying whose).
 // expires_at NULL lets the BEFORE INSERT trigger apply the 1-hour default;
 // EXCLUDED carries the trigger's value into the update branch.
 static PUT: ScopedSql = ScopedSql::new(concat!(
@@ -31,6 +37,7 @@ static PUT: ScopedSql = ScopedSql::new(concat!(
        sync_id = EXCLUDED.sync_id, delta_json = EXCLUDED.delta_json, \
        computed_at = EXCLUDED.computed_at, expires_at = EXCLUDED.expires_at, \
        computed_by = EXCLUDED.computed_by \
+     WHERE c.org_id = EXCLUDED.org_id \
      RETURNING ",
     cache_cols!()
 ));
@@ -39,7 +46,9 @@ static GET_BY_KEY: ScopedSql = ScopedSql::new(concat!(
     "SELECT ",
     cache_cols!(),
     " FROM sync_preview_cache c \
-      WHERE c.cache_key = ({org})::text || ':' || $2 AND c.expires_at > now()"
+      WHERE c.org_id = {org} AND c.cache_key IN (({org})::text || ':' || $2, $2) \
+        AND c.expires_at > now() \
+      ORDER BY c.cache_key = ({org})::text || ':' || $2 DESC LIMIT 1"
 ));
 
 static GET_BY_SYNC: ScopedSql = ScopedSql::new(concat!(
@@ -52,7 +61,8 @@ static GET_BY_SYNC: ScopedSql = ScopedSql::new(concat!(
 
 static INVALIDATE_KEY: ScopedSql = ScopedSql::new(
     "WITH d AS (DELETE FROM sync_preview_cache \
-                WHERE cache_key = ({org})::text || ':' || $2 RETURNING 1) \
+                WHERE org_id = {org} \
+                  AND cache_key IN (({org})::text || ':' || $2, $2) RETURNING 1) \
      SELECT count(*) FROM d HAVING {has_org}",
 );
 
@@ -65,7 +75,14 @@ static INVALIDATE_SYNC: ScopedSql = ScopedSql::new(
 static CLEANUP: ScopedSql =
     ScopedSql::new("SELECT deleted_count FROM auto_cleanup_preview_cache() WHERE {has_org}");
 
+/// Decodes one row; a value that does not decode (a row written outside the
+/// store: JSON nested too deep, a year past 9999, an unknown label) is an error
+/// naming that row's id and sync_id.
 fn entry(op: &'static str, row: &Row) -> Result<PreviewEntry> {
+    decode_entry(op, row).map_err(|e| crate::store::name_row(e, row, 0, 3))
+}
+
+fn decode_entry(op: &'static str, row: &Row) -> Result<PreviewEntry> {
     Ok(PreviewEntry {
         id: col(op, row, 0)?,
         org_id: col(op, row, 1)?,
@@ -106,16 +123,20 @@ async fn put(
     traced(op_span(OP, scope, Some(&input.sync_id)), async {
         validate::id(OP, "sync_id", &input.sync_id)?;
         validate::cache_key(OP, &input.cache_key)?;
-        validate::json_size_at_most(
+        validate::json(
             OP,
             "delta_json",
             &input.delta_json,
             validate::MAX_DELTA_JSON_BYTES,
         )?;
+        let computed_at = input
+            .computed_at
+            .map(|at| validate::timestamp(OP, "computed_at", at))
+            .transpose()?;
         let ttl = ttl_micros(OP, input.ttl)?;
         let sync_type = input.sync_type.as_str();
         let row = store
-            .one_row(
+            .opt_row(
                 scope,
                 OP,
                 &PUT,
@@ -126,11 +147,26 @@ async fn put(
                     (&ttl, Type::INT8),
                     (&computed_by, Type::UUID),
                     (&input.cache_key, Type::TEXT),
-                    (&input.computed_at, Type::TIMESTAMPTZ),
+                    (&computed_at, Type::TIMESTAMPTZ),
                 ],
             )
             .await?;
-        entry(OP, &row)
+        match row {
+            Some(row) => entry(OP, &row),
+            None => Err(Error::Conflict {
+                operation: OP,
+                server: Box::new(crate::error::ServerError {
+                    code: "23505".to_owned(),
+                    message: "the stored key of this cache_key is held by a row of another \
+                              org (written outside sync-store)"
+                        .to_owned(),
+                    detail: None,
+                    hint: None,
+                    constraint: Some("sync_preview_cache_cache_key_key".to_owned()),
+                    column: None,
+                }),
+            }),
+        }
     })
     .await
 }
@@ -138,7 +174,7 @@ async fn put(
 async fn get_by_key(store: &Store, scope: Scope, key: &str) -> Result<Option<PreviewEntry>> {
     const OP: &str = "get_preview_by_key";
     traced(op_span(OP, scope, None), async {
-        validate::cache_key(OP, key)?;
+        validate::stored_cache_key(OP, key)?;
         let row = store
             .opt_row(scope, OP, &GET_BY_KEY, &[(&key, Type::TEXT)])
             .await?;
@@ -191,8 +227,17 @@ impl ServiceScope {
     /// `sync_preview_cache_defaults`) when `ttl` is `None`.
     ///
     /// SQL: `INSERT INTO sync_preview_cache … ON CONFLICT (cache_key) DO UPDATE`
-    /// with `cache_key = '<org>:' || key`. Errors: [`Error::InvalidInput`] (empty
-    /// or too long ids/keys, oversized delta, bad TTL, unknown org / user).
+    /// with `cache_key = '<org>:' || key`; the conflicting row is updated only
+    /// when it belongs to `org`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`], nothing written: empty or too long ids/keys;
+    /// `delta_json` over [`validate::MAX_DELTA_JSON_BYTES`], nested deeper than
+    /// [`validate::MAX_JSON_DEPTH`] or holding a NUL; `computed_at` outside
+    /// [`validate::MIN_TIMESTAMP`]..[`validate::MAX_TIMESTAMP`]; a bad TTL; an
+    /// unknown org or user. [`Error::Conflict`] when the stored key is held by a
+    /// row of another org written outside the store (that row is left unchanged).
+    /// [`Error::Unavailable`] and the other variants as for any call.
     pub async fn put_preview(&self, org: Uuid, input: &PutPreview) -> Result<PreviewEntry> {
         put(
             &self.store,
@@ -205,8 +250,15 @@ impl ServiceScope {
 
     /// The unexpired preview of `org` stored under the caller's `key`.
     ///
-    /// SQL: `… WHERE cache_key = '<org>:' || $key AND expires_at > now()` (an
-    /// expired row is never returned, even before cleanup).
+    /// SQL: `… WHERE org_id = $1 AND cache_key IN ('<org>:' || $key, $key) AND
+    /// expires_at > now()`, the namespaced key first (an expired row is never
+    /// returned, even before cleanup). A row written by plain SQL under the plain
+    /// key is found too; `cache_key` shows the key as the caller wrote it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty key or one over 255 characters;
+    /// [`Error::Decode`] naming the row when the stored row does not decode (written
+    /// outside the store, see the crate docs).
     pub async fn get_preview_by_key(&self, org: Uuid, key: &str) -> Result<Option<PreviewEntry>> {
         get_by_key(&self.store, Scope::Service(Some(org)), key).await
     }
@@ -215,6 +267,10 @@ impl ServiceScope {
     ///
     /// SQL: `… WHERE org_id = $1 AND sync_id = $2 AND expires_at > now() ORDER BY
     /// computed_at DESC LIMIT 1` (index `sync_preview_cache_org_sync_idx`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad `sync_id`; [`Error::Decode`] naming the
+    /// row when the newest row does not decode (written outside the store).
     pub async fn get_preview_by_sync_id(
         &self,
         org: Uuid,
@@ -225,9 +281,13 @@ impl ServiceScope {
 
     /// Drops the preview of `org` under `key` (expired or not); `true` when one was deleted.
     ///
-    /// SQL: `DELETE FROM sync_preview_cache WHERE cache_key = '<org>:' || $key`.
+    /// SQL: `DELETE FROM sync_preview_cache WHERE org_id = $1 AND cache_key IN
+    /// ('<org>:' || $key, $key)` (the store's key and a plain-SQL row's key).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty key or one over 255 characters.
     pub async fn invalidate_preview(&self, org: Uuid, key: &str) -> Result<bool> {
-        validate::cache_key("invalidate_preview", key)?;
+        validate::stored_cache_key("invalidate_preview", key)?;
         let n = count(
             &self.store,
             Scope::Service(Some(org)),
@@ -294,7 +354,7 @@ impl TenantScope {
 
     /// [`ServiceScope::invalidate_preview`] for the user's org.
     pub async fn invalidate_preview(&self, key: &str) -> Result<bool> {
-        validate::cache_key("invalidate_preview", key)?;
+        validate::stored_cache_key("invalidate_preview", key)?;
         let n = count(
             &self.store,
             Scope::Tenant(self.user_id),

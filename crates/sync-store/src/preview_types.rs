@@ -6,7 +6,8 @@ use uuid::Uuid;
 use crate::enums::SyncType;
 
 /// A cached preview (`sync_preview_cache` row). `cache_key` is the caller's key,
-/// without the `<org_id>:` prefix it is stored with.
+/// without the `<org_id>:` prefix it is stored with (a row written by plain SQL
+/// under a plain key shows that key as written).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct PreviewEntry {
@@ -48,9 +49,12 @@ pub struct PutPreview {
     /// The caller's key (1..=[`crate::validate::MAX_CACHE_KEY_CHARS`] characters); stored
     /// as `<org_id>:<key>`, never visible to or collidable by other orgs.
     pub cache_key: String,
-    /// The delta (at most [`crate::validate::MAX_DELTA_JSON_BYTES`] serialized).
+    /// The delta (at most [`crate::validate::MAX_DELTA_JSON_BYTES`] serialized, nested at
+    /// most [`crate::validate::MAX_JSON_DEPTH`], no NUL in strings or keys).
     pub delta_json: serde_json::Value,
-    /// When it was computed; `None` = the server's `now()`.
+    /// When it was computed; `None` = the server's `now()`. Within
+    /// [`crate::validate::MIN_TIMESTAMP`]..[`crate::validate::MAX_TIMESTAMP`] in UTC;
+    /// stored floored to whole microseconds.
     pub computed_at: Option<OffsetDateTime>,
     /// Time to live from `computed_at` (positive, at most
     /// [`crate::validate::MAX_PREVIEW_TTL`]); `None` = the database default of 1 hour.

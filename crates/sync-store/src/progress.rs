@@ -8,7 +8,7 @@ use crate::enums::parse_label;
 use crate::error::{Error, Result};
 use crate::progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress};
 use crate::sql::ScopedSql;
-use crate::store::{col, Scope, ServiceScope, Store, TenantScope};
+use crate::store::{col, decode_listing, name_row, Scope, ServiceScope, Store, TenantScope};
 use crate::trace::{op_span, traced};
 use crate::validate;
 
@@ -91,7 +91,13 @@ static BY_JOB: ScopedSql = ScopedSql::new(concat!(
     " FROM sync_progress WHERE org_id = {org} AND job_id = $2 ORDER BY started_at DESC, id DESC"
 ));
 
+/// Decodes one row; a value that does not decode (a row written outside the
+/// store) is an error naming that row's id and sync_id.
 fn progress(op: &'static str, row: &Row) -> Result<SyncProgress> {
+    decode_progress(op, row).map_err(|e| name_row(e, row, 0, 2))
+}
+
+fn decode_progress(op: &'static str, row: &Row) -> Result<SyncProgress> {
     Ok(SyncProgress {
         id: col(op, row, 0)?,
         org_id: col(op, row, 1)?,
@@ -313,7 +319,7 @@ async fn active(store: &Store, scope: Scope) -> Result<Vec<SyncProgress>> {
     const OP: &str = "list_active_syncs";
     traced(op_span(OP, scope, None), async {
         let rows = store.rows(scope, OP, &ACTIVE, &[]).await?;
-        rows.iter().map(|r| progress(OP, r)).collect()
+        Ok(decode_listing(OP, &rows, 0, 2, progress))
     })
     .await
 }
@@ -326,7 +332,7 @@ async fn recent(store: &Store, scope: Scope, limit: u32) -> Result<Vec<SyncProgr
         let rows = store
             .rows(scope, OP, &RECENT, &[(&limit, Type::INT8)])
             .await?;
-        rows.iter().map(|r| progress(OP, r)).collect()
+        Ok(decode_listing(OP, &rows, 0, 2, progress))
     })
     .await
 }
@@ -338,7 +344,7 @@ async fn by_job(store: &Store, scope: Scope, job_id: &str) -> Result<Vec<SyncPro
         let rows = store
             .rows(scope, OP, &BY_JOB, &[(&job_id, Type::VARCHAR)])
             .await?;
-        rows.iter().map(|r| progress(OP, r)).collect()
+        Ok(decode_listing(OP, &rows, 0, 2, progress))
     })
     .await
 }
@@ -418,6 +424,10 @@ macro_rules! progress_api {
             /// spec's "Get Sync Progress"), or `None`.
             ///
             /// SQL: `SELECT … FROM sync_progress WHERE org_id = … AND sync_id = $2`.
+            ///
+            /// # Errors
+            /// [`Error::InvalidInput`] for a bad `sync_id`; [`Error::Decode`] naming
+            /// the row when it does not decode (written outside the store).
             #[doc = $doc_scope]
             pub async fn get_sync(&$s, $($org: $org_ty,)? sync_id: &str) -> Result<Option<SyncProgress>> {
                 get(&$s.store, $scope, sync_id).await
@@ -427,6 +437,11 @@ macro_rules! progress_api {
             ///
             /// SQL: `… WHERE org_id = … AND completed_at IS NULL ORDER BY updated_at DESC`
             /// (partial index `sync_progress_active_idx`).
+            /// A row that does not decode (written outside the store) is skipped
+            /// and reported as a WARN event (see the crate docs).
+            ///
+            /// # Errors
+            /// Only the call's own failures ([`Error::Unavailable`], …), never one row's.
             #[doc = $doc_scope]
             pub async fn list_active_syncs(&$s $(, $org: $org_ty)?) -> Result<Vec<SyncProgress>> {
                 active(&$s.store, $scope).await
@@ -435,7 +450,11 @@ macro_rules! progress_api {
             /// The `limit` (1..=1000) most recently started syncs, finished or not.
             ///
             /// SQL: `… WHERE org_id = … ORDER BY started_at DESC, id DESC LIMIT $2`
-            /// (index `sync_progress_org_started_idx`).
+            /// (index `sync_progress_org_started_idx`). Undecodable rows are
+            /// skipped and reported, as in `list_active_syncs`.
+            ///
+            /// # Errors
+            /// [`Error::InvalidInput`] for a limit outside 1..=1000.
             #[doc = $doc_scope]
             pub async fn list_recent_syncs(&$s, $($org: $org_ty,)? limit: u32) -> Result<Vec<SyncProgress>> {
                 recent(&$s.store, $scope, limit).await
@@ -445,7 +464,11 @@ macro_rules! progress_api {
             /// query by `job_id`).
             ///
             /// SQL: `… WHERE org_id = … AND job_id = $2 ORDER BY started_at DESC`
-            /// (index `sync_progress_org_job_idx`).
+            /// (index `sync_progress_org_job_idx`). Undecodable rows are
+            /// skipped and reported, as in `list_active_syncs`.
+            ///
+            /// # Errors
+            /// [`Error::InvalidInput`] for a bad `job_id`.
             #[doc = $doc_scope]
             pub async fn find_syncs_by_job(&$s, $($org: $org_ty,)? job_id: &str) -> Result<Vec<SyncProgress>> {
                 by_job(&$s.store, $scope, job_id).await

@@ -106,7 +106,8 @@ pub struct StartSync {
     pub source_system: Option<String>,
     /// Worker job id (at most 255 characters).
     pub job_id: Option<String>,
-    /// A JSON object (at most [`crate::validate::MAX_METADATA_BYTES`]); `_sync_outcome` is refused.
+    /// A JSON object (at most [`crate::validate::MAX_METADATA_BYTES`], nested at most
+    /// [`crate::validate::MAX_JSON_DEPTH`], no NUL in strings or keys); `_sync_outcome` is refused.
     pub metadata: Option<serde_json::Value>,
     /// Who started it; in tenant scope `None` or the tenant user (`None` = the user).
     pub initiated_by: Option<Uuid>,

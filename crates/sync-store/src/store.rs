@@ -467,6 +467,65 @@ pub(crate) fn col<'a, T: postgres_types::FromSql<'a>>(
             .get(idx)
             .map(|c| c.name().to_owned())
             .unwrap_or_else(|| idx.to_string());
-        Error::decode(operation, &name, e)
+        // the driver's message says only "error deserializing column N": keep the cause
+        Error::decode(operation, &name, crate::error::source_chain(&e))
     })
+}
+
+/// Adds "which row" to a decoding error of a row written outside the store
+/// (its `id` at `id_idx`, its `sync_id` at `sync_idx`), so one bad row is
+/// named and can be found and repaired. Other errors pass through.
+pub(crate) fn name_row(err: Error, row: &Row, id_idx: usize, sync_idx: usize) -> Error {
+    match err {
+        Error::Decode {
+            operation,
+            column,
+            reason,
+        } => Error::Decode {
+            operation,
+            column,
+            reason: format!("{reason} (in {})", row_name(row, id_idx, sync_idx)),
+        },
+        other => other,
+    }
+}
+
+/// `row id=<uuid> sync_id="<sync_id>"`, with what of them decodes.
+pub(crate) fn row_name(row: &Row, id_idx: usize, sync_idx: usize) -> String {
+    let id = row
+        .try_get::<_, Uuid>(id_idx)
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| "?".to_owned());
+    match row.try_get::<_, Option<String>>(sync_idx) {
+        Ok(Some(s)) => format!("row id={id} sync_id={s:?}"),
+        _ => format!("row id={id}"),
+    }
+}
+
+/// Decodes every row of a listing with `decode`; a row that does not decode
+/// (written outside the store) is skipped, with a WARN event (target
+/// `sync_store`) naming the operation, the row and the error, so one bad row
+/// never fails the whole listing.
+pub(crate) fn decode_listing<T>(
+    op: &'static str,
+    rows: &[Row],
+    id_idx: usize,
+    sync_idx: usize,
+    decode: impl Fn(&'static str, &Row) -> Result<T>,
+) -> Vec<T> {
+    rows.iter()
+        .filter_map(|row| match decode(op, row) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(
+                    target: "sync_store",
+                    operation = op,
+                    row = %row_name(row, id_idx, sync_idx),
+                    error = %e,
+                    "sync_store: skipped a row that does not decode (written outside sync-store?); repair or delete it"
+                );
+                None
+            }
+        })
+        .collect()
 }

@@ -22,6 +22,18 @@ pub const MAX_ERROR_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_PREVIEW_TTL: time::Duration = time::Duration::days(30);
 /// Largest page of [`crate::ActivityFilter`] listings and recent syncs.
 pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Deepest nesting of arrays / objects accepted in `delta_json` and `metadata`
+/// (`{}` is depth 1, `{"a": [1]}` depth 2). Reads decode JSON with serde_json,
+/// which refuses 128 levels; PostgreSQL's parser runs out of stack (54001) at a
+/// few thousand. 64 leaves room for the store's own wrapping (`_sync_outcome`).
+pub const MAX_JSON_DEPTH: usize = 64;
+/// Earliest timestamp a caller may write (`computed_at`, `created_at`):
+/// 0001-01-01T00:00:00Z.
+pub const MIN_TIMESTAMP: time::OffsetDateTime = time::macros::datetime!(0001-01-01 00:00 UTC);
+/// Latest timestamp a caller may write, exclusive: 9999-01-01T00:00:00Z. With the
+/// longest preview TTL (30 days) every timestamp the database derives from it
+/// (`expires_at`) still decodes as a `time::OffsetDateTime` (years up to 9999).
+pub const MAX_TIMESTAMP: time::OffsetDateTime = time::macros::datetime!(9999-01-01 00:00 UTC);
 /// Reserved key of `sync_progress.metadata`: the outcome of an explicit fail or
 /// cancel, written only by [`crate::ServiceScope::fail_sync`] and friends.
 pub const OUTCOME_KEY: &str = "_sync_outcome";
@@ -57,6 +69,15 @@ pub(crate) fn cache_key(op: &'static str, key: &str) -> Result<()> {
         return Err(Error::invalid(op, "cache_key", "is empty"));
     }
     text(op, "cache_key", key, MAX_CACHE_KEY_CHARS)
+}
+
+/// A key to look up or invalidate: the store's own keys (at most
+/// [`MAX_CACHE_KEY_CHARS`]) or a key written by plain SQL (at most 255).
+pub(crate) fn stored_cache_key(op: &'static str, key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid(op, "cache_key", "is empty"));
+    }
+    text(op, "cache_key", key, MAX_ID_CHARS)
 }
 
 pub(crate) fn non_negative(op: &'static str, field: &str, value: i32) -> Result<()> {
@@ -148,7 +169,116 @@ pub(crate) fn metadata(op: &'static str, value: &serde_json::Value) -> Result<()
             format!("key {OUTCOME_KEY:?} is reserved for fail_sync / cancel_sync"),
         ));
     }
-    json_size_at_most(op, "metadata", value, MAX_METADATA_BYTES)
+    json(op, "metadata", value, MAX_METADATA_BYTES)
+}
+
+/// A JSON document the store writes and reads back: nested at most
+/// [`MAX_JSON_DEPTH`] levels, no NUL character in a string or key (jsonb
+/// cannot hold `\u0000`), at most `max_bytes` serialized. The walk is
+/// iterative, so a hostile depth cannot overflow the stack here; depth is
+/// checked before anything serializes the value recursively.
+pub(crate) fn json(
+    op: &'static str,
+    field: &str,
+    value: &serde_json::Value,
+    max_bytes: usize,
+) -> Result<()> {
+    use serde_json::Value;
+    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
+    while let Some((v, depth)) = stack.pop() {
+        let inner = depth + 1;
+        match v {
+            Value::Array(items) => {
+                if inner > MAX_JSON_DEPTH {
+                    return Err(too_deep(op, field));
+                }
+                stack.extend(items.iter().map(|i| (i, inner)));
+            }
+            Value::Object(map) => {
+                if inner > MAX_JSON_DEPTH {
+                    return Err(too_deep(op, field));
+                }
+                for (k, item) in map {
+                    if k.contains('\0') {
+                        return Err(nul_in_json(op, field));
+                    }
+                    stack.push((item, inner));
+                }
+            }
+            Value::String(s) if s.contains('\0') => return Err(nul_in_json(op, field)),
+            _ => {}
+        }
+    }
+    json_size_at_most(op, field, value, max_bytes)
+}
+
+fn too_deep(op: &'static str, field: &str) -> Error {
+    Error::invalid(
+        op,
+        field,
+        format!("nests arrays/objects more than {MAX_JSON_DEPTH} levels deep"),
+    )
+}
+
+fn nul_in_json(op: &'static str, field: &str) -> Error {
+    Error::invalid(
+        op,
+        field,
+        "contains a NUL character (\\u0000) in a string or key, which jsonb cannot hold",
+    )
+}
+
+/// A caller's timestamp: in UTC it lies in [`MIN_TIMESTAMP`]..[`MAX_TIMESTAMP`]
+/// (checked without panicking for any offset). Returns what is stored: the
+/// instant in UTC, floored to whole microseconds (`timestamptz`'s precision;
+/// the driver alone would round towards 2000-01-01).
+pub(crate) fn timestamp(
+    op: &'static str,
+    field: &str,
+    t: time::OffsetDateTime,
+) -> Result<time::OffsetDateTime> {
+    let utc = t.checked_to_offset(time::UtcOffset::UTC);
+    match utc {
+        Some(u) if (MIN_TIMESTAMP..MAX_TIMESTAMP).contains(&u) => {
+            Ok(u - time::Duration::nanoseconds(i64::from(u.nanosecond() % 1000)))
+        }
+        _ => Err(Error::invalid(
+            op,
+            field,
+            format!("is {t}, must lie in [{MIN_TIMESTAMP}, {MAX_TIMESTAMP}) UTC"),
+        )),
+    }
+}
+
+/// Largest `duration_seconds` accepted (about 31.7 million years).
+pub const MAX_DURATION_SECONDS: f64 = 1e15;
+
+/// A non-negative finite `f64` as the exact decimal of its shortest
+/// round-trip form (Rust's `Display`), which PostgreSQL's `numeric::float8`
+/// reads back as the same `f64`. Refused when that form needs more than 28
+/// decimal places (e.g. `1e-30`), since a rounded value would come back changed.
+pub(crate) fn exact_decimal(
+    op: &'static str,
+    field: &str,
+    value: f64,
+) -> Result<rust_decimal::Decimal> {
+    finite_non_negative(op, field, value)?;
+    if value > MAX_DURATION_SECONDS {
+        return Err(Error::invalid(
+            op,
+            field,
+            format!("is {value}, at most {MAX_DURATION_SECONDS} allowed"),
+        ));
+    }
+    // -0.0 is stored as 0.
+    let value = if value == 0.0 { 0.0 } else { value };
+    rust_decimal::Decimal::from_str_exact(&value.to_string()).map_err(|e| {
+        Error::invalid(
+            op,
+            field,
+            format!("{value} is not stored exactly (at most 28 decimal places): {e}"),
+        )
+    })
 }
 
 pub(crate) fn page_size(op: &'static str, limit: u32) -> Result<()> {
