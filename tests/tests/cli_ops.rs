@@ -254,7 +254,10 @@ async fn stats_reports_the_monitoring_metrics_for_all_orgs_or_one() {
     assert!(text.status.success());
     let text = stdout(&text);
     assert!(text.contains("all orgs, all activity"), "{text}");
-    assert!(text.contains("spec success rate (completed / all entries)"), "{text}");
+    assert!(
+        text.contains("spec success rate (completed / all entries)"),
+        "{text}"
+    );
     assert!(text.contains("20.0 %"), "{text}");
 
     let bad = sync_migrate(&db, &["stats", "--since", "yesterday"]);

@@ -101,7 +101,11 @@ async fn spec_rates_and_outcome_breakdown_are_distinct_and_exact() {
     let all = store.service().metrics_all_orgs(None).await.unwrap();
     assert_eq!((all.activity_total, all.activity_errors), (21, 9));
     assert_eq!(
-        (all.outcomes.ended, all.outcomes.failed, all.outcomes.completed),
+        (
+            all.outcomes.ended,
+            all.outcomes.failed,
+            all.outcomes.completed
+        ),
         (11, 6, 2)
     );
     // A window after org A's day: only org B's rows.
@@ -133,7 +137,11 @@ async fn stats_prints_spec_rates_and_outcomes_with_their_definitions() {
     };
     let org = a.to_string();
     let out = run(&["stats", "--json", "--org", &org]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["success_rate"], 0.375);
     assert_eq!(j["error_rate"], 0.25);
@@ -168,13 +176,28 @@ async fn stats_prints_spec_rates_and_outcomes_with_their_definitions() {
             .unwrap_or_else(|| panic!("no line {label}: {text}"))
             .to_owned()
     };
-    assert!(line("activity: spec success rate").ends_with("37.5 % (6)"), "{text}");
-    assert!(line("activity: spec error rate").ends_with("25.0 % (4)"), "{text}");
+    assert!(
+        line("activity: spec success rate").ends_with("37.5 % (6)"),
+        "{text}"
+    );
+    assert!(
+        line("activity: spec error rate").ends_with("25.0 % (4)"),
+        "{text}"
+    );
     assert!(line("syncs ended").ends_with(" 6"), "{text}");
-    assert!(line("completed (sync success rate)").ends_with("33.3 % (2)"), "{text}");
-    assert!(line("completed_with_errors").ends_with("16.7 % (1)"), "{text}");
+    assert!(
+        line("completed (sync success rate)").ends_with("33.3 % (2)"),
+        "{text}"
+    );
+    assert!(
+        line("completed_with_errors").ends_with("16.7 % (1)"),
+        "{text}"
+    );
     assert!(line("failed").ends_with("16.7 % (1)"), "{text}");
     assert!(line("cancelled").ends_with("16.7 % (1)"), "{text}");
     assert!(line("other").ends_with("16.7 % (1)"), "{text}");
-    assert!(text.contains("Sync outcomes: only the entries that end a sync"), "{text}");
+    assert!(
+        text.contains("Sync outcomes: only the entries that end a sync"),
+        "{text}"
+    );
 }

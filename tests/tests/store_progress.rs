@@ -271,7 +271,12 @@ async fn tenant_progress_functions() {
     // sync is not complete (3 of 5).
     let p = ta.get_sync("s1").await.unwrap().unwrap();
     assert_eq!(
-        (p.total_items, p.processed_count, p.failed_count, p.completed_at),
+        (
+            p.total_items,
+            p.processed_count,
+            p.failed_count,
+            p.completed_at
+        ),
         (Some(5), 3, 0, None)
     );
     assert_eq!(ta.list_active_syncs().await.unwrap().len(), 1);
@@ -365,7 +370,11 @@ async fn concurrent_increments_lose_nothing() {
     // full cycles (333 × 6 = 1998) plus i = 999 → w % 3 + 1; over w = 0..8 the
     // tails are 1+2+3+1+2+3+1+2 = 15, so 8 × 1998 + 15 = 15999. Failed: one in
     // ten calls per worker, 8 × 100 = 800.
-    assert_eq!((processed, failed), (15_999, 800), "the workers sent what was planned");
+    assert_eq!(
+        (processed, failed),
+        (15_999, 800),
+        "the workers sent what was planned"
+    );
     let got = svc.get_sync(f.org_a, "hot").await.unwrap().unwrap();
     assert_eq!(
         (got.processed_count, got.failed_count),

@@ -313,7 +313,10 @@ async fn audit_trail_is_append_only_for_a_role_holding_all_privileges() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(weak, 0, "role {role} holds ALL, is not owner/superuser, RLS on");
+    assert_eq!(
+        weak, 0,
+        "role {role} holds ALL, is not owner/superuser, RLS on"
+    );
 
     let before = store_common::snapshot(&f.admin).await;
     let a_rows: i64 = f
@@ -350,7 +353,11 @@ async fn audit_trail_is_append_only_for_a_role_holding_all_privileges() {
             tries += 1;
             match raw.execute(&sql, &[]).await {
                 Ok(n) => assert_eq!(n, 0, "{sql} changed {n} row(s)"),
-                Err(e) => assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{sql}: {e}"),
+                Err(e) => assert_eq!(
+                    e.code(),
+                    Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+                    "{sql}: {e}"
+                ),
             }
         }
     }
@@ -407,7 +414,11 @@ async fn audit_trail_is_append_only_for_a_role_holding_all_privileges() {
             )
             .await
             .unwrap_err();
-        assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{rel}: {e}");
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{rel}: {e}"
+        );
     }
     let after: i64 = f
         .admin
@@ -469,7 +480,10 @@ async fn every_table_has_rls_and_the_log_no_open_write_policy() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(writable.is_empty(), "open write policies on the log: {writable:?}");
+    assert!(
+        writable.is_empty(),
+        "open write policies on the log: {writable:?}"
+    );
     let n_policies: i64 = f
         .admin
         .query_one(

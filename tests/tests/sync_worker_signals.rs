@@ -79,7 +79,10 @@ async fn interrupt_mid_run(db: &TestDb, signal: &str) -> (Option<i32>, String) {
         if let Some(status) = child.0.try_wait().unwrap() {
             panic!("the worker exited early: {status}");
         }
-        assert!(started.elapsed() < BOUND, "the worker never reported progress");
+        assert!(
+            started.elapsed() < BOUND,
+            "the worker never reported progress"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pid = child.0.id().to_string();
@@ -93,7 +96,10 @@ async fn interrupt_mid_run(db: &TestDb, signal: &str) -> (Option<i32>, String) {
         if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < BOUND, "the worker did not stop after {signal}");
+        assert!(
+            started.elapsed() < BOUND,
+            "the worker did not stop after {signal}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut stderr = String::new();
@@ -122,10 +128,16 @@ async fn assert_cancelled(db: &TestDb, signal: &str) {
         .unwrap();
     let sync_id: String = row.get(0);
     assert!(row.get::<_, bool>(1), "completed_at is set");
-    assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("cancelled"));
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("cancelled")
+    );
     let (handled, total): (i32, Option<i32>) = (row.get(3), row.get(4));
     assert_eq!(total, Some(1_000_000));
-    assert!(handled >= 3 && handled < 1_000_000, "stopped mid-run at {handled}");
+    assert!(
+        (3..1_000_000).contains(&handled),
+        "stopped mid-run at {handled}"
+    );
     let cancels: Vec<(String, Option<String>)> = c
         .query(
             "SELECT status::text, error_message FROM sync_activity_log \
@@ -140,7 +152,10 @@ async fn assert_cancelled(db: &TestDb, signal: &str) {
     assert_eq!(cancels.len(), 1, "{cancels:?}");
     assert_eq!(cancels[0].0, "cancelled");
     let msg = cancels[0].1.clone().unwrap_or_default();
-    assert!(msg.contains(&format!("interrupted by SIG{signal}")), "{msg}");
+    assert!(
+        msg.contains(&format!("interrupted by SIG{signal}")),
+        "{msg}"
+    );
     let open: i64 = c
         .query_one(
             "SELECT count(*) FROM sync_progress WHERE completed_at IS NULL",
@@ -183,7 +198,10 @@ fn bad_items_or_batch_is_a_usage_error() {
         let out = Command::new(sync_worker_bin())
             .args(&args)
             // Never reached: a usage error comes before any connection.
-            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none?connect_timeout=1")
+            .env(
+                "DATABASE_URL",
+                "postgres://nobody@127.0.0.1:1/none?connect_timeout=1",
+            )
             .output()
             .expect("run the sync_worker example");
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -188,7 +188,8 @@ async fn elapsed_freezes_at_completion_and_updated_at_moves() {
         .await
         .unwrap();
         let r = tx.query_one(read, &[&"past"]).await.unwrap();
-        let got: (i32, Option<String>, Option<i32>, bool) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let got: (i32, Option<String>, Option<i32>, bool) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
         assert_eq!(
             got,
             (600, Some("1.00".to_owned()), Some(0), true),
@@ -217,7 +218,10 @@ async fn elapsed_freezes_at_completion_and_updated_at_moves() {
         )
         .await
         .unwrap();
-    assert!(r.get::<_, bool>(0), "completed_at is the completing transaction's now()");
+    assert!(
+        r.get::<_, bool>(0),
+        "completed_at is the completing transaction's now()"
+    );
     assert!(r.get::<_, bool>(1), "elapsed measured to completed_at");
     let (elapsed, completed_at): (i32, time::OffsetDateTime) = (r.get(2), r.get(3));
     tx.commit().await.unwrap();

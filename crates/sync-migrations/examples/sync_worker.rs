@@ -378,7 +378,10 @@ async fn run(
     start.initiated_by = Some(user);
     // A signal that came during start-up: nothing is open yet.
     if let Some(sig) = *stop.borrow() {
-        eprintln!("sync_worker: stopped by {} before the sync started", sig.name());
+        eprintln!(
+            "sync_worker: stopped by {} before the sync started",
+            sig.name()
+        );
         return Ok(Outcome::Interrupted(sig));
     }
     svc.start_sync(org, &start).await?;
@@ -545,7 +548,10 @@ async fn cancel(
     done: u32,
     items: u32,
 ) -> Result<Outcome, AnyError> {
-    let reason = format!("interrupted by {} after {done} of {items} items", sig.name());
+    let reason = format!(
+        "interrupted by {} after {done} of {items} items",
+        sig.name()
+    );
     match svc.cancel_sync(org, sync_id, Some(&reason)).await {
         Ok(_) | Err(sync_store::Error::SyncFinished { .. }) => {
             eprintln!("sync_worker: sync {sync_id} cancelled ({reason})");

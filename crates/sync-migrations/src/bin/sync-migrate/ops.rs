@@ -200,7 +200,10 @@ fn stats_text(m: &SyncMetrics) -> String {
         ("syncs ended (sync_complete, sync_fail, sync_cancel)", {
             m.outcomes.ended.to_string()
         }),
-        ("  completed (sync success rate)", outcome(&m.outcomes, m.outcomes.completed)),
+        (
+            "  completed (sync success rate)",
+            outcome(&m.outcomes, m.outcomes.completed),
+        ),
         (
             "  completed_with_errors",
             outcome(&m.outcomes, m.outcomes.completed_with_errors),
