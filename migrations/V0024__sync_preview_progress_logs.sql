@@ -396,6 +396,13 @@ COMMENT ON FUNCTION auto_cleanup_preview_cache() IS
 -- evaluates it once per statement (an InitPlan), not once per row. Policies
 -- apply TO PUBLIC: every role that is not the owner (or a superuser, or
 -- BYPASSRLS) is filtered; privileges decide which roles may touch a table.
+--
+-- The audit trail (sync_activity_log) is append-only for every role but the
+-- owner, whatever privileges it holds (on Supabase every table in public gets
+-- default grants to anon/authenticated): its UPDATE and DELETE policies are
+-- USING (false), so they match no row for any non-owner. Only the owner (the
+-- migrator/service role, which RLS does not filter) and foreign-key actions
+-- (ON DELETE CASCADE / SET NULL, which bypass RLS) change or remove entries.
 -- ---------------------------------------------------------------------------
 
 DO $rls$
@@ -412,16 +419,26 @@ BEGIN
                        t || '_select', t, org_check);
         EXECUTE format('CREATE POLICY %I ON %I FOR INSERT WITH CHECK (%s)',
                        t || '_insert', t, org_check);
-        EXECUTE format('CREATE POLICY %I ON %I FOR UPDATE USING (%s) WITH CHECK (%s)',
-                       t || '_update', t, org_check, org_check);
-        EXECUTE format('CREATE POLICY %I ON %I FOR DELETE USING (%s)',
-                       t || '_delete', t, org_check);
+        IF t = 'sync_activity_log' THEN
+            -- Append-only: no non-owner may rewrite or erase the audit trail.
+            EXECUTE format('CREATE POLICY %I ON %I FOR UPDATE USING (false) WITH CHECK (false)',
+                           t || '_update', t);
+            EXECUTE format('CREATE POLICY %I ON %I FOR DELETE USING (false)',
+                           t || '_delete', t);
+        ELSE
+            EXECUTE format('CREATE POLICY %I ON %I FOR UPDATE USING (%s) WITH CHECK (%s)',
+                           t || '_update', t, org_check, org_check);
+            EXECUTE format('CREATE POLICY %I ON %I FOR DELETE USING (%s)',
+                           t || '_delete', t, org_check);
+        END IF;
     END LOOP;
 END
 $rls$;
 
 -- Partitions queried directly (not through the parent) have no policy, so with
--- RLS enabled they show nothing to a non-owner, whatever it was granted.
+-- RLS enabled they show nothing to a non-owner and accept no write from one,
+-- whatever it was granted. Partitions created later by partition maintenance
+-- get RLS enabled the same way (sync-store partitions::security).
 ALTER TABLE sync_activity_log_2025_11 ENABLE ROW LEVEL SECURITY;
 ALTER TABLE sync_activity_log_2025_12 ENABLE ROW LEVEL SECURITY;
 ALTER TABLE sync_activity_log_2026_01 ENABLE ROW LEVEL SECURITY;

@@ -11,14 +11,24 @@ fn is_pooler_refusal(result: Result<impl std::fmt::Debug, Error>) -> String {
     }
 }
 
-/// The message names the direct endpoint: the server's own port and the database.
+/// The message says what was found and what to do, and names the direct
+/// endpoint: the server's own port and the database, as a URL (TCP) or as
+/// "port P, database D" (the pooler reaches the server over a unix socket).
+/// Every part is required whichever way the server is reached.
 fn assert_names_direct_endpoint(message: &str, db: &TestDb) {
     let port = db.config().get_ports().first().copied().unwrap_or(5432);
+    let endpoint = message.contains(&format!(":{port}/{}", db.name()))
+        || message.contains(&format!("port {port}, database {}", db.name()));
     assert!(
-        message.contains("transaction-mode pooler")
-            && message.contains("Use the direct endpoint")
-            && message.contains(&format!(":{port}/{}", db.name()))
-            || message.contains(&format!("port {port}, database {}", db.name())),
+        message.contains("transaction-mode pooler"),
+        "message does not say what was found: {message}"
+    );
+    assert!(
+        message.contains("Use the direct endpoint"),
+        "message does not say what to do: {message}"
+    );
+    assert!(
+        endpoint,
         "message does not name the direct endpoint: {message}"
     );
 }

@@ -10,10 +10,18 @@ use store_common::Fixture;
 use sync_store::{Error, ProgressDelta, PutPreview, StartSync, Store, SyncEntityType, SyncType};
 use uuid::Uuid;
 
-async fn assert_pool_clean(store: &Store, role: &str) {
+/// Checks every pooled connection 100 times over. Coverage is measured, not
+/// assumed: each round must see `POOL_SIZE` distinct backends, and afterwards
+/// every live backend of `role` in this database (every connection the store
+/// opened and did not close) must be among the backends checked, so a
+/// connection that escaped the pool with tenant state on it fails here. That
+/// last check needs a role only the pool uses (`dedicated_role`); with the
+/// superuser, other sessions (the test's own) are live too.
+async fn assert_pool_clean(store: &Store, role: &str, dedicated_role: bool) {
     let pool = store.pool();
-    let mut checkouts = 0;
-    for _round in 0..100 {
+    let mut checked = std::collections::BTreeSet::new();
+    for round in 0..100 {
+        let mut this_round = std::collections::BTreeSet::new();
         // Hold all 12 connections at once, so every pooled connection is checked each round.
         let objs =
             futures_util::future::try_join_all((0..sync_tests::POOL_SIZE).map(|_| pool.get()))
@@ -27,7 +35,8 @@ async fn assert_pool_clean(store: &Store, role: &str) {
                     "SELECT current_user::text, session_user::text, \
                             coalesce(current_setting('request.jwt.claims', true), ''), \
                             coalesce(current_setting('request.jwt.claim.sub', true), ''), \
-                            (now() = statement_timestamp())::text",
+                            (now() = statement_timestamp())::text, \
+                            pg_backend_pid()::text",
                 )
                 .await
                 .unwrap();
@@ -49,10 +58,36 @@ async fn assert_pool_clean(store: &Store, role: &str) {
                 fresh_tx,
                 "not inside a transaction left open by an earlier call"
             );
-            checkouts += 1;
+            this_round.insert(get(5));
         }
+        assert_eq!(
+            this_round.len(),
+            sync_tests::POOL_SIZE,
+            "round {round}: every pooled connection checked"
+        );
+        checked.extend(this_round);
     }
-    assert!(checkouts >= 1000);
+    if !dedicated_role {
+        return;
+    }
+    let obj = pool.get().await.unwrap();
+    let live: std::collections::BTreeSet<String> = obj
+        .query(
+            "SELECT pid::text FROM pg_stat_activity \
+             WHERE usename = $1 AND datname = current_database()",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let unchecked: Vec<&String> = live.difference(&checked).collect();
+    assert!(
+        unchecked.is_empty(),
+        "backends of {role} that no checkout reached (connections outside the pool): \
+         {unchecked:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +183,7 @@ async fn nothing_survives_on_pooled_connections() {
         tx.rollback().await.unwrap();
     }
 
-    assert_pool_clean(&store, &role).await;
+    assert_pool_clean(&store, &role, true).await;
 
     // No backend of this database is left idle in a transaction.
     let stuck: i64 = f
@@ -209,7 +244,7 @@ async fn cancelled_bulk_append_leaves_no_open_transaction() {
         );
         tx.rollback().await.unwrap();
     }
-    assert_pool_clean(&f.store, &me).await;
+    assert_pool_clean(&f.store, &me, false).await;
     assert_eq!(
         svc.append_activity_many(f.org_a, &entries).await.unwrap(),
         50

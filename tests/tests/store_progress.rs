@@ -260,11 +260,25 @@ async fn tenant_progress_functions() {
     assert_eq!((p.org_id, p.initiated_by), (f.org_a, Some(f.user_a)));
     let c = ta.report_progress("s1", &delta(1, 0)).await.unwrap();
     assert_eq!(c.processed_count, 1);
+    // A second tick adds to the first (1 + 2 = 3; a tick that overwrote would leave 2).
+    let c = ta.report_progress("s1", &delta(2, 0)).await.unwrap();
+    assert_eq!((c.processed_count, c.failed_count), (3, 0));
     assert_eq!(
         ta.set_total("s1", Some(5)).await.unwrap().total_items,
         Some(5)
     );
-    assert_eq!(ta.get_sync("s1").await.unwrap().unwrap().processed_count, 1);
+    // Read back independently: the total changed, the counts did not, and the
+    // sync is not complete (3 of 5).
+    let p = ta.get_sync("s1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            p.total_items,
+            p.processed_count,
+            p.failed_count,
+            p.completed_at
+        ),
+        (Some(5), 3, 0, None)
+    );
     assert_eq!(ta.list_active_syncs().await.unwrap().len(), 1);
     assert_eq!(ta.list_recent_syncs(10).await.unwrap().len(), 1);
     assert_eq!(ta.find_syncs_by_job("j").await.unwrap()[0].id, p.id);
@@ -352,9 +366,19 @@ async fn concurrent_increments_lose_nothing() {
         processed += p;
         failed += x;
     }
+    // Hand-computed: worker w sends (i + w) % 3 + 1 for i in 0..1000, i.e. 333
+    // full cycles (333 × 6 = 1998) plus i = 999 → w % 3 + 1; over w = 0..8 the
+    // tails are 1+2+3+1+2+3+1+2 = 15, so 8 × 1998 + 15 = 15999. Failed: one in
+    // ten calls per worker, 8 × 100 = 800.
+    assert_eq!(
+        (processed, failed),
+        (15_999, 800),
+        "the workers sent what was planned"
+    );
     let got = svc.get_sync(f.org_a, "hot").await.unwrap().unwrap();
-    assert_eq!(i64::from(got.processed_count), processed);
-    assert_eq!(i64::from(got.failed_count), failed);
-    assert_eq!(failed, 800);
-    assert!(processed >= 8000);
+    assert_eq!(
+        (got.processed_count, got.failed_count),
+        (15_999, 800),
+        "the database holds every increment"
+    );
 }

@@ -11,6 +11,7 @@ use sync_store::{
     SyncStatus, SyncType,
 };
 use time::macros::datetime;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -239,35 +240,85 @@ async fn tenant_api_as_login_role_sees_only_its_org() {
         .is_some());
 }
 
-/// With UPDATE / DELETE granted directly to a login role (and RLS still on), the
-/// activity log's UPDATE / DELETE policies touch only the own org's rows; a
-/// partition read directly shows nothing even with SELECT granted.
+/// Every partition of the activity log, read from the catalog (so partitions
+/// that maintenance creates are included).
+async fn log_partitions(admin: &Client) -> Vec<String> {
+    admin
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'sync_activity_log'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The audit trail is append-only for every role but the owner, whatever it was
+/// granted (Supabase grants ALL on every table in `public` to `anon` and
+/// `authenticated`): a login role that is neither superuser nor owner, holding
+/// ALL privileges on every table and partition (including partitions created by
+/// `ensure_partitions`), with valid claims of a user of org A, cannot UPDATE or
+/// DELETE a single log row, through the parent or any partition; it still reads
+/// its org's rows through the parent and appends to its own org only.
 #[tokio::test]
-async fn activity_update_delete_policies_and_partitions_with_grants() {
+async fn audit_trail_is_append_only_for_a_role_holding_all_privileges() {
     let f = Fixture::new().await;
     seed(&f).await;
+    // Partition maintenance adds partitions (from the catch-all's 2026-03 on);
+    // they must be as closed as the migration's.
+    let mut owner = f.db.client().await;
+    sync_migrations::partitions::ensure_partitions(
+        &mut owner,
+        1,
+        &sync_migrations::partitions::PartitionOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let partitions = log_partitions(&f.admin).await;
+    assert!(
+        partitions.len() > PARTITIONS.len(),
+        "ensure created partitions: {partitions:?}"
+    );
+    assert!(partitions.iter().any(|p| p == "sync_activity_log_2026_03"));
+
     let (role, config) = f.db.login_role("auditor").await;
     f.admin
         .batch_execute(&format!(
             "GRANT USAGE ON SCHEMA auth TO {role}; \
              GRANT SELECT ON auth.users_extended TO {role}; \
              GRANT EXECUTE ON FUNCTION auth.uid() TO {role}; \
-             GRANT SELECT, UPDATE, DELETE ON sync_activity_log TO {role}; \
-             GRANT SELECT ON {} TO {role};",
-            PARTITIONS.join(", ")
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};"
         ))
         .await
         .unwrap();
-    let raw = sync_tests::connect(&config).await;
-    let b_before: i64 = f
+    // The role really holds every privilege on every relation it will attack,
+    // and is neither superuser nor owner of any of them.
+    let weak: i64 = f
         .admin
         .query_one(
-            "SELECT count(*) FROM sync_activity_log WHERE org_id = $1",
-            &[&f.org_b],
+            "SELECT count(*) FROM pg_class c, pg_roles r \
+             WHERE r.rolname = $1 AND (c.oid = 'sync_activity_log'::regclass OR c.oid IN \
+                   (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'sync_activity_log'::regclass)) \
+               AND (r.rolsuper OR r.rolbypassrls OR c.relowner = r.oid OR NOT c.relrowsecurity \
+                    OR NOT has_table_privilege(r.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE') \
+                    OR NOT has_table_privilege(r.oid, c.oid, 'SELECT') \
+                    OR NOT has_table_privilege(r.oid, c.oid, 'UPDATE') \
+                    OR NOT has_table_privilege(r.oid, c.oid, 'DELETE'))",
+            &[&role],
         )
         .await
         .unwrap()
         .get(0);
+    assert_eq!(
+        weak, 0,
+        "role {role} holds ALL, is not owner/superuser, RLS on"
+    );
+
+    let before = store_common::snapshot(&f.admin).await;
     let a_rows: i64 = f
         .admin
         .query_one(
@@ -277,41 +328,55 @@ async fn activity_update_delete_policies_and_partitions_with_grants() {
         .await
         .unwrap()
         .get(0);
+    assert!(a_rows > 0);
+    let raw = sync_tests::connect(&config).await;
     raw.execute(
         "SELECT set_config('request.jwt.claims', $1, false)",
         &[&format!("{{\"sub\":\"{}\"}}", f.user_a)],
     )
     .await
     .unwrap();
-    let updated = raw
-        .execute(
-            "UPDATE sync_activity_log SET record_count = record_count + 1000",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(updated as i64, a_rows, "UPDATE touched only org A's rows");
-    let moved = raw
-        .execute(
-            &format!("UPDATE sync_activity_log SET org_id = '{}'", f.org_b),
-            &[],
-        )
-        .await
-        .unwrap_err();
+    let a = f.org_a;
+    let b = f.org_b;
+    let mut tries = 0;
+    let mut relations = vec!["sync_activity_log".to_owned()];
+    relations.extend(partitions.iter().cloned());
+    for rel in &relations {
+        for sql in [
+            format!("UPDATE {rel} SET record_count = record_count + 1000"),
+            format!("UPDATE {rel} SET error_message = 'rewritten' WHERE org_id = '{a}'"),
+            format!("UPDATE {rel} SET org_id = '{b}' WHERE org_id = '{a}'"),
+            format!("DELETE FROM {rel}"),
+            format!("DELETE FROM {rel} WHERE org_id = '{a}'"),
+            format!("DELETE FROM {rel} WHERE org_id = '{b}'"),
+        ] {
+            tries += 1;
+            match raw.execute(&sql, &[]).await {
+                Ok(n) => assert_eq!(n, 0, "{sql} changed {n} row(s)"),
+                Err(e) => assert_eq!(
+                    e.code(),
+                    Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+                    "{sql}: {e}"
+                ),
+            }
+        }
+    }
+    assert_eq!(tries, relations.len() * 6);
     assert_eq!(
-        moved.code().unwrap().code(),
-        "42501",
-        "cannot move rows into org B"
+        store_common::snapshot(&f.admin).await,
+        before,
+        "nothing changed"
     );
-    let deleted_b = raw
-        .execute(
-            "DELETE FROM sync_activity_log WHERE org_id = $1",
-            &[&f.org_b],
-        )
+
+    // SELECT through the parent: the own org's rows, all of them; directly from a
+    // partition: nothing.
+    let seen: i64 = raw
+        .query_one("SELECT count(*) FROM sync_activity_log", &[])
         .await
-        .unwrap();
-    assert_eq!(deleted_b, 0);
-    for p in PARTITIONS {
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, a_rows);
+    for p in &partitions {
         let n: i64 = raw
             .query_one(&format!("SELECT count(*) FROM {p}"), &[])
             .await
@@ -319,36 +384,114 @@ async fn activity_update_delete_policies_and_partitions_with_grants() {
             .get(0);
         assert_eq!(n, 0, "{p} read directly shows nothing");
     }
-    let deleted = raw
-        .execute("DELETE FROM sync_activity_log", &[])
+    // INSERT through the parent: own org yes, org B no; into a partition: no.
+    let n = raw
+        .execute(
+            "INSERT INTO sync_activity_log (org_id, action, status, created_at) \
+             VALUES ($1, 'record_create', 'completed', '2026-01-05T00:00:00Z')",
+            &[&f.org_a],
+        )
         .await
         .unwrap();
-    assert_eq!(deleted as i64, a_rows);
-    let (b_after, b_changed): (i64, i64) = {
-        let r = f
-            .admin
-            .query_one(
-                "SELECT count(*), count(*) FILTER (WHERE record_count >= 1000) FROM sync_activity_log WHERE org_id = $1",
-                &[&f.org_b],
+    assert_eq!(n, 1);
+    for (rel, org) in [
+        ("sync_activity_log", f.org_b),
+        ("sync_activity_log_2026_01", f.org_a),
+        ("sync_activity_log_2026_03", f.org_a),
+    ] {
+        let e = raw
+            .execute(
+                &format!(
+                    "INSERT INTO {rel} (org_id, action, status, created_at) \
+                     VALUES ($1, 'record_create', 'completed', '{}')",
+                    if rel.ends_with("_03") {
+                        "2026-03-05T00:00:00Z"
+                    } else {
+                        "2026-01-05T00:00:00Z"
+                    }
+                ),
+                &[&org],
             )
             .await
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
-    assert_eq!((b_after, b_changed), (b_before, 0));
-    // Without claims: nothing.
-    raw.batch_execute("RESET request.jwt.claims").await.unwrap();
-    let n: i64 = raw
-        .query_one("SELECT count(*) FROM sync_activity_log", &[])
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{rel}: {e}"
+        );
+    }
+    let after: i64 = f
+        .admin
+        .query_one(
+            "SELECT count(*) FROM sync_activity_log WHERE org_id = $1",
+            &[&f.org_a],
+        )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 0);
-    assert_eq!(
-        raw.execute("DELETE FROM sync_activity_log", &[])
-            .await
-            .unwrap(),
-        0
+    assert_eq!(after, a_rows + 1, "the one permitted append, nothing else");
+}
+
+/// Every table of the schema that this project's migrations create (all but the
+/// prerequisites' `organization` and refinery's history) and every log partition
+/// has RLS enabled, and no permissive UPDATE/DELETE policy opens the log or a
+/// partition to a non-owner: a later migration or partition that forgets this
+/// fails here.
+#[tokio::test]
+async fn every_table_has_rls_and_the_log_no_open_write_policy() {
+    let f = Fixture::new().await;
+    let mut owner = f.db.client().await;
+    sync_migrations::partitions::ensure_partitions(
+        &mut owner,
+        1,
+        &sync_migrations::partitions::PartitionOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let open: Vec<String> = f
+        .admin
+        .query(
+            "SELECT c.relname::text FROM pg_class c \
+             WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') \
+               AND c.relname NOT IN ('organization', 'refinery_schema_history') \
+               AND NOT c.relrowsecurity ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(open.is_empty(), "tables without RLS: {open:?}");
+    let writable: Vec<String> = f
+        .admin
+        .query(
+            "SELECT p.tablename || '.' || p.policyname FROM pg_policies p \
+             WHERE p.schemaname = current_schema() \
+               AND (p.tablename = 'sync_activity_log' OR p.tablename::regclass IN \
+                    (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'sync_activity_log'::regclass)) \
+               AND p.permissive = 'PERMISSIVE' AND p.cmd IN ('UPDATE', 'DELETE', 'ALL') \
+               AND coalesce(p.qual, 'true') <> 'false' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        writable.is_empty(),
+        "open write policies on the log: {writable:?}"
     );
-    assert_eq!(f.count("sync_activity_log").await, b_before);
+    let n_policies: i64 = f
+        .admin
+        .query_one(
+            "SELECT count(*) FROM pg_policies WHERE schemaname = current_schema()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n_policies, 12, "the spec's 4 policies per table");
 }

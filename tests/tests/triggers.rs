@@ -155,40 +155,91 @@ async fn elapsed_speed_eta_and_completion() {
     tx.commit().await.unwrap();
 }
 
+/// Elapsed, speed and ETA stop at `completed_at`: with `started_at` and
+/// `completed_at` stated explicitly (months in the past, 600 s apart), every
+/// later update keeps elapsed at exactly 600 — a trigger that measured to
+/// `now()` instead would give months. Completion detected by the trigger is
+/// stamped with the completing transaction's `now()`, and elapsed equals
+/// `completed_at - started_at` there. `updated_at` is the updating
+/// transaction's `now()` even when the statement sets it. No sleeps.
 #[tokio::test]
 async fn elapsed_freezes_at_completion_and_updated_at_moves() {
     let db = seeded().await;
-    let c = db.client().await;
+    let mut c = db.client().await;
+    // Explicit completion in the past.
     c.batch_execute(&format!(
         "INSERT INTO sync_progress (org_id, sync_id, entity_type, total_items, started_at)
-         VALUES ('{ORG}', 's', 'order', 10, now() - interval '120 seconds');
-         UPDATE sync_progress SET processed_count = 10, updated_at = '2000-01-01' WHERE sync_id = 's';"
+         VALUES ('{ORG}', 'past', 'order', 10, '2026-01-05 10:00:00+00');
+         UPDATE sync_progress SET processed_count = 10, completed_at = '2026-01-05 10:10:00+00'
+          WHERE sync_id = 'past';"
     ))
     .await
     .unwrap();
-    // A later update (another transaction, later now()) must not move elapsed.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    c.batch_execute("UPDATE sync_progress SET metadata = '{\"note\": 1}' WHERE sync_id = 's'")
+    let read = "SELECT elapsed_seconds, speed_items_per_min::text, eta_seconds, \
+                       updated_at = now() FROM sync_progress WHERE sync_id = $1";
+    for round in 0..3 {
+        // A later update, each in its own transaction (a later now()).
+        let tx = c.transaction().await.unwrap();
+        tx.execute(
+            "UPDATE sync_progress SET metadata = jsonb_build_object('round', $1::int), \
+                    updated_at = '2000-01-01' WHERE sync_id = 'past'",
+            &[&round],
+        )
         .await
         .unwrap();
-    let r = c
+        let r = tx.query_one(read, &[&"past"]).await.unwrap();
+        let got: (i32, Option<String>, Option<i32>, bool) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert_eq!(
+            got,
+            (600, Some("1.00".to_owned()), Some(0), true),
+            "round {round}: elapsed/speed/ETA frozen at completion (600 s, 10 items), \
+             updated_at maintained by the trigger"
+        );
+        tx.commit().await.unwrap();
+    }
+
+    // Completion detected by the trigger: completed_at is that transaction's
+    // now(), elapsed measured to it; a later update keeps both.
+    c.batch_execute(&format!(
+        "INSERT INTO sync_progress (org_id, sync_id, entity_type, total_items, started_at)
+         VALUES ('{ORG}', 'now', 'order', 10, '2026-01-05 10:00:00+00')"
+    ))
+    .await
+    .unwrap();
+    let tx = c.transaction().await.unwrap();
+    let r = tx
         .query_one(
-            "SELECT elapsed_seconds, completed_at - started_at = interval '120 seconds' OR elapsed_seconds = 120, \
-                    updated_at > completed_at, eta_seconds FROM sync_progress WHERE sync_id = 's'",
+            "UPDATE sync_progress SET processed_count = 10 WHERE sync_id = 'now' \
+             RETURNING completed_at = now(), \
+                       elapsed_seconds = floor(extract(epoch FROM completed_at - started_at)), \
+                       elapsed_seconds, completed_at",
             &[],
         )
         .await
         .unwrap();
-    let elapsed: i32 = r.get(0);
     assert!(
-        (120..=121).contains(&elapsed),
-        "elapsed moved after completion: {elapsed}"
+        r.get::<_, bool>(0),
+        "completed_at is the completing transaction's now()"
     );
-    assert!(
-        r.get::<_, bool>(2),
-        "updated_at is maintained by the trigger"
-    );
-    assert_eq!(r.get::<_, Option<i32>>(3), Some(0));
+    assert!(r.get::<_, bool>(1), "elapsed measured to completed_at");
+    let (elapsed, completed_at): (i32, time::OffsetDateTime) = (r.get(2), r.get(3));
+    tx.commit().await.unwrap();
+    // Move the completion back by a day (as if it happened yesterday): a
+    // frozen elapsed follows completed_at exactly, not the clock.
+    let tx = c.transaction().await.unwrap();
+    let r = tx
+        .query_one(
+            "UPDATE sync_progress SET completed_at = completed_at - interval '1 day' \
+             WHERE sync_id = 'now' RETURNING elapsed_seconds, completed_at",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (elapsed_after, completed_after): (i32, time::OffsetDateTime) = (r.get(0), r.get(1));
+    tx.commit().await.unwrap();
+    assert_eq!(completed_after, completed_at - time::Duration::days(1));
+    assert_eq!(elapsed_after, elapsed - 86_400);
 }
 
 #[tokio::test]

@@ -14,8 +14,16 @@
 //! 4. Prints what the database recorded and the spec's verification table; exits
 //!    1 if any row of that table is ✗.
 //!
-//! Options: `--items N` (default 250), `--batch N` (default 10), `--fast` (or
-//! `SYNC_WORKER_FAST=1`: 40 items, no pause between batches; what the tests run).
+//! Options: `--items N` (1..=1000000, default 250), `--batch N` (1..=10000,
+//! default 10), `--fast` (or `SYNC_WORKER_FAST=1`: 40 items, no pause between
+//! batches; what the tests run). Anything out of range is a usage error (exit 2).
+//! Memory does not grow with `--items`: products are generated batch by batch.
+//!
+//! Ctrl-C (SIGINT) or SIGTERM: the worker stops at the next batch boundary,
+//! marks the sync **cancelled** in the database (`sync_cancel` in the activity
+//! log, `completed_at` set) and exits 130 (SIGINT) or 143 (SIGTERM). A second
+//! signal exits at once (the sync may then stay open: cancel it with
+//! `cancel_sync`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -32,14 +40,20 @@ use sync_store::{
 };
 use uuid::Uuid;
 
+/// Most products one run may sync (`--items`).
+const MAX_ITEMS: u32 = 1_000_000;
+/// Most products per batch (`--batch`): one batch's activity entries are held in
+/// memory and written in one COPY.
+const MAX_BATCH: u32 = 10_000;
+
 /// Simulate a WooCommerce product sync against migration 0024.
 #[derive(Parser, Debug)]
 struct Args {
-    /// How many products to sync.
-    #[arg(long)]
+    /// How many products to sync (1 to 1000000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_ITEMS as i64))]
     items: Option<u32>,
-    /// Products per batch.
-    #[arg(long, default_value_t = 10)]
+    /// Products per batch (1 to 10000).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH as i64))]
     batch: u32,
     /// Few items and no pause between batches (also SYNC_WORKER_FAST=1).
     #[arg(long)]
@@ -83,12 +97,16 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let code = match runtime.block_on(run(&url, &args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
+    let code = match runtime.block_on(async {
+        let stop = watch_signals()?;
+        run(&url, &args, stop).await
+    }) {
+        Ok(Outcome::Verified(true)) => ExitCode::SUCCESS,
+        Ok(Outcome::Verified(false)) => {
             eprintln!("sync_worker: verification failed (rows marked ✗)");
             ExitCode::FAILURE
         }
+        Ok(Outcome::Interrupted(sig)) => ExitCode::from(sig.exit_code()),
         Err(e) => {
             eprintln!("sync_worker: {e}");
             ExitCode::FAILURE
@@ -97,6 +115,75 @@ fn main() -> ExitCode {
     drop(runtime);
     drop(cluster);
     code
+}
+
+/// How a run ended.
+enum Outcome {
+    /// It ran to the end; `false` when a verification row is ✗.
+    Verified(bool),
+    /// SIGINT or SIGTERM stopped it (the sync, if started, was cancelled).
+    Interrupted(Stop),
+}
+
+/// The signal that asked the worker to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Interrupt,
+    Terminate,
+}
+
+impl Stop {
+    fn name(self) -> &'static str {
+        match self {
+            Stop::Interrupt => "SIGINT",
+            Stop::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The shell's convention: 128 + the signal number.
+    fn exit_code(self) -> u8 {
+        match self {
+            Stop::Interrupt => 130,
+            Stop::Terminate => 143,
+        }
+    }
+}
+
+/// Listens for SIGINT and SIGTERM from now on. The first one is published on
+/// the returned channel (the worker cancels its sync at the next batch
+/// boundary); a second one exits the process at once.
+fn watch_signals() -> Result<tokio::sync::watch::Receiver<Option<Stop>>, AnyError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let stop = tokio::select! {
+                Some(()) = int.recv() => Stop::Interrupt,
+                Some(()) = term.recv() => Stop::Terminate,
+                else => return,
+            };
+            if first {
+                first = false;
+                eprintln!(
+                    "sync_worker: {} received: cancelling the sync after the current batch \
+                     (send it again to quit at once)",
+                    stop.name()
+                );
+                let _ = tx.send(Some(stop));
+            } else {
+                eprintln!(
+                    "sync_worker: {} received again: quitting now; the sync may stay open \
+                     (cancel it with cancel_sync)",
+                    stop.name()
+                );
+                std::process::exit(i32::from(stop.exit_code()));
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// The URL without its password.
@@ -190,9 +277,18 @@ fn product(i: u32) -> Product {
     }
 }
 
-async fn run(url: &str, args: &Args) -> Result<bool, AnyError> {
+async fn run(
+    url: &str,
+    args: &Args,
+    mut stop: tokio::sync::watch::Receiver<Option<Stop>>,
+) -> Result<Outcome, AnyError> {
     let items = args.items.unwrap_or(if args.fast { 40 } else { 250 });
-    let batch = args.batch.max(1);
+    // Clap already refuses 0 and values above MAX_BATCH; never run a batch
+    // size the user did not ask for.
+    let batch = args.batch;
+    if !(1..=MAX_BATCH).contains(&batch) || !(1..=MAX_ITEMS).contains(&items) {
+        return Err(format!("--items must be 1..={MAX_ITEMS} and --batch 1..={MAX_BATCH}").into());
+    }
     let pause = if args.fast {
         Duration::ZERO
     } else {
@@ -251,15 +347,16 @@ async fn run(url: &str, args: &Args) -> Result<bool, AnyError> {
     let store = Store::new(pool.clone());
     let svc = store.service();
     let sync_id = format!("woo-products-{}", &Uuid::new_v4().simple().to_string()[..8]);
-    let products: Vec<Product> = (0..items).map(product).collect();
+    // Products are generated batch by batch (memory does not grow with --items).
+    let updates = items.div_ceil(3); // product(i) is new unless i % 3 == 0
+    let creates = items - updates;
 
     // 3. The preview the UI shows before the user confirms.
-    let creates = products.iter().filter(|p| p.is_new).count();
     let delta = serde_json::json!({
         "entity": "product",
         "create": creates,
-        "update": products.len() - creates,
-        "sample": products.iter().take(3).map(|p| serde_json::json!({"sku": p.sku, "name": p.name})).collect::<Vec<_>>(),
+        "update": updates,
+        "sample": (0..items.min(3)).map(product).map(|p| serde_json::json!({"sku": p.sku, "name": p.name})).collect::<Vec<_>>(),
     });
     let preview = svc
         .put_preview(
@@ -270,7 +367,7 @@ async fn run(url: &str, args: &Args) -> Result<bool, AnyError> {
     println!(
         "Preview cached: {} to create, {} to update (expires in {} min).",
         creates,
-        products.len() - creates,
+        updates,
         (preview.expires_at - preview.computed_at).whole_minutes()
     );
 
@@ -280,14 +377,34 @@ async fn run(url: &str, args: &Args) -> Result<bool, AnyError> {
     start.source_system = Some("woocommerce".into());
     start.job_id = Some("demo-job-1".into());
     start.initiated_by = Some(user);
+    // A signal that came during start-up: nothing is open yet.
+    if let Some(sig) = *stop.borrow() {
+        eprintln!(
+            "sync_worker: stopped by {} before the sync started",
+            sig.name()
+        );
+        return Ok(Outcome::Interrupted(sig));
+    }
     svc.start_sync(org, &start).await?;
     println!("Sync {sync_id}: {items} products in batches of {batch}.");
 
     let bar = progress_bar(u64::from(items));
     let mut done = 0u32;
-    for (n, chunk) in products.chunks(batch as usize).enumerate() {
+    for (n, first) in (0..items).step_by(batch as usize).enumerate() {
+        // Checked at every batch boundary, so no write is abandoned half-way.
+        if let Some(sig) = *stop.borrow() {
+            bar.finish();
+            return cancel(&svc, org, &sync_id, sig, done, items).await;
+        }
+        let chunk: Vec<Product> = (first..first.saturating_add(batch).min(items))
+            .map(product)
+            .collect();
         let started = std::time::Instant::now();
-        tokio::time::sleep(pause).await; // "pushing the batch to the ERP"
+        // "Pushing the batch to the ERP"; a signal cuts the pause short.
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => {}
+        }
         let took = started.elapsed().as_secs_f64() / chunk.len() as f64;
         let failed = chunk.iter().filter(|p| p.refused.is_some()).count() as i32;
         let entries: Vec<NewActivity> = chunk
@@ -335,6 +452,13 @@ async fn run(url: &str, args: &Args) -> Result<bool, AnyError> {
         bar.show(&p);
     }
     bar.finish();
+    if let Some(sig) = *stop.borrow() {
+        eprintln!(
+            "sync_worker: stopped by {} after the last batch (the sync had finished)",
+            sig.name()
+        );
+        return Ok(Outcome::Interrupted(sig));
+    }
 
     // 5. What the database recorded.
     let p = svc
@@ -367,40 +491,43 @@ async fn run(url: &str, args: &Args) -> Result<bool, AnyError> {
         sync_id: Some(sync_id.clone()),
         ..ActivityFilter::default()
     };
-    let mut entries = Vec::new();
+    // Counted page by page (memory does not grow with the number of entries).
+    let mut total_entries = 0usize;
+    let mut counts: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    let mut record_failure: Option<String> = None;
     let mut after = None;
     loop {
         let page = svc.list_activity(org, &filter, after, 1000).await?;
-        entries.extend(page.entries);
+        total_entries += page.entries.len();
+        for e in &page.entries {
+            *counts
+                .entry((e.action.to_string(), e.status.to_string()))
+                .or_default() += 1;
+            if record_failure.is_none() && e.status == SyncStatus::Failed {
+                record_failure.clone_from(&e.error_message);
+            }
+        }
         match page.next {
             Some(c) => after = Some(c),
             None => break,
         }
     }
-    println!("Activity log of the sync: {} entries", entries.len());
-    let mut counts: std::collections::BTreeMap<(String, String), usize> = Default::default();
-    for e in &entries {
-        *counts
-            .entry((e.action.to_string(), e.status.to_string()))
-            .or_default() += 1;
-    }
+    println!("Activity log of the sync: {total_entries} entries");
     for ((action, status), n) in &counts {
         println!("  {action:<14} {status:<22} {n:>5}");
     }
-    let record_failure = entries
-        .iter()
-        .find(|e| e.status == SyncStatus::Failed && e.error_message.is_some());
     if let Some(e) = record_failure {
-        println!(
-            "  e.g. failure: {}",
-            e.error_message.as_deref().unwrap_or_default()
-        );
+        println!("  e.g. failure: {e}");
     }
     let m = svc.metrics(org, None).await?;
     println!(
-        "Metrics of the org: success rate {}, error rate {}, active syncs {}",
+        "Metrics of the org: syncs completed {} (of {} ended), spec success rate {}, \
+         spec error rate {} (over all {} entries), active syncs {}",
+        rate(m.outcomes.share(m.outcomes.completed)),
+        m.outcomes.ended,
         rate(m.success_rate),
         rate(m.error_rate),
+        m.activity_total,
         m.active_syncs
     );
 
@@ -410,7 +537,34 @@ async fn run(url: &str, args: &Args) -> Result<bool, AnyError> {
     println!();
     println!("VERIFICATION RESULTS");
     print!("{}", verify.to_table());
-    Ok(verify.is_ok())
+    Ok(Outcome::Verified(verify.is_ok()))
+}
+
+/// Marks the interrupted sync cancelled (the database logs `sync_cancel`).
+async fn cancel(
+    svc: &sync_store::ServiceScope,
+    org: Uuid,
+    sync_id: &str,
+    sig: Stop,
+    done: u32,
+    items: u32,
+) -> Result<Outcome, AnyError> {
+    let reason = format!(
+        "interrupted by {} after {done} of {items} items",
+        sig.name()
+    );
+    match svc.cancel_sync(org, sync_id, Some(&reason)).await {
+        Ok(_) | Err(sync_store::Error::SyncFinished { .. }) => {
+            eprintln!("sync_worker: sync {sync_id} cancelled ({reason})");
+            Ok(Outcome::Interrupted(sig))
+        }
+        Err(e) => Err(format!(
+            "{} received, but cancelling sync {sync_id} failed: {e}; it stays open: \
+             cancel it with cancel_sync",
+            sig.name()
+        )
+        .into()),
+    }
 }
 
 fn rate(r: Option<f64>) -> String {

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use sync_migrations::{Finding, Verdict};
-use sync_store::{Store, SyncMetrics};
+use sync_store::{Store, SyncMetrics, SyncOutcomes};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -102,6 +102,12 @@ pub(crate) async fn stats(
         let mut body = serde_json::to_value(m).expect("metrics serialise");
         body["org"] = serde_json::json!(org);
         body["since"] = serde_json::json!(since_text);
+        body["outcomes"] = outcomes_json(&m.outcomes);
+        body["definitions"] = serde_json::json!({
+            "success_rate": SPEC_SUCCESS_RATE,
+            "error_rate": SPEC_ERROR_RATE,
+            "outcomes": OUTCOMES_DEFINITION,
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&body).expect("metrics serialise")
@@ -117,8 +123,36 @@ pub(crate) async fn stats(
         };
         println!("Monitoring metrics ({scope}, {window})");
         print!("{}", stats_text(&m));
+        println!();
+        println!("Spec success/error rate: {SPEC_SUCCESS_RATE}; {SPEC_ERROR_RATE}.");
+        println!("Sync outcomes: {OUTCOMES_DEFINITION}.");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the spec's success rate counts (its MONITORING formula, unchanged).
+const SPEC_SUCCESS_RATE: &str = "the spec's formula: entries with status completed / all activity \
+     entries (sync_start, progress and record rows included; not the share of syncs that succeeded)";
+/// What the spec's error rate counts.
+const SPEC_ERROR_RATE: &str = "the spec's formula: entries with status failed or \
+     completed_with_errors / all activity entries";
+/// Which rows the outcome breakdown counts.
+const OUTCOMES_DEFINITION: &str = "only the entries that end a sync (action sync_complete, \
+     sync_fail or sync_cancel; one per finished sync), by status: completed, \
+     completed_with_errors, failed, cancelled, other (any other status); the shares sum to 100 %, \
+     and completed's share is the sync success rate";
+
+/// The outcome breakdown with counts and shares (`share` is `null` when no sync ended).
+fn outcomes_json(o: &SyncOutcomes) -> serde_json::Value {
+    let entry = |n: i64| serde_json::json!({ "count": n, "share": o.share(n) });
+    serde_json::json!({
+        "ended": o.ended,
+        "completed": entry(o.completed),
+        "completed_with_errors": entry(o.completed_with_errors),
+        "failed": entry(o.failed),
+        "cancelled": entry(o.cancelled),
+        "other": entry(o.other),
+    })
 }
 
 fn opt(v: Option<f64>, unit: &str) -> String {
@@ -130,6 +164,13 @@ fn opt(v: Option<f64>, unit: &str) -> String {
 fn pct(v: Option<f64>, n: i64) -> String {
     v.map(|v| format!("{:.1} % ({n})", v * 100.0))
         .unwrap_or_else(|| "n/a (no activity)".to_owned())
+}
+
+/// A share of the ended syncs with its count, e.g. `66.7 % (2)`.
+fn outcome(o: &SyncOutcomes, n: i64) -> String {
+    o.share(n)
+        .map(|v| format!("{:.1} % ({n})", v * 100.0))
+        .unwrap_or_else(|| "n/a (no sync ended)".to_owned())
 }
 
 fn stats_text(m: &SyncMetrics) -> String {
@@ -150,13 +191,27 @@ fn stats_text(m: &SyncMetrics) -> String {
         ),
         ("activity: entries", m.activity_total.to_string()),
         (
-            "activity: success rate (completed)",
+            "activity: spec success rate (completed / all entries)",
             pct(m.success_rate, m.activity_completed),
         ),
         (
-            "activity: error rate (failed, completed_with_errors)",
+            "activity: spec error rate (failed, completed_with_errors / all entries)",
             pct(m.error_rate, m.activity_errors),
         ),
+        ("syncs ended (sync_complete, sync_fail, sync_cancel)", {
+            m.outcomes.ended.to_string()
+        }),
+        (
+            "  completed (sync success rate)",
+            outcome(&m.outcomes, m.outcomes.completed),
+        ),
+        (
+            "  completed_with_errors",
+            outcome(&m.outcomes, m.outcomes.completed_with_errors),
+        ),
+        ("  failed", outcome(&m.outcomes, m.outcomes.failed)),
+        ("  cancelled", outcome(&m.outcomes, m.outcomes.cancelled)),
+        ("  other", outcome(&m.outcomes, m.outcomes.other)),
     ];
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     rows.iter()
