@@ -1,10 +1,17 @@
-//! Giving a new partition what the others have: RLS, owner and grants.
+//! Giving a new partition what the others have: RLS, the TRUNCATE guard, owner
+//! and grants.
 
 use tokio_postgres::Transaction;
 
 use super::error::PartitionError;
 use super::options::PartitionOptions;
 use super::parent::{quote_ident, Parent};
+
+/// The statement trigger (migration 0024) that refuses TRUNCATE to every role but
+/// the owner, on the log and each of its partitions.
+const TRUNCATE_TRIGGER: &str = "trg_sync_activity_log_10_no_truncate";
+/// Its function.
+const TRUNCATE_GUARD: &str = "sync_activity_log_refuse_truncate";
 
 /// Enables row-level security on `target` and, when there is a `reference`
 /// partition, copies its FORCE ROW LEVEL SECURITY flag, its owner and its table
@@ -31,6 +38,18 @@ pub(crate) async fn copy_security(
     tx.execute(&format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"), &[])
         .await
         .map_err(err(format!("enabling row-level security on {target}")))?;
+    // RLS does not cover TRUNCATE, and statement triggers are not cloned to
+    // partitions: every partition gets the log's TRUNCATE guard of its own.
+    tx.execute(
+        &format!(
+            "CREATE TRIGGER {TRUNCATE_TRIGGER} BEFORE TRUNCATE ON {t} \
+             FOR EACH STATEMENT EXECUTE FUNCTION {}()",
+            parent.qualify(TRUNCATE_GUARD)
+        ),
+        &[],
+    )
+    .await
+    .map_err(err(format!("guarding {target} against TRUNCATE")))?;
     let Some(reference) = reference else {
         return Ok(());
     };
