@@ -98,6 +98,12 @@ async fn concurrent_cli_runs_wait_for_each_other_and_all_succeed() {
                 "n={n}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            // Each run said what it waits for, and for how long at most.
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("holds the partition lock; waiting up to 1800 s"),
+                "n={n}: {err}"
+            );
             let report = json(&out);
             assert_eq!(report["through"], "2027-02");
             assert_eq!(report["other_run_busy"], false);

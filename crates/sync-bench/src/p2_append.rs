@@ -207,12 +207,14 @@ pub(crate) async fn run(db: &BenchDb, reps: usize, n: usize, a: bool, b: bool) -
     ];
     // No autovacuum on the log's partitions while P2 runs: 10k new rows per part
     // would start one that competes with whatever part is timed next.
+    // `part` is regclass text (quoted by the server); one statement per call.
     for part in partitions(&c).await {
-        exec(
-            &c,
+        c.execute(
             &format!("ALTER TABLE {part} SET (autovacuum_enabled = off)"),
+            &[],
         )
-        .await;
+        .await
+        .unwrap_or_else(|e| panic!("turning autovacuum off on {part}: {e}"));
     }
     // Warm the library's pool and enum lookup (untimed).
     service

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sync_migrations::partitions::{
     archive_partitions, archive_partitions_dropping_data, ensure_partitions, list_partitions,
-    Month, MoveProgress, PartitionInfo, PartitionOptions,
+    Month, MoveProgress, PartitionInfo, PartitionOptions, PARTITION_LOCK_KEY,
 };
 use time::OffsetDateTime;
 
@@ -106,6 +106,7 @@ pub(crate) async fn run(
                     p.rows_moved
                 );
             };
+            announce_other_run(client, &options).await;
             let report = ensure_partitions(client, months_ahead, &options, progress).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -139,6 +140,7 @@ pub(crate) async fn run(
         } => {
             let options = common.options();
             let before: Month = before.parse()?;
+            announce_other_run(client, &options).await;
             let report = if drop {
                 archive_partitions_dropping_data(client, before, &options).await?
             } else {
@@ -165,6 +167,30 @@ pub(crate) async fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tells stderr when another run holds the partition lock (so a wait is not a
+/// silent hang). Best effort: a failing look-up prints nothing.
+async fn announce_other_run(client: &tokio_postgres::Client, options: &PartitionOptions) {
+    let holder: Option<i32> = client
+        .query_opt(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND ((classid::int8 << 32) | objid::int8) = $1 LIMIT 1",
+            &[&PARTITION_LOCK_KEY],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0));
+    if let Some(pid) = holder {
+        let _ = writeln!(
+            std::io::stderr(),
+            "another partition maintenance run (backend pid {pid}) holds the partition lock; \
+             waiting up to {} s for it (--wait-secs)",
+            options.wait_for_other_run.as_secs()
+        );
+    }
 }
 
 fn show(t: OffsetDateTime) -> String {

@@ -56,6 +56,16 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 ///
 /// A kept archive table still uses 0024's enum types, so rolling 0024 back fails
 /// (naming the table) until it is dropped or its columns converted.
+///
+/// # Errors
+///
+/// Nothing is changed on any error. [`PartitionError::CutoffNotInPast`] when
+/// `before` is later than the current month ([`PartitionOptions::now`], else the
+/// server's clock); [`PartitionError::LockTimeout`] when another run holds the
+/// partition lock past [`PartitionOptions::wait_for_other_run`] or a table lock
+/// is not had within [`PartitionOptions::lock_timeout`];
+/// [`PartitionError::NotMigrated`], [`PartitionError::Database`],
+/// [`PartitionError::ConnectionLost`] as their names say.
 #[tracing::instrument(name = "sync_store.partitions.archive", target = "sync_store", skip_all, err(Display), fields(before = %before, drop = false, archived = tracing::field::Empty))]
 pub async fn archive_partitions(
     client: &mut Client,
@@ -67,6 +77,10 @@ pub async fn archive_partitions(
 
 /// Like [`archive_partitions`], then **drops** each detached month with all its
 /// rows (`DROP TABLE`, same transaction).
+///
+/// # Errors
+///
+/// As [`archive_partitions`].
 #[tracing::instrument(name = "sync_store.partitions.archive", target = "sync_store", skip_all, err(Display), fields(before = %before, drop = true, archived = tracing::field::Empty))]
 pub async fn archive_partitions_dropping_data(
     client: &mut Client,

@@ -119,7 +119,8 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// `lock_timeout`); a partition that is neither a month nor the catch-all →
 /// [`PartitionError::UnexpectedLayout`]; a table in the way of a new name →
 /// [`PartitionError::NameTaken`]; `months_ahead` > [`MAX_MONTHS_AHEAD`] →
-/// [`PartitionError::TooManyMonthsAhead`]; no `sync_activity_log` →
+/// [`PartitionError::TooManyMonthsAhead`]; a horizon reaching 9999-12 (no room
+/// for the catch-all after it) → [`PartitionError::InvalidMonth`]; no `sync_activity_log` →
 /// [`PartitionError::NotMigrated`]; a failing statement →
 /// [`PartitionError::Database`]; a broken connection →
 /// [`PartitionError::ConnectionLost`].
