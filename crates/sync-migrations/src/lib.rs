@@ -22,7 +22,8 @@ pub use apply::{apply, apply_pool, ApplyReport};
 pub use connect::{connect, pool, resolve_config};
 pub use doctor::{doctor, Finding, Verdict, TRIGGERS};
 pub use embedded::{
-    embedded_migrations, EmbeddedMigration, HISTORY_TABLE, ROLLBACK_0024_SQL, V0024,
+    embedded_migrations, EmbeddedMigration, HISTORY_TABLE, ROLLBACKS_AFTER_0024, ROLLBACK_0024_SQL,
+    ROLLBACK_0025_SQL, V0024,
 };
 pub use error::{Error, Result, ServerError};
 pub use history::{applied_migrations, AppliedMigration};
