@@ -8,6 +8,10 @@
 //! a write, waits until the write is visible from another connection (so it
 //! certainly committed), and cuts: the client sees the connection lost with
 //! the write applied. Other connections are forwarded untouched.
+//!
+//! [`CutProxy::lose_every`] loses replies at random-looking but counted points
+//! instead: every n-th chunk the server sends closes its connection unforwarded,
+//! as a network failure right after the server did the work would.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +27,10 @@ struct State {
     victim: AtomicU64,
     next_id: AtomicU64,
     cut: tokio::sync::watch::Sender<u64>,
+    /// Lose every n-th server chunk (0 = never).
+    lose_every: AtomicU64,
+    chunks: AtomicU64,
+    lost: AtomicU64,
 }
 
 /// See the module documentation.
@@ -63,6 +71,9 @@ impl CutProxy {
             victim: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             cut: tokio::sync::watch::channel(0).0,
+            lose_every: AtomicU64::new(0),
+            chunks: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
         });
         let upstream_config = upstream.clone();
         let st = state.clone();
@@ -83,10 +94,24 @@ impl CutProxy {
         }
     }
 
-    /// The upstream settings with host and port replaced by the proxy's.
+    /// The upstream's user, password, database and timeouts, with the proxy as
+    /// the one host (a fresh `Config`: `Config::host` would add a second host).
     pub fn config(&self) -> Config {
-        let mut c = self.upstream.clone();
+        let up = &self.upstream;
+        let mut c = Config::new();
         c.host("127.0.0.1").port(self.port);
+        if let Some(user) = up.get_user() {
+            c.user(user);
+        }
+        if let Some(password) = up.get_password() {
+            c.password(password);
+        }
+        if let Some(db) = up.get_dbname() {
+            c.dbname(db);
+        }
+        if let Some(t) = up.get_connect_timeout() {
+            c.connect_timeout(*t);
+        }
         c
     }
 
@@ -100,6 +125,17 @@ impl CutProxy {
     /// Whether a victim was chosen since [`CutProxy::arm`].
     pub fn has_victim(&self) -> bool {
         self.state.victim.load(Ordering::SeqCst) != 0
+    }
+
+    /// From now on every `n`-th chunk of server data (counted over all
+    /// connections) is not forwarded, and its connection is closed; `0` stops it.
+    pub fn lose_every(&self, n: u64) {
+        self.state.lose_every.store(n, Ordering::SeqCst);
+    }
+
+    /// How many connections [`CutProxy::lose_every`] closed.
+    pub fn lost(&self) -> u64 {
+        self.state.lost.load(Ordering::SeqCst)
     }
 
     /// Closes both sides of the victim connection.
@@ -130,6 +166,11 @@ async fn pipe(id: u64, client: TcpStream, server: Box<dyn Stream>, st: Arc<State
             };
             if st.victim.load(Ordering::SeqCst) == id {
                 continue; // swallowed
+            }
+            let every = st.lose_every.load(Ordering::SeqCst);
+            if every > 0 && st.chunks.fetch_add(1, Ordering::SeqCst) % every == every - 1 {
+                st.lost.fetch_add(1, Ordering::SeqCst);
+                return;
             }
             if st.armed.swap(false, Ordering::SeqCst) {
                 st.victim.store(id, Ordering::SeqCst);

@@ -1,8 +1,10 @@
 //! Chaos on a throwaway cluster of this test's own (never the shared server):
 //! eight workers tick one sync and append to the log, each retrying per the
 //! contract (`is_retryable()`, same key), while the server's backends are
-//! terminated and the server is restarted (fast and immediate). The totals at
-//! the end are exact and no audit row is duplicated.
+//! terminated, the server is restarted (fast and immediate), and a proxy
+//! between workers and server loses every 37th reply (the server did the
+//! work, the worker never hears: outcome unknown). The totals at the end are
+//! exact and no audit row is duplicated.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use sync_store::{
     SyncEntityType, SyncStatus,
 };
 use sync_tests::cluster::{Cluster, StopMode};
+use sync_tests::cut_proxy::CutProxy;
 use time::OffsetDateTime;
 use tokio_postgres::{Config, NoTls};
 use uuid::Uuid;
@@ -182,15 +185,21 @@ async fn eight_workers_under_terminations_and_restarts_end_with_exact_totals() {
     .await
     .unwrap();
     drop(c);
-    // Both statement modes: even workers unnamed, odd ones cached.
-    let unnamed = Store::with_statement_mode(pool(&config), StatementMode::Unnamed);
-    let cached = Store::with_statement_mode(pool(&config), StatementMode::CachedPerConnection);
+    // Workers go through the proxy. Both statement modes: even workers
+    // unnamed, odd ones cached.
+    let proxy = CutProxy::start(&config).await;
+    let unnamed = Store::with_statement_mode(pool(&proxy.config()), StatementMode::Unnamed);
+    let cached = Store::with_statement_mode(
+        pool(&proxy.config()),
+        StatementMode::CachedPerConnection,
+    );
     unnamed
         .service()
         .start_sync(org, &StartSync::new(SYNC, SyncEntityType::Product))
         .await
         .unwrap();
 
+    proxy.lose_every(37);
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Seen::default());
     let workers: Vec<_> = (0..WORKERS)
@@ -261,10 +270,13 @@ async fn eight_workers_under_terminations_and_restarts_end_with_exact_totals() {
     let (restarts, terminated, totals) = tokio::time::timeout(Duration::from_secs(120), run)
         .await
         .unwrap_or_else(|_| panic!("the chaos test did not finish in 120 s\n{}", cluster.log()));
+    proxy.lose_every(0);
     assert_eq!(restarts, 3);
+    assert!(proxy.lost() > 0, "the proxy lost no reply: the test tested nothing");
     eprintln!(
-        "chaos: {restarts} restarts, {terminated} backends terminated; retried after \
+        "chaos: {restarts} restarts, {terminated} backends terminated, {} replies lost; retried after \
          {} unknown outcomes and {} unavailable; {} repeated keys; {} ticks, {} appends, {} bulk rows",
+        proxy.lost(),
         seen.unknown.load(Ordering::Relaxed),
         seen.unavailable.load(Ordering::Relaxed),
         seen.repeats.load(Ordering::Relaxed),
