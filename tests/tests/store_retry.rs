@@ -156,6 +156,34 @@ async fn keyed_ticks_apply_each_key_once_in_any_order_in_both_scopes_and_modes()
     }
 }
 
+/// A keyed tick that completes the sync (handled reaches the total): its key
+/// goes with the others in the same statement; the repeat applies nothing.
+#[tokio::test]
+async fn keyed_tick_that_completes_the_sync_prunes_the_keys() {
+    let f = Fixture::new().await;
+    let svc = f.store.service();
+    let mut start = StartSync::new("done", SyncEntityType::Product);
+    start.total_items = Some(10);
+    svc.start_sync(f.org_a, &start).await.unwrap();
+    svc.report_progress_keyed(f.org_a, "done", 1, &delta(4))
+        .await
+        .unwrap();
+    assert_eq!(key_rows(&f.admin, f.org_a, "done").await, 1);
+    let out = svc
+        .report_progress_keyed(f.org_a, "done", 2, &delta(6))
+        .await
+        .unwrap();
+    assert!(out.applied);
+    assert!(out.counts.completed_at.is_some());
+    assert_eq!(key_rows(&f.admin, f.org_a, "done").await, 0);
+    let err = svc
+        .report_progress_keyed(f.org_a, "done", 2, &delta(6))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::SyncFinished { .. }), "{err:?}");
+    assert_eq!(processed(&f.admin, f.org_a, "done").await, 10);
+}
+
 #[tokio::test]
 async fn tick_keys_stay_closed_to_other_orgs_tenants() {
     let f = Fixture::new().await;

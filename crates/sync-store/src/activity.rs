@@ -365,7 +365,9 @@ async fn append_many(
             let stmt = stmt.map_err(pg)?;
             let Some(first) = now.first() else {
                 // The key was applied by a transaction that committed while
-                // this one waited on it: nothing to write.
+                // this one waited on it: nothing to write. Nothing named
+                // outlives the transaction (transaction-mode poolers).
+                drop(stmt);
                 client.batch_execute("ROLLBACK").await.map_err(pg)?;
                 let rows = applied_rows(client, op, org, key).await?;
                 guard.mark_clean();
@@ -377,6 +379,7 @@ async fn append_many(
             let now: OffsetDateTime = col(op, first, 0)?;
             if !col::<bool>(op, first, 1)? {
                 let rows: i32 = col(op, first, 2)?;
+                drop(stmt);
                 client.batch_execute("ROLLBACK").await.map_err(pg)?;
                 guard.mark_clean();
                 return Ok(BatchOutcome {

@@ -419,3 +419,33 @@ pub(crate) fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown(retry_safe: bool) -> Error {
+        Error::OutcomeUnknown {
+            operation: "report_progress",
+            reason: "connection closed".to_owned(),
+            code: None,
+            retry_safe,
+        }
+    }
+
+    #[test]
+    fn an_unknown_outcome_is_retryable_only_for_keyed_writes() {
+        assert!(unknown(true).is_retryable());
+        assert!(!unknown(false).is_retryable());
+        assert!(unknown(false).is_outcome_unknown());
+        assert!(unknown(false).to_string().contains("read the state back"));
+        assert!(unknown(true).to_string().contains("same key"));
+        let unavailable = Error::Unavailable {
+            operation: "report_progress",
+            reason: "pool timed out".to_owned(),
+            code: None,
+        };
+        assert!(unavailable.is_retryable());
+        assert!(!unavailable.is_outcome_unknown());
+    }
+}
