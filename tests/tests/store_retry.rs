@@ -476,3 +476,87 @@ async fn statement_aborted_by_the_server_is_unavailable_and_not_applied() {
     svc.report_progress(f.org_a, "locked", &delta(5)).await.unwrap();
     assert_eq!(processed(&f.admin, f.org_a, "locked").await, 5);
 }
+
+/// Attack: the same key sent by 16 callers at once (a retry racing the
+/// original, still running on a half-dead connection) applies exactly once.
+#[tokio::test]
+async fn concurrent_repeats_of_one_key_apply_once() {
+    let f = Fixture::new().await;
+    let svc = f.store.service();
+    svc.start_sync(f.org_a, &StartSync::new("race", SyncEntityType::Product))
+        .await
+        .unwrap();
+    let ticks: Vec<_> = (0..16)
+        .map(|_| {
+            let svc = svc.clone();
+            let org = f.org_a;
+            tokio::spawn(async move {
+                svc.report_progress_keyed(org, "race", 42, &delta(3))
+                    .await
+                    .unwrap()
+                    .applied
+            })
+        })
+        .collect();
+    let id = Uuid::new_v4();
+    let appends: Vec<_> = (0..16)
+        .map(|_| {
+            let svc = svc.clone();
+            let org = f.org_a;
+            tokio::spawn(async move {
+                let mut e = NewActivity::new(SyncAction::RecordSkip, SyncStatus::Completed);
+                e.id = Some(id);
+                e.created_at = Some(jan_15());
+                svc.append_activity(org, &e).await.unwrap().id
+            })
+        })
+        .collect();
+    let key = Uuid::new_v4();
+    let batches: Vec<_> = (0..8)
+        .map(|_| {
+            let svc = svc.clone();
+            let org = f.org_a;
+            tokio::spawn(async move {
+                let mut e = NewActivity::new(SyncAction::RecordSkip, SyncStatus::Completed);
+                e.sync_id = Some("race-bulk".into());
+                let out = svc
+                    .append_activity_batch(org, key, &[e.clone(), e])
+                    .await
+                    .unwrap();
+                assert_eq!(out.rows, 2);
+                out.applied
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for t in ticks {
+        applied += usize::from(t.await.unwrap());
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(processed(&f.admin, f.org_a, "race").await, 3);
+    for a in appends {
+        assert_eq!(a.await.unwrap(), id);
+    }
+    let n: i64 = f
+        .admin
+        .query_one("SELECT count(*) FROM sync_activity_log WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let mut applied = 0;
+    for b in batches {
+        applied += usize::from(b.await.unwrap());
+    }
+    assert_eq!(applied, 1);
+    let n: i64 = f
+        .admin
+        .query_one(
+            "SELECT count(*) FROM sync_activity_log WHERE sync_id = 'race-bulk'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
