@@ -73,8 +73,8 @@ impl Cluster {
     /// When the PostgreSQL binaries are missing (see `pg_config --bindir`), or
     /// `initdb` / the start fail (the server log is in the message).
     pub fn start(settings: &[(&str, &str)]) -> Cluster {
-        let bin = crate::bindir()
-            .expect("PostgreSQL server binaries (initdb, pg_ctl) must be installed");
+        let bin =
+            crate::bindir().expect("PostgreSQL server binaries (initdb, pg_ctl) must be installed");
         let dir = std::env::temp_dir().join(format!("sync-cluster-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let as_postgres = is_root();
@@ -155,7 +155,13 @@ impl Cluster {
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Output {
-        let mut all = vec!["-D", self.data.to_str().expect("utf-8 path"), "-w", "-t", "60"];
+        let mut all = vec![
+            "-D",
+            self.data.to_str().expect("utf-8 path"),
+            "-w",
+            "-t",
+            "60",
+        ];
         all.extend_from_slice(args);
         self.run("pg_ctl", &all)
     }
@@ -247,7 +253,12 @@ impl Cluster {
     pub fn kill_postmaster(&self) {
         let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))
             .expect("postmaster.pid (is the cluster running?)");
-        let pid = pid_file.lines().next().unwrap_or_default().trim().to_owned();
+        let pid = pid_file
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         let out = Command::new("kill")
             .args(["-KILL", &pid])
             .output()

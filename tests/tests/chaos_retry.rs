@@ -13,8 +13,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use sync_migrations::MigrateOptions;
 use sync_store::{
-    Error, NewActivity, ProgressDelta, StartSync, StatementMode, Store, SyncAction,
-    SyncEntityType, SyncStatus,
+    Error, NewActivity, ProgressDelta, StartSync, StatementMode, Store, SyncAction, SyncEntityType,
+    SyncStatus,
 };
 use sync_tests::cluster::{Cluster, StopMode};
 use sync_tests::cut_proxy::CutProxy;
@@ -120,9 +120,15 @@ async fn worker(
             ..Default::default()
         };
         let out = if w >= 6 {
-            retry("tenant tick", &seen, || tenant.report_progress_keyed(SYNC, key, &d)).await
+            retry("tenant tick", &seen, || {
+                tenant.report_progress_keyed(SYNC, key, &d)
+            })
+            .await
         } else {
-            retry("tick", &seen, || svc.report_progress_keyed(org, SYNC, key, &d)).await
+            retry("tick", &seen, || {
+                svc.report_progress_keyed(org, SYNC, key, &d)
+            })
+            .await
         };
         if !out.applied {
             seen.repeats.fetch_add(1, Ordering::Relaxed);
@@ -175,9 +181,12 @@ async fn eight_workers_under_terminations_and_restarts_end_with_exact_totals() {
         .await
         .unwrap();
     let (org, user) = (Uuid::new_v4(), Uuid::new_v4());
-    c.execute("INSERT INTO organization (id, name) VALUES ($1, 'chaos')", &[&org])
-        .await
-        .unwrap();
+    c.execute(
+        "INSERT INTO organization (id, name) VALUES ($1, 'chaos')",
+        &[&org],
+    )
+    .await
+    .unwrap();
     c.execute(
         "INSERT INTO auth.users_extended (id, org_id, email) VALUES ($1, $2, 'c@example.com')",
         &[&user, &org],
@@ -189,10 +198,8 @@ async fn eight_workers_under_terminations_and_restarts_end_with_exact_totals() {
     // unnamed, odd ones cached.
     let proxy = CutProxy::start(&config).await;
     let unnamed = Store::with_statement_mode(pool(&proxy.config()), StatementMode::Unnamed);
-    let cached = Store::with_statement_mode(
-        pool(&proxy.config()),
-        StatementMode::CachedPerConnection,
-    );
+    let cached =
+        Store::with_statement_mode(pool(&proxy.config()), StatementMode::CachedPerConnection);
     unnamed
         .service()
         .start_sync(org, &StartSync::new(SYNC, SyncEntityType::Product))
@@ -272,7 +279,10 @@ async fn eight_workers_under_terminations_and_restarts_end_with_exact_totals() {
         .unwrap_or_else(|_| panic!("the chaos test did not finish in 120 s\n{}", cluster.log()));
     proxy.lose_every(0);
     assert_eq!(restarts, 3);
-    assert!(proxy.lost() > 0, "the proxy lost no reply: the test tested nothing");
+    assert!(
+        proxy.lost() > 0,
+        "the proxy lost no reply: the test tested nothing"
+    );
     eprintln!(
         "chaos: {restarts} restarts, {terminated} backends terminated, {} replies lost; retried after \
          {} unknown outcomes and {} unavailable; {} repeated keys; {} ticks, {} appends, {} bulk rows",
@@ -312,8 +322,16 @@ async fn eight_workers_under_terminations_and_restarts_end_with_exact_totals() {
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, i64>(0), totals.appends, "one audit row per append");
-    assert_eq!(row.get::<_, i64>(1), totals.appends, "no duplicate audit rows");
+    assert_eq!(
+        row.get::<_, i64>(0),
+        totals.appends,
+        "one audit row per append"
+    );
+    assert_eq!(
+        row.get::<_, i64>(1),
+        totals.appends,
+        "no duplicate audit rows"
+    );
     let bulk: i64 = c
         .query_one(
             "SELECT count(*) FROM sync_activity_log WHERE sync_id = $1",

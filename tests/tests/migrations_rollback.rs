@@ -48,7 +48,16 @@ fn psql_file(db: &TestDb, file: &str) -> std::process::Output {
 
 fn psql_file_single_transaction(db: &TestDb, file: &str) -> std::process::Output {
     Command::new("psql")
-        .args(["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", &db.url(), "-f"])
+        .args([
+            "-X",
+            "-q",
+            "-1",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &db.url(),
+            "-f",
+        ])
         .arg(repo_root().join(file))
         .output()
         .expect("psql must be installed (postgresql-client)")
@@ -156,7 +165,11 @@ async fn standalone_psql_rollback_then_up_again() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(rows, vec![1], "the rollbacks remove 0024's and 0025's history rows");
+    assert_eq!(
+        rows,
+        vec![1],
+        "the rollbacks remove 0024's and 0025's history rows"
+    );
     let report = apply(&mut c, &MigrateOptions::default()).await.unwrap();
     assert_eq!(
         report.applied.iter().map(|m| m.version).collect::<Vec<_>>(),

@@ -10,8 +10,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use store_common::Fixture;
 use sync_store::{
-    Error, NewActivity, ProgressDelta, StartSync, StatementMode, Store, SyncAction,
-    SyncEntityType, SyncStatus,
+    Error, NewActivity, ProgressDelta, StartSync, StatementMode, Store, SyncAction, SyncEntityType,
+    SyncStatus,
 };
 use sync_tests::cut_proxy::CutProxy;
 use time::OffsetDateTime;
@@ -97,20 +97,28 @@ async fn keyed_ticks_apply_each_key_once_in_any_order_in_both_scopes_and_modes()
                 .await
                 .unwrap();
             applied.push(out.applied);
-            assert_eq!(out.counts.processed_count, processed(&f.admin, f.org_a, &sync_id).await);
+            assert_eq!(
+                out.counts.processed_count,
+                processed(&f.admin, f.org_a, &sync_id).await
+            );
         }
         assert_eq!(applied, [true, true, true, false, false, false], "{mode:?}");
-        assert_eq!(processed(&f.admin, f.org_a, &sync_id).await, 5 + 3 + 9, "{mode:?}");
+        assert_eq!(
+            processed(&f.admin, f.org_a, &sync_id).await,
+            5 + 3 + 9,
+            "{mode:?}"
+        );
         // The same key on another sync (or another org) is another key.
         let other = format!("other-{mode:?}");
         svc.start_sync(f.org_b, &StartSync::new(&other, SyncEntityType::Order))
             .await
             .unwrap();
-        assert!(svc
-            .report_progress_keyed(f.org_b, &other, 5, &delta(1))
-            .await
-            .unwrap()
-            .applied);
+        assert!(
+            svc.report_progress_keyed(f.org_b, &other, 5, &delta(1))
+                .await
+                .unwrap()
+                .applied
+        );
 
         // Tenant scope, through RLS.
         let tenant = store.tenant(f.user_a);
@@ -200,10 +208,15 @@ async fn tick_keys_stay_closed_to_other_orgs_tenants() {
     let (_, config) = f.db.login_role("planter").await;
     let c = sync_tests::connect(&config).await;
     let claims = format!("{{\"sub\":\"{}\"}}", f.user_b);
-    c.batch_execute("BEGIN; SET LOCAL ROLE sync_tenant").await.unwrap();
-    c.execute("SELECT set_config('request.jwt.claims', $1, true)", &[&claims])
+    c.batch_execute("BEGIN; SET LOCAL ROLE sync_tenant")
         .await
         .unwrap();
+    c.execute(
+        "SELECT set_config('request.jwt.claims', $1, true)",
+        &[&claims],
+    )
+    .await
+    .unwrap();
     let err = c
         .execute(
             "INSERT INTO sync_progress_tick_key (org_id, sync_id, tick_key) VALUES ($1, 's', 2)",
@@ -213,11 +226,12 @@ async fn tick_keys_stay_closed_to_other_orgs_tenants() {
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err:?}");
     c.batch_execute("ROLLBACK").await.unwrap();
-    assert!(svc
-        .report_progress_keyed(f.org_a, "s", 2, &delta(1))
-        .await
-        .unwrap()
-        .applied);
+    assert!(
+        svc.report_progress_keyed(f.org_a, "s", 2, &delta(1))
+            .await
+            .unwrap()
+            .applied
+    );
 }
 
 #[tokio::test]
@@ -239,22 +253,41 @@ async fn keyed_append_writes_one_row_per_id_and_created_at() {
         assert_eq!(again, first, "{mode:?}");
         let n: i64 = f
             .admin
-            .query_one("SELECT count(*) FROM sync_activity_log WHERE id = $1", &[&id])
+            .query_one(
+                "SELECT count(*) FROM sync_activity_log WHERE id = $1",
+                &[&id],
+            )
             .await
             .unwrap()
             .get(0);
         assert_eq!(n, 1, "{mode:?}");
         // Another org cannot read it back through the key.
         let err = svc.append_activity(f.org_b, &e).await.unwrap_err();
-        assert!(matches!(&err, Error::InvalidInput { field, .. } if field == "id"), "{err:?}");
+        assert!(
+            matches!(&err, Error::InvalidInput { field, .. } if field == "id"),
+            "{err:?}"
+        );
     }
     // An id without created_at is no key: refused, nothing written.
     let before = f.count("sync_activity_log").await;
     let mut e = NewActivity::new(SyncAction::RecordCreate, SyncStatus::Completed);
     e.id = Some(Uuid::new_v4());
-    let err = f.store.service().append_activity(f.org_a, &e).await.unwrap_err();
-    assert!(matches!(&err, Error::InvalidInput { field, .. } if field == "id"), "{err:?}");
-    let err = f.store.tenant(f.user_a).append_activity(&e).await.unwrap_err();
+    let err = f
+        .store
+        .service()
+        .append_activity(f.org_a, &e)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "id"),
+        "{err:?}"
+    );
+    let err = f
+        .store
+        .tenant(f.user_a)
+        .append_activity(&e)
+        .await
+        .unwrap_err();
     assert!(matches!(&err, Error::InvalidInput { .. }), "{err:?}");
     assert_eq!(f.count("sync_activity_log").await, before);
 }
@@ -272,23 +305,45 @@ async fn keyed_batch_is_written_once() {
         })
         .collect();
     let before = f.count("sync_activity_log").await;
-    let first = svc.append_activity_batch(f.org_a, key, &rows).await.unwrap();
+    let first = svc
+        .append_activity_batch(f.org_a, key, &rows)
+        .await
+        .unwrap();
     assert!(first.applied);
     assert_eq!(first.rows, 3);
-    let again = svc.append_activity_batch(f.org_a, key, &rows[..1]).await.unwrap();
+    let again = svc
+        .append_activity_batch(f.org_a, key, &rows[..1])
+        .await
+        .unwrap();
     assert!(!again.applied);
-    assert_eq!(again.rows, 3, "a repeat answers the size of the batch that applied");
+    assert_eq!(
+        again.rows, 3,
+        "a repeat answers the size of the batch that applied"
+    );
     assert_eq!(f.count("sync_activity_log").await, before + 3);
     // The same key for another org is another key.
-    assert!(svc.append_activity_batch(f.org_b, key, &rows).await.unwrap().applied);
+    assert!(
+        svc.append_activity_batch(f.org_b, key, &rows)
+            .await
+            .unwrap()
+            .applied
+    );
     assert_eq!(f.count("sync_activity_log").await, before + 6);
     // A failed batch records no key: its retry applies.
     let key2 = Uuid::new_v4();
     let mut bad = rows.clone();
     bad[1].user_id = Some(Uuid::new_v4()); // unknown user: foreign key
-    let err = svc.append_activity_batch(f.org_a, key2, &bad).await.unwrap_err();
+    let err = svc
+        .append_activity_batch(f.org_a, key2, &bad)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
-    assert!(svc.append_activity_batch(f.org_a, key2, &rows).await.unwrap().applied);
+    assert!(
+        svc.append_activity_batch(f.org_a, key2, &rows)
+            .await
+            .unwrap()
+            .applied
+    );
     assert_eq!(f.count("sync_activity_log").await, before + 9);
 }
 
@@ -307,7 +362,9 @@ async fn lost_connection_after_commit_is_outcome_unknown() {
             .await
             .unwrap();
         // Warm the connection (and its statement cache) with each statement.
-        svc.report_progress(f.org_a, &sync_id, &delta(1)).await.unwrap();
+        svc.report_progress(f.org_a, &sync_id, &delta(1))
+            .await
+            .unwrap();
         svc.report_progress_keyed(f.org_a, &sync_id, 0, &delta(0))
             .await
             .unwrap();
@@ -329,7 +386,13 @@ async fn lost_connection_after_commit_is_outcome_unknown() {
         proxy.cut();
         let err = call.await.unwrap().unwrap_err();
         assert!(
-            matches!(&err, Error::OutcomeUnknown { retry_safe: false, .. }),
+            matches!(
+                &err,
+                Error::OutcomeUnknown {
+                    retry_safe: false,
+                    ..
+                }
+            ),
             "{mode:?}: {err:?}"
         );
         assert!(!err.is_retryable(), "{mode:?}: {err}");
@@ -355,7 +418,13 @@ async fn lost_connection_after_commit_is_outcome_unknown() {
         proxy.cut();
         let err = call.await.unwrap().unwrap_err();
         assert!(
-            matches!(&err, Error::OutcomeUnknown { retry_safe: true, .. }),
+            matches!(
+                &err,
+                Error::OutcomeUnknown {
+                    retry_safe: true,
+                    ..
+                }
+            ),
             "{mode:?}: {err:?}"
         );
         assert!(err.is_retryable());
@@ -386,7 +455,13 @@ async fn lost_connection_after_commit_is_outcome_unknown() {
         proxy.cut();
         let err = call.await.unwrap().unwrap_err();
         assert!(
-            matches!(&err, Error::OutcomeUnknown { retry_safe: true, .. }),
+            matches!(
+                &err,
+                Error::OutcomeUnknown {
+                    retry_safe: true,
+                    ..
+                }
+            ),
             "{mode:?}: {err:?}"
         );
         let retry = tenant
@@ -406,7 +481,10 @@ async fn lost_connection_after_commit_is_outcome_unknown() {
         svc.append_activity(f.org_a, &warm).await.unwrap();
         let rows_with_id = || async {
             f.admin
-                .query_one("SELECT count(*) FROM sync_activity_log WHERE id = $1", &[&id])
+                .query_one(
+                    "SELECT count(*) FROM sync_activity_log WHERE id = $1",
+                    &[&id],
+                )
                 .await
                 .unwrap()
                 .get::<_, i64>(0)
@@ -418,11 +496,20 @@ async fn lost_connection_after_commit_is_outcome_unknown() {
             let org = f.org_a;
             tokio::spawn(async move { svc.append_activity(org, &e).await })
         };
-        wait_until("the keyed append committed", || async { rows_with_id().await == 1 }).await;
+        wait_until("the keyed append committed", || async {
+            rows_with_id().await == 1
+        })
+        .await;
         proxy.cut();
         let err = call.await.unwrap().unwrap_err();
         assert!(
-            matches!(&err, Error::OutcomeUnknown { retry_safe: true, .. }),
+            matches!(
+                &err,
+                Error::OutcomeUnknown {
+                    retry_safe: true,
+                    ..
+                }
+            ),
             "{mode:?}: {err:?}"
         );
         let entry = svc.append_activity(f.org_a, &e).await.unwrap();
@@ -454,7 +541,11 @@ async fn statement_aborted_by_the_server_is_unavailable_and_not_applied() {
     let waiting = "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
                    AND wait_event_type = 'Lock' AND query LIKE 'UPDATE sync_progress%'";
     wait_until("the tick waits on the row lock", || async {
-        !f.admin.query(waiting, &[&db_name]).await.unwrap().is_empty()
+        !f.admin
+            .query(waiting, &[&db_name])
+            .await
+            .unwrap()
+            .is_empty()
     })
     .await;
     f.admin
@@ -473,7 +564,9 @@ async fn statement_aborted_by_the_server_is_unavailable_and_not_applied() {
     locker.batch_execute("COMMIT").await.unwrap();
     assert_eq!(processed(&f.admin, f.org_a, "locked").await, 0);
     // The retry applies it once.
-    svc.report_progress(f.org_a, "locked", &delta(5)).await.unwrap();
+    svc.report_progress(f.org_a, "locked", &delta(5))
+        .await
+        .unwrap();
     assert_eq!(processed(&f.admin, f.org_a, "locked").await, 5);
 }
 
@@ -539,7 +632,10 @@ async fn concurrent_repeats_of_one_key_apply_once() {
     }
     let n: i64 = f
         .admin
-        .query_one("SELECT count(*) FROM sync_activity_log WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT count(*) FROM sync_activity_log WHERE id = $1",
+            &[&id],
+        )
         .await
         .unwrap()
         .get(0);

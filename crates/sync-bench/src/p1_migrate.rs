@@ -14,8 +14,8 @@ use crate::BenchDb;
 pub(crate) async fn run(db: &BenchDb, reps: usize) -> Row {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../migrations/V0024__sync_preview_progress_logs.sql");
-    let file_0025 =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../migrations/V0025__idempotent_writes.sql");
+    let file_0025 = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../migrations/V0025__idempotent_writes.sql");
     let url = db.url.clone();
     let (library_ms, baseline_ms) = alternate(
         reps,
@@ -60,9 +60,12 @@ pub(crate) async fn run(db: &BenchDb, reps: usize) -> Row {
     .await;
     // Leave 0024 applied and recorded for the next rows.
     let mut c = db.connect().await;
-    sync_migrations::rollback_0024_dropping_data(&mut c, &sync_migrations::MigrateOptions::default())
-        .await
-        .expect("rollback");
+    sync_migrations::rollback_0024_dropping_data(
+        &mut c,
+        &sync_migrations::MigrateOptions::default(),
+    )
+    .await
+    .expect("rollback");
     let mut c = db.connect().await;
     sync_migrations::apply(&mut c, &sync_migrations::MigrateOptions::default())
         .await

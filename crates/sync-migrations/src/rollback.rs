@@ -89,9 +89,10 @@ async fn run_chain(client: &Client) -> std::result::Result<(), tokio_postgres::E
 
 async fn rollback_locked(client: &mut Client) -> Result<RollbackOutcome> {
     let applied = applied_migrations(client).await?;
-    if let Some(later) = applied.iter().find(|m| {
-        m.version > V0024 && !ROLLBACKS_AFTER_0024.iter().any(|(v, _)| *v == m.version)
-    }) {
+    if let Some(later) = applied
+        .iter()
+        .find(|m| m.version > V0024 && !ROLLBACKS_AFTER_0024.iter().any(|(v, _)| *v == m.version))
+    {
         return Err(Error::LaterMigrationApplied {
             version: later.version,
             name: later.name.clone(),

@@ -63,7 +63,8 @@ static BY_KEY: ScopedSql = ScopedSql::new(concat!(
 /// transaction's `now()`: `true` and the batch's size when the key is new,
 /// `false` and the size recorded then when it was applied before (no row when
 /// that happened after this statement's snapshot).
-const BATCH_KEY: &str = "WITH k AS (INSERT INTO sync_activity_batch (org_id, batch_key, row_count) \
+const BATCH_KEY: &str =
+    "WITH k AS (INSERT INTO sync_activity_batch (org_id, batch_key, row_count) \
        VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING row_count) \
      SELECT now(), true, row_count FROM k \
      UNION ALL SELECT now(), false, b.row_count FROM sync_activity_batch b \
@@ -326,8 +327,9 @@ async fn append_many(
                 rows: 0,
             });
         }
-        let count = i32::try_from(entries.len())
-            .map_err(|_| Error::invalid(op, "entries", "more than 2^31 - 1 entries in one batch"))?;
+        let count = i32::try_from(entries.len()).map_err(|_| {
+            Error::invalid(op, "entries", "more than 2^31 - 1 entries in one batch")
+        })?;
         let mut durations = Vec::with_capacity(entries.len());
         for e in entries {
             check(op, e, None)?;
@@ -343,7 +345,11 @@ async fn append_many(
             let types = store.copy_types(client, op).await?;
             let now_query = async {
                 match key {
-                    None => client.query_typed("SELECT now(), true, $1::int4", &[(&count, Type::INT4)]).await,
+                    None => {
+                        client
+                            .query_typed("SELECT now(), true, $1::int4", &[(&count, Type::INT4)])
+                            .await
+                    }
                     Some(key) => {
                         client
                             .query_typed(
@@ -506,9 +512,11 @@ impl ServiceScope {
     /// STDIN (FORMAT binary)`; enum OIDs are read once per [`crate::Store`] from
     /// `pg_type` / `pg_enum`.
     pub async fn append_activity_many(&self, org: Uuid, entries: &[NewActivity]) -> Result<u64> {
-        Ok(append_many(&self.store, "append_activity_many", org, None, entries)
-            .await?
-            .rows)
+        Ok(
+            append_many(&self.store, "append_activity_many", org, None, entries)
+                .await?
+                .rows,
+        )
     }
 
     /// [`Self::append_activity_many`] with an idempotency key per batch,

@@ -194,9 +194,7 @@ impl Error {
     /// The SQLSTATE of the server error behind this one, when there is one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Unavailable { code, .. } | Error::OutcomeUnknown { code, .. } => {
-                code.as_deref()
-            }
+            Error::Unavailable { code, .. } | Error::OutcomeUnknown { code, .. } => code.as_deref(),
             _ => self.server().map(|s| s.code.as_str()),
         }
     }

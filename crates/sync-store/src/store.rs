@@ -453,19 +453,16 @@ impl Store {
         // A write. The server reporting an error for the set-up or the
         // statement means the transaction was aborted: not applied. No COMMIT
         // sent (the prepare failed): not applied.
-        if commit.is_none() || is_db_err(&setup) || is_db_err(&rows) {
-            setup.map_err(pg)?;
-            return rows.map_err(pg);
-        }
         match commit {
-            Some(Ok(_)) => {
+            // The connection was lost, or the server ended the session, with
+            // the COMMIT sent: it may have committed.
+            Some(Err(e)) if !is_db_err(&setup) && !is_db_err(&rows) => {
+                Err(Error::from_pg_commit(operation, e, retry_safe))
+            }
+            _ => {
                 setup.map_err(pg)?;
                 rows.map_err(pg)
             }
-            // The connection was lost, or the server ended the session, with
-            // the COMMIT sent: it may have committed.
-            Some(Err(e)) => Err(Error::from_pg_commit(operation, e, retry_safe)),
-            None => unreachable!("handled above"),
         }
     }
 
