@@ -125,7 +125,10 @@ pub enum Error {
 
     /// The connection was lost after the write (or its `COMMIT`) was sent, before
     /// the server confirmed it: the write **may or may not have been applied**.
-    /// Nothing else is known; the next call decides.
+    /// Nothing else is known; the next call decides. It errs on the safe side:
+    /// a write sent on a pooled connection whose server session had already
+    /// ended (before the driver noticed) is reported so too, although it was
+    /// not applied; never the reverse.
     ///
     /// `retry_safe` is `true` only for the idempotent writes, which carry an
     /// idempotency key so that applying them twice is a no-op (see the crate's
