@@ -18,6 +18,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+pub mod cluster;
+pub mod cut_proxy;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, Config, NoTls};
 

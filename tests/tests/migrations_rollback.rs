@@ -46,6 +46,23 @@ fn psql_file(db: &TestDb, file: &str) -> std::process::Output {
         .expect("psql must be installed (postgresql-client)")
 }
 
+fn psql_file_single_transaction(db: &TestDb, file: &str) -> std::process::Output {
+    Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-1",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &db.url(),
+            "-f",
+        ])
+        .arg(repo_root().join(file))
+        .output()
+        .expect("psql must be installed (postgresql-client)")
+}
+
 /// The state "before 0024": only 0001, applied by psql on a fresh database.
 async fn before_0024_dump() -> String {
     let db = TestDb::empty().await;
@@ -67,6 +84,7 @@ async fn up_down_up_restores_the_exact_schema() {
     apply(&mut c, &opts).await.unwrap();
     let with_0024 = schema_dump(&db);
     assert!(with_0024.contains("CREATE TABLE public.sync_progress"));
+    assert!(with_0024.contains("CREATE TABLE public.sync_progress_tick_key"));
 
     // Data in every table must not stop the rollback.
     c.batch_execute(
@@ -75,7 +93,12 @@ async fn up_down_up_restores_the_exact_schema() {
              VALUES ('00000000-0000-0000-0000-000000000001', 's', 'order', 5);
          INSERT INTO sync_preview_cache (org_id, sync_type, sync_id, delta_json, cache_key)
              VALUES ('00000000-0000-0000-0000-000000000001', 'odoo', 's', '{}',
-                     '00000000-0000-0000-0000-000000000001:k');",
+                     '00000000-0000-0000-0000-000000000001:k');
+         INSERT INTO sync_progress_tick_key (org_id, sync_id, tick_key)
+             VALUES ('00000000-0000-0000-0000-000000000001', 's', 7);
+         INSERT INTO sync_activity_batch (org_id, batch_key, row_count)
+             VALUES ('00000000-0000-0000-0000-000000000001',
+                     '00000000-0000-0000-0000-0000000000b1', 3);",
     )
     .await
     .unwrap();
@@ -95,7 +118,7 @@ async fn up_down_up_restores_the_exact_schema() {
     let again = apply(&mut c, &opts).await.unwrap();
     assert_eq!(
         again.applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![24]
+        vec![24, 25]
     );
     assert_eq!(
         schema_dump(&db),
@@ -117,6 +140,13 @@ async fn up_down_up_restores_the_exact_schema() {
 async fn standalone_psql_rollback_then_up_again() {
     let pristine = before_0024_dump().await;
     let db = TestDb::migrated().await;
+    // Newest first: 0025 (one transaction, -1), then 0024.
+    let out = psql_file_single_transaction(&db, "rollback/0025_idempotent_writes.sql");
+    assert!(
+        out.status.success(),
+        "psql rollback of 0025 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = psql_file(&db, "rollback/0024_sync_preview_progress_logs.sql");
     assert!(
         out.status.success(),
@@ -135,11 +165,15 @@ async fn standalone_psql_rollback_then_up_again() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(rows, vec![1], "the rollback removes 0024's history row");
+    assert_eq!(
+        rows,
+        vec![1],
+        "the rollbacks remove 0024's and 0025's history rows"
+    );
     let report = apply(&mut c, &MigrateOptions::default()).await.unwrap();
     assert_eq!(
         report.applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![24]
+        vec![24, 25]
     );
 }
 
@@ -173,7 +207,7 @@ async fn down_refuses_when_a_later_migration_is_applied() {
     let mut c = db.client().await;
     c.batch_execute(
         "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
-         VALUES (25, 'later', '2026-11-01T00:00:00Z', '1')",
+         VALUES (26, 'later', '2026-11-01T00:00:00Z', '1')",
     )
     .await
     .unwrap();
@@ -181,10 +215,17 @@ async fn down_refuses_when_a_later_migration_is_applied() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::LaterMigrationApplied { version: 25, .. }),
+        matches!(&err, Error::LaterMigrationApplied { version: 26, .. }),
         "{err:?}"
     );
-    assert!(err.to_string().contains("V25__later"), "{err}");
+    assert!(err.to_string().contains("V26__later"), "{err}");
+    // 0025, which this build can roll back, was not rolled back either.
+    let keys: Option<String> = c
+        .query_one("SELECT to_regclass('sync_progress_tick_key')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys.as_deref(), Some("sync_progress_tick_key"));
     // Nothing was dropped.
     assert!(sync_migrations::verify(&c).await.unwrap().is_ok());
 }
@@ -217,6 +258,18 @@ async fn failed_rollback_changes_nothing_and_names_the_dependent() {
     );
     let status = sync_migrations::status(&mut c).await.unwrap();
     assert!(matches!(status[1].state, MigrationState::Applied { .. }));
+    // 0025, rolled back first in the same transaction, is back too.
+    assert!(
+        matches!(status[2].state, MigrationState::Applied { .. }),
+        "{:?}",
+        status[2]
+    );
+    let keys: Option<String> = c
+        .query_one("SELECT to_regclass('sync_progress_tick_key')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys.as_deref(), Some("sync_progress_tick_key"));
     // The connection is usable and outside any transaction.
     c.batch_execute("DROP VIEW my_report").await.unwrap();
     assert_eq!(

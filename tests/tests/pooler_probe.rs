@@ -91,7 +91,7 @@ async fn session_mode_pgbouncer_is_allowed_and_migrates() {
         .unwrap();
     assert_eq!(
         report.applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![1, 24]
+        vec![1, 24, 25]
     );
     assert!(sync_migrations::verify(&db.client().await)
         .await
@@ -228,7 +228,7 @@ async fn refuse_pooler_false_skips_the_probe() {
         ..MigrateOptions::default()
     };
     let report = sync_migrations::apply_pool(&pool, &options).await.unwrap();
-    assert_eq!(report.applied.len(), 2);
+    assert_eq!(report.applied.len(), 3);
     assert!(history_table_exists(&db).await);
 }
 
@@ -255,7 +255,7 @@ async fn session_pgbouncer_without_a_free_server_session_is_allowed() {
     let report = sync_migrations::apply_pool(&pool, &MigrateOptions::default())
         .await
         .unwrap();
-    assert_eq!(report.applied.len(), 2);
+    assert_eq!(report.applied.len(), 3);
     drop(report);
     // The pool still works: its connections are healthy.
     let c = pool.get().await.unwrap();

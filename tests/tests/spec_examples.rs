@@ -211,7 +211,11 @@ fn check_result(sql: &str, rows: &[tokio_postgres::Row]) {
     } else if sql.contains("SELECT * FROM auth.users_extended WHERE id = current_user_id") {
         assert_eq!(rows.len(), 1);
     } else if sql.contains("information_schema.triggers") {
-        assert_eq!(rows.len(), 8, "5 triggers, 8 (trigger, event) rows");
+        assert_eq!(
+            rows.len(),
+            9,
+            "0024's 5 triggers in 8 (trigger, event) rows, and 0025's key pruning trigger"
+        );
     } else if sql.contains("FILTER (WHERE status = 'completed')") {
         assert_eq!(
             rows[0].get::<_, i64>(0),

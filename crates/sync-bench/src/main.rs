@@ -240,7 +240,11 @@ async fn main() -> ExitCode {
             }
         }
         if wanted("P3") {
-            rows.push(p3_progress::run(&db, reps, sizes.progress_ops).await);
+            rows.push(p3_progress::run(&db, reps, sizes.progress_ops, false).await);
+            progress(&args, rows.last());
+        }
+        if wanted("P3k") {
+            rows.push(p3_progress::run(&db, reps, sizes.progress_ops, true).await);
             progress(&args, rows.last());
         }
         if wanted("P4") {

@@ -1,9 +1,10 @@
-//! P1: apply 0024 through sync-migrations on a database holding only the
-//! prerequisites, vs `psql -1 -f` of the same migration file.
+//! P1: apply 0024 (and 0025, its idempotency keys) through sync-migrations on a
+//! database holding only the prerequisites, vs `psql -1 -f` of the same
+//! migration files.
 //!
 //! Both include their own connection set-up (the library path connects, the
 //! baseline starts psql). Between rounds 0024 is removed with the rollback script
-//! (untimed).
+//! (untimed), which rolls back 0025 first.
 
 use std::path::PathBuf;
 
@@ -13,14 +14,19 @@ use crate::BenchDb;
 pub(crate) async fn run(db: &BenchDb, reps: usize) -> Row {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../migrations/V0024__sync_preview_progress_logs.sql");
+    let file_0025 = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../migrations/V0025__idempotent_writes.sql");
     let url = db.url.clone();
     let (library_ms, baseline_ms) = alternate(
         reps,
         |_side: Side| async {
-            let c = db.connect().await;
-            c.batch_execute(sync_migrations::ROLLBACK_0024_SQL)
-                .await
-                .expect("rollback");
+            let mut c = db.connect().await;
+            sync_migrations::rollback_0024_dropping_data(
+                &mut c,
+                &sync_migrations::MigrateOptions::default(),
+            )
+            .await
+            .expect("rollback");
         },
         || async {
             let mut c = db.connect().await;
@@ -28,15 +34,18 @@ pub(crate) async fn run(db: &BenchDb, reps: usize) -> Row {
                 sync_migrations::apply(&mut c, &sync_migrations::MigrateOptions::default())
                     .await
                     .expect("apply");
-            assert_eq!(report.applied.len(), 1);
+            assert_eq!(report.applied.len(), 2);
         },
         || {
             let url = url.clone();
             let file = file.clone();
+            let file_0025 = file_0025.clone();
             async move {
                 let out = tokio::process::Command::new("psql")
                     .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-d", &url, "-f"])
                     .arg(&file)
+                    .arg("-f")
+                    .arg(&file_0025)
                     .output()
                     .await
                     .expect("psql");
@@ -50,17 +59,20 @@ pub(crate) async fn run(db: &BenchDb, reps: usize) -> Row {
     )
     .await;
     // Leave 0024 applied and recorded for the next rows.
-    let c = db.connect().await;
-    c.batch_execute(sync_migrations::ROLLBACK_0024_SQL)
-        .await
-        .expect("rollback");
+    let mut c = db.connect().await;
+    sync_migrations::rollback_0024_dropping_data(
+        &mut c,
+        &sync_migrations::MigrateOptions::default(),
+    )
+    .await
+    .expect("rollback");
     let mut c = db.connect().await;
     sync_migrations::apply(&mut c, &sync_migrations::MigrateOptions::default())
         .await
         .expect("apply");
     Row {
         id: "P1",
-        what: "apply 0024 (sync-migrations) vs psql -1 -f".into(),
+        what: "apply 0024 + 0025 (sync-migrations) vs psql -1 -f".into(),
         library_ms,
         baseline_ms,
         target: Target {

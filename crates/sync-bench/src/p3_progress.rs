@@ -5,6 +5,10 @@
 //!
 //! Each repetition times a batch of `ops` sequential autocommit updates of one
 //! running sync (total unknown, so it never completes); reported as ms per update.
+//!
+//! P3k: the same with `report_progress_keyed` (the retry-safe tick: its key is
+//! inserted into `sync_progress_tick_key` in the same statement), against the
+//! same baseline: the cost of idempotency.
 
 use sync_store::{ProgressDelta, StartSync, SyncEntityType};
 use tokio_postgres::Client;
@@ -13,15 +17,16 @@ use crate::data::{create_tenants, exec, store};
 use crate::measure::{alternate, Row, Side, Target};
 use crate::BenchDb;
 
-const SYNC_ID: &str = "bench-p3";
-
-pub(crate) async fn run(db: &BenchDb, reps: usize, ops: usize) -> Row {
+pub(crate) async fn run(db: &BenchDb, reps: usize, ops: usize, keyed: bool) -> Row {
+    let sync_id = if keyed { "bench-p3k" } else { "bench-p3" };
+    let next_key = std::sync::atomic::AtomicI64::new(0);
+    let next_key = &next_key;
     let c = db.connect().await;
-    let org = create_tenants(&c, "p3", 1).await[0].org;
+    let org = create_tenants(&c, sync_id, 1).await[0].org;
     let store = store(db);
     let service = store.service();
     service
-        .start_sync(org, &StartSync::new(SYNC_ID, SyncEntityType::Product))
+        .start_sync(org, &StartSync::new(sync_id, SyncEntityType::Product))
         .await
         .expect("start_sync");
     let fillfactor: Option<String> = c
@@ -66,16 +71,25 @@ pub(crate) async fn run(db: &BenchDb, reps: usize, ops: usize) -> Row {
                     current_item: Some(i),
                     batch_number: Some(i / 100),
                 };
-                service
-                    .report_progress(org, SYNC_ID, &delta)
-                    .await
-                    .expect("report_progress");
+                if keyed {
+                    let key = next_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let out = service
+                        .report_progress_keyed(org, sync_id, key, &delta)
+                        .await
+                        .expect("report_progress_keyed");
+                    assert!(out.applied);
+                } else {
+                    service
+                        .report_progress(org, sync_id, &delta)
+                        .await
+                        .expect("report_progress");
+                }
             }
         },
         move || async move {
             for i in 0..ops as i32 {
                 let n = c
-                    .execute(stmt, &[&1i32, &0i32, &i, &(i / 100), &org, &SYNC_ID])
+                    .execute(stmt, &[&1i32, &0i32, &i, &(i / 100), &org, &sync_id])
                     .await
                     .expect("update");
                 assert_eq!(n, 1);
@@ -88,7 +102,7 @@ pub(crate) async fn run(db: &BenchDb, reps: usize, ops: usize) -> Row {
         .query(
             "SELECT processed_count FROM sync_progress WHERE sync_id = $1 \
              UNION ALL SELECT processed_count FROM bench_progress_plain WHERE sync_id = $1",
-            &[&SYNC_ID],
+            &[&sync_id],
         )
         .await
         .expect("counts")
@@ -98,6 +112,22 @@ pub(crate) async fn run(db: &BenchDb, reps: usize, ops: usize) -> Row {
     assert_eq!(counts, vec![(reps * ops) as i32; 2]);
     exec(c, "DROP TABLE bench_progress_plain").await;
     let per = ops as f64;
+    if keyed {
+        return Row {
+            id: "P3k",
+            what: format!(
+                "one retry-safe progress update (report_progress_keyed: key row + update in one \
+                 statement) vs the same bare prepared UPDATE (ms per update; {ops} per repetition; \
+                 informational target)"
+            ),
+            library_ms: library_ms / per,
+            baseline_ms: baseline_ms / per,
+            target: Target {
+                max_ratio: 2.0,
+                max_library_ms: None,
+            },
+        };
+    }
     Row {
         id: "P3",
         what: format!(

@@ -54,8 +54,9 @@ struct Cli {
 enum Command {
     /// Apply every pending migration (0001, 0024, …) under the migration lock.
     Up,
-    /// Roll back 0024: DROPS its three tables with all their rows, its functions
-    /// and enum types. Refuses if a later migration is applied.
+    /// Roll back 0025 then 0024 (one transaction): DROPS their tables with all
+    /// their rows, functions and enum types. Refuses if a migration this build
+    /// cannot roll back is applied.
     Down,
     /// List embedded migrations: applied, pending, or changed since applied.
     Status,

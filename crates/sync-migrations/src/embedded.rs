@@ -1,5 +1,5 @@
 //! The SQL compiled into this crate: `migrations/` (through refinery) and the
-//! rollback script for 0024.
+//! rollback scripts (`rollback/`).
 
 mod embedded_migrations {
     refinery::embed_migrations!("../../migrations");
@@ -15,6 +15,17 @@ pub(crate) const V0024: i32 = 24;
 /// own `BEGIN`/`COMMIT`, so it also runs on its own with `psql -v ON_ERROR_STOP=1 -f`.
 pub const ROLLBACK_0024_SQL: &str =
     include_str!("../../../rollback/0024_sync_preview_progress_logs.sql");
+
+/// `rollback/0025_idempotent_writes.sql`, byte for byte. It carries no
+/// `BEGIN`/`COMMIT`: [`crate::rollback_0024_dropping_data`] runs it and the
+/// rollback of 0024 in one transaction. On its own: `psql -1 -v ON_ERROR_STOP=1 -f`.
+pub const ROLLBACK_0025_SQL: &str = include_str!("../../../rollback/0025_idempotent_writes.sql");
+
+/// The rollback scripts of the migrations after 0024, **newest first**: each
+/// entry is (version, script without `BEGIN`/`COMMIT`). Rolling back 0024 first
+/// runs every one of these, in this order, in the same transaction. A migration
+/// added after 0024 adds its script at the front of this list.
+pub const ROLLBACKS_AFTER_0024: &[(i32, &str)] = &[(25, ROLLBACK_0025_SQL)];
 
 /// A fresh refinery runner over the embedded migrations, refusing divergent
 /// (edited after apply) and missing (applied but unknown) migrations.

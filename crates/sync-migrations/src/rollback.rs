@@ -4,7 +4,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::Client;
 
 use crate::apply::{detached, probe_with_pool};
-use crate::embedded::{ROLLBACK_0024_SQL, V0024};
+use crate::embedded::{ROLLBACKS_AFTER_0024, ROLLBACK_0024_SQL, V0024};
 use crate::error::{Error, Result, ServerError};
 use crate::history::applied_migrations;
 use crate::lock::{with_lock, MIGRATION_LOCK_KEY};
@@ -23,12 +23,18 @@ pub enum RollbackOutcome {
 }
 
 /// **Drops** the three 0024 tables with all their rows, their functions and enum
-/// types, and 0024's history row — the exact inverse of 0024.
+/// types, and 0024's history row — the exact inverse of 0024 — after rolling back
+/// the later migrations this build knows (0025, see [`crate::ROLLBACKS_AFTER_0024`]),
+/// newest first.
 ///
 /// Contract: under the migration advisory lock, refuses with
-/// [`Error::LaterMigrationApplied`] if any migration after 0024 is applied;
-/// otherwise runs `rollback/0024_sync_preview_progress_logs.sql` (one transaction,
-/// no `CASCADE`). On failure ([`Error::RollbackFailed`]) nothing changed — e.g. when
+/// [`Error::LaterMigrationApplied`] if a migration after 0024 that this build has
+/// no rollback for is applied; otherwise runs, in ONE transaction (no `CASCADE`),
+/// the rollback script of each later migration newest first
+/// (`rollback/0025_idempotent_writes.sql`), then
+/// `rollback/0024_sync_preview_progress_logs.sql`. Each script drops only what
+/// exists, so a partly applied chain rolls back too. On failure
+/// ([`Error::RollbackFailed`]) nothing changed, 0025 included — e.g. when
 /// an object outside 0024 (a view, a detached archive table) depends on 0024's
 /// types; the server's message names it. What 0001 created stays. A later
 /// [`apply`](crate::apply) applies 0024 again.
@@ -68,16 +74,32 @@ pub async fn rollback_0024_dropping_data_pool(
     rollback_unprobed(&mut client, options).await
 }
 
+/// `BEGIN`, the later rollbacks newest first, then the 0024 script: its own
+/// `BEGIN` only warns inside the open transaction (SQLSTATE 25001), and its
+/// `COMMIT` commits the whole chain. An error anywhere aborts the transaction.
+/// Each script is embedded text of this build (no text read from the database
+/// or a caller), sent as-is.
+async fn run_chain(client: &Client) -> std::result::Result<(), tokio_postgres::Error> {
+    client.batch_execute("BEGIN").await?;
+    for (_, script) in ROLLBACKS_AFTER_0024 {
+        client.batch_execute(script).await?;
+    }
+    client.batch_execute(ROLLBACK_0024_SQL).await
+}
+
 async fn rollback_locked(client: &mut Client) -> Result<RollbackOutcome> {
     let applied = applied_migrations(client).await?;
-    if let Some(later) = applied.iter().find(|m| m.version > V0024) {
+    if let Some(later) = applied
+        .iter()
+        .find(|m| m.version > V0024 && !ROLLBACKS_AFTER_0024.iter().any(|(v, _)| *v == m.version))
+    {
         return Err(Error::LaterMigrationApplied {
             version: later.version,
             name: later.name.clone(),
         });
     }
     let was_applied = applied.iter().any(|m| m.version == V0024);
-    if let Err(e) = client.batch_execute(ROLLBACK_0024_SQL).await {
+    if let Err(e) = run_chain(client).await {
         if e.is_closed() {
             return Err(Error::Unavailable {
                 reason: format!("connection lost during rollback: {e}"),

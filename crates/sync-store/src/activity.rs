@@ -8,7 +8,9 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::activity_types::{ActivityEntry, ActivityFilter, ActivityPage, NewActivity};
+use crate::activity_types::{
+    ActivityEntry, ActivityFilter, ActivityPage, BatchOutcome, NewActivity,
+};
 use crate::copy_types::Label;
 use crate::cursor::ActivityCursor;
 use crate::enums::{parse_label, SyncAction, SyncEntityType, SyncStatus};
@@ -28,13 +30,48 @@ macro_rules! activity_cols {
     };
 }
 
-static APPEND: ScopedSql = ScopedSql::new(concat!(
+static APPEND: ScopedSql = ScopedSql::write(concat!(
     "INSERT INTO sync_activity_log (org_id, sync_id, entity_type, action, status, record_count, \
        duration_seconds, error_message, user_id, created_at) \
      VALUES ({org}, $2, $3::text::sync_entity_type, $4::text::sync_action, \
        $5::text::sync_status_type, $6, $7::numeric, $8, $9, coalesce($10, now())) RETURNING ",
     activity_cols!()
 ));
+
+/// [`APPEND`] with the caller's `id` (`$11`) and `created_at` (`$10`): a repeat
+/// of the same `(id, created_at)` writes nothing (`ON CONFLICT DO NOTHING` on
+/// the primary key) and answers the stored row of this org.
+static APPEND_KEYED: ScopedSql = ScopedSql::idempotent(concat!(
+    "WITH ins AS (INSERT INTO sync_activity_log (id, org_id, sync_id, entity_type, action, \
+       status, record_count, duration_seconds, error_message, user_id, created_at) \
+     VALUES ($11, {org}, $2, $3::text::sync_entity_type, $4::text::sync_action, \
+       $5::text::sync_status_type, $6, $7::numeric, $8, $9, $10) \
+     ON CONFLICT DO NOTHING RETURNING ",
+    activity_cols!(),
+    ") SELECT * FROM ins UNION ALL SELECT ",
+    activity_cols!(),
+    " FROM sync_activity_log WHERE id = $11 AND created_at = $10 AND org_id = {org} \
+       AND NOT EXISTS (SELECT 1 FROM ins)"
+));
+
+/// The stored entry `(id, created_at)` of the org (after a keyed append met a
+/// row committed after its snapshot).
+static BY_KEY: ScopedSql = ScopedSql::new(concat!(
+    "SELECT ",
+    activity_cols!(),
+    " FROM sync_activity_log WHERE id = $2 AND created_at = $3 AND org_id = {org}"
+));
+
+/// Records a bulk batch's key in the batch's transaction, with the
+/// transaction's `now()`: `true` and the batch's size when the key is new,
+/// `false` and the size recorded then when it was applied before (no row when
+/// that happened after this statement's snapshot).
+const BATCH_KEY: &str =
+    "WITH k AS (INSERT INTO sync_activity_batch (org_id, batch_key, row_count) \
+       VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING row_count) \
+     SELECT now(), true, row_count FROM k \
+     UNION ALL SELECT now(), false, b.row_count FROM sync_activity_batch b \
+      WHERE b.org_id = $1 AND b.batch_key = $2 AND NOT EXISTS (SELECT 1 FROM k)";
 
 /// Page sizes a cached listing statement is written for (see [`list_query`]).
 const PAGE_BUCKETS: [u32; 9] = [10, 20, 25, 50, 100, 200, 250, 500, 1000];
@@ -82,7 +119,7 @@ fn list_query<'a>(
     (ScopedSql::owned(sql), params)
 }
 
-const COPY: &str = "COPY sync_activity_log (org_id, sync_id, entity_type, action, status, \
+const COPY: &str = "COPY sync_activity_log (id, org_id, sync_id, entity_type, action, status, \
      record_count, duration_seconds, error_message, user_id, created_at) FROM STDIN (FORMAT binary)";
 
 /// Decodes one row; a value that does not decode is an error naming the row.
@@ -118,6 +155,14 @@ fn check(op: &'static str, e: &NewActivity, tenant_user: Option<Uuid>) -> Result
     }
     if let Some(m) = &e.error_message {
         validate::error_message(op, m)?;
+    }
+    if e.id.is_some() && e.created_at.is_none() {
+        return Err(Error::invalid(
+            op,
+            "id",
+            "an id is an idempotency key only with created_at (the log's key is (id, created_at)); \
+             pass both, or neither",
+        ));
     }
     if let Some(user) = tenant_user {
         validate::acting_user(op, "user_id", e.user_id, user)?;
@@ -159,24 +204,42 @@ async fn append(
         let entity = e.entity_type.map(SyncEntityType::as_str);
         let action = e.action.as_str();
         let status = e.status.as_str();
+        let params: [Param<'_>; 10] = [
+            (&e.sync_id, Type::VARCHAR),
+            (&entity, Type::TEXT),
+            (&action, Type::TEXT),
+            (&status, Type::TEXT),
+            (&e.record_count, Type::INT4),
+            (&duration, Type::NUMERIC),
+            (&e.error_message, Type::TEXT),
+            (&user, Type::UUID),
+            (&at, Type::TIMESTAMPTZ),
+            (&e.id, Type::UUID),
+        ];
+        let (Some(id), Some(at)) = (e.id, at) else {
+            let row = store.one_row(scope, OP, &APPEND, &params[..9]).await?;
+            return entry(OP, &row);
+        };
+        if let Some(row) = store.opt_row(scope, OP, &APPEND_KEYED, &params).await? {
+            return entry(OP, &row);
+        }
+        // The key met a row committed after the statement's snapshot: read it.
         let row = store
-            .one_row(
+            .opt_row(
                 scope,
                 OP,
-                &APPEND,
-                &[
-                    (&e.sync_id, Type::VARCHAR),
-                    (&entity, Type::TEXT),
-                    (&action, Type::TEXT),
-                    (&status, Type::TEXT),
-                    (&e.record_count, Type::INT4),
-                    (&duration, Type::NUMERIC),
-                    (&e.error_message, Type::TEXT),
-                    (&user, Type::UUID),
-                    (&at, Type::TIMESTAMPTZ),
-                ],
+                &BY_KEY,
+                &[(&id, Type::UUID), (&at, Type::TIMESTAMPTZ)],
             )
-            .await?;
+            .await?
+            .ok_or_else(|| {
+                Error::invalid(
+                    OP,
+                    "id",
+                    "this (id, created_at) is already taken by an entry this caller cannot see; \
+                     use a fresh random id",
+                )
+            })?;
         entry(OP, &row)
     })
     .await
@@ -304,47 +367,97 @@ async fn list(
 }
 
 /// Service-scope bulk append in one transaction: BEGIN pipelined with the
-/// server's `now()` and the COPY statement's Parse, then binary COPY, then
-/// COMMIT. The prepared COPY statement is closed before COMMIT (nothing named
-/// outlives the transaction, for transaction-mode poolers); the connection is
-/// discarded unless COMMIT was acknowledged.
-async fn append_many(store: &Store, org: Uuid, entries: &[NewActivity]) -> Result<u64> {
-    const OP: &str = "append_activity_many";
-    traced(op_span(OP, Scope::Service(Some(org)), None), async {
+/// server's `now()` (with `key`: the batch key's insert, which answers `now()`)
+/// and the COPY statement's Parse, then binary COPY, then COMMIT. The prepared
+/// COPY statement is closed before COMMIT (nothing named outlives the
+/// transaction, for transaction-mode poolers); the connection is discarded
+/// unless COMMIT (or the ROLLBACK of a repeated key) was acknowledged.
+async fn append_many(
+    store: &Store,
+    op: &'static str,
+    org: Uuid,
+    key: Option<Uuid>,
+    entries: &[NewActivity],
+) -> Result<BatchOutcome> {
+    traced(op_span(op, Scope::Service(Some(org)), None), async {
         if entries.is_empty() {
-            return Ok(0);
+            return Ok(BatchOutcome {
+                applied: true,
+                rows: 0,
+            });
         }
+        let count = i32::try_from(entries.len()).map_err(|_| {
+            Error::invalid(op, "entries", "more than 2^31 - 1 entries in one batch")
+        })?;
         let mut durations = Vec::with_capacity(entries.len());
         let mut times = Vec::with_capacity(entries.len());
         for e in entries {
-            check(OP, e, None)?;
-            durations.push(decimal(OP, e.duration_seconds)?);
-            times.push(created_at(OP, e)?);
+            check(op, e, None)?;
+            durations.push(decimal(op, e.duration_seconds)?);
+            times.push(created_at(op, e)?);
         }
-        let obj = store.pool().get().await.map_err(|e| Error::pool(OP, e))?;
+        let obj = store.pool().get().await.map_err(|e| Error::pool(op, e))?;
         let mut guard = ConnGuard::new(obj);
-        let pg = |e| Error::from_pg(OP, e);
-        let n = {
+        // Until COMMIT is sent nothing can be applied: errors up to there are
+        // "not applied" (from_pg). COMMIT's own failure may leave it unknown.
+        let pg = |e| Error::from_pg(op, e);
+        let outcome = {
             let client: &tokio_postgres::Client = guard.object();
-            let types = store.copy_types(client, OP).await?;
+            let types = store.copy_types(client, op).await?;
+            let now_query = async {
+                match key {
+                    None => {
+                        client
+                            .query_typed("SELECT now(), true, $1::int4", &[(&count, Type::INT4)])
+                            .await
+                    }
+                    Some(key) => {
+                        client
+                            .query_typed(
+                                BATCH_KEY,
+                                &[(&org, Type::UUID), (&key, Type::UUID), (&count, Type::INT4)],
+                            )
+                            .await
+                    }
+                }
+            };
             let (begin, now, stmt) = futures_util::future::join3(
                 client.simple_query("BEGIN"),
-                client.query_typed("SELECT now()", &[]),
+                now_query,
                 client.prepare(COPY),
             )
             .await;
             begin.map_err(pg)?;
-            let now: OffsetDateTime = col(
-                OP,
-                now.map_err(pg)?
-                    .first()
-                    .ok_or_else(|| Error::decode(OP, "now()", "no row"))?,
-                0,
-            )?;
+            let now = now.map_err(pg)?;
             let stmt = stmt.map_err(pg)?;
+            let Some(first) = now.first() else {
+                // The key was applied by a transaction that committed while
+                // this one waited on it: nothing to write. Nothing named
+                // outlives the transaction (transaction-mode poolers).
+                drop(stmt);
+                client.batch_execute("ROLLBACK").await.map_err(pg)?;
+                let rows = applied_rows(client, op, org, key).await?;
+                guard.mark_clean();
+                return Ok(BatchOutcome {
+                    applied: false,
+                    rows,
+                });
+            };
+            let now: OffsetDateTime = col(op, first, 0)?;
+            if !col::<bool>(op, first, 1)? {
+                let rows: i32 = col(op, first, 2)?;
+                drop(stmt);
+                client.batch_execute("ROLLBACK").await.map_err(pg)?;
+                guard.mark_clean();
+                return Ok(BatchOutcome {
+                    applied: false,
+                    rows: u64::try_from(rows).unwrap_or(0),
+                });
+            }
             let sink = client.copy_in(&stmt).await.map_err(pg)?;
             drop(stmt);
             let column_types = [
+                Type::UUID,
                 Type::UUID,
                 Type::VARCHAR,
                 types.entity.clone(),
@@ -358,6 +471,7 @@ async fn append_many(store: &Store, org: Uuid, entries: &[NewActivity]) -> Resul
             ];
             let mut writer = pin!(BinaryCopyInWriter::new(sink, &column_types));
             for ((e, duration), at) in entries.iter().zip(&durations).zip(&times) {
+                let id = e.id.unwrap_or_else(Uuid::new_v4);
                 let entity = e.entity_type.map(|t| Label(t.as_str()));
                 let action = Label(e.action.as_str());
                 let status = Label(e.status.as_str());
@@ -365,6 +479,7 @@ async fn append_many(store: &Store, org: Uuid, entries: &[NewActivity]) -> Resul
                 writer
                     .as_mut()
                     .write(&[
+                        &id,
                         &org,
                         &e.sync_id,
                         &entity,
@@ -380,26 +495,65 @@ async fn append_many(store: &Store, org: Uuid, entries: &[NewActivity]) -> Resul
                     .map_err(pg)?;
             }
             let n = writer.finish().await.map_err(pg)?;
-            client.batch_execute("COMMIT").await.map_err(pg)?;
-            n
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| Error::from_pg_commit(op, e, key.is_some()))?;
+            BatchOutcome {
+                applied: true,
+                rows: n,
+            }
         };
         guard.mark_clean();
-        Ok(n)
+        Ok(outcome)
     })
     .await
+}
+
+/// The row count recorded for batch `key` of `org` (0 when none).
+async fn applied_rows(
+    client: &tokio_postgres::Client,
+    op: &'static str,
+    org: Uuid,
+    key: Option<Uuid>,
+) -> Result<u64> {
+    let rows = client
+        .query_typed(
+            "SELECT row_count FROM sync_activity_batch WHERE org_id = $1 AND batch_key = $2",
+            &[(&org, Type::UUID), (&key, Type::UUID)],
+        )
+        .await
+        .map_err(|e| Error::from_pg(op, e))?;
+    match rows.first() {
+        Some(row) => Ok(u64::try_from(col::<i32>(op, row, 0)?).unwrap_or(0)),
+        None => Ok(0),
+    }
 }
 
 impl ServiceScope {
     /// Appends one entry for `org` and returns it.
     ///
+    /// **Retry-safe only with both `entry.id` and `entry.created_at`** (the
+    /// log's primary key): then a repeat of the same `(id, created_at)` writes
+    /// nothing and returns the entry stored by the first call (whatever the
+    /// other fields of the repeat). Without them every call writes a new row,
+    /// and after [`Error::OutcomeUnknown`] (`retry_safe == false`) the entry may
+    /// already be there: look for it (`list_activity`) before writing again.
+    ///
     /// SQL: `INSERT INTO sync_activity_log (…) VALUES (…) RETURNING …`; the row
     /// lands in the partition of its `created_at` (floored to whole microseconds).
+    /// With an id: `WITH ins AS (INSERT … ON CONFLICT DO NOTHING RETURNING …)
+    /// SELECT * FROM ins UNION ALL SELECT <the stored row> WHERE NOT EXISTS
+    /// (SELECT 1 FROM ins)`.
     ///
     /// # Errors
     /// [`Error::InvalidInput`], nothing written: bad input (see the crate docs,
     /// "Accepted means readable": `created_at` within
     /// [`validate::MIN_TIMESTAMP`]..[`validate::MAX_TIMESTAMP`] and in a partition,
-    /// `duration_seconds` stored exactly), unknown org or user.
+    /// `duration_seconds` stored exactly), unknown org or user, `id` without
+    /// `created_at`, an `(id, created_at)` taken by another org's entry.
+    /// [`Error::Unavailable`]: not applied. [`Error::OutcomeUnknown`]: may have
+    /// been applied (`retry_safe` when keyed).
     pub async fn append_activity(&self, org: Uuid, entry: &NewActivity) -> Result<ActivityEntry> {
         append(&self.store, Scope::Service(Some(org)), entry, None).await
     }
@@ -407,7 +561,16 @@ impl ServiceScope {
     /// Appends many entries for `org` through binary `COPY … FROM STDIN` in one
     /// transaction (the high-volume path); returns how many were written. All or
     /// nothing: every entry is validated first, and any server error rolls the
-    /// whole batch back. Entries without `created_at` get the transaction's `now()`.
+    /// whole batch back. Entries without `created_at` get the transaction's `now()`,
+    /// entries without `id` a random (v4) id.
+    ///
+    /// **Not retry-safe**: a lost connection during `COMMIT` is
+    /// [`Error::OutcomeUnknown`] with `retry_safe == false` (the batch may be
+    /// written). Workers that retry use [`Self::append_activity_batch`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (bad input; nothing written);
+    /// [`Error::Unavailable`] (not applied); [`Error::OutcomeUnknown`].
     ///
     /// SQL: `COPY sync_activity_log (org_id, sync_id, entity_type, action, status,
     /// record_count, duration_seconds, error_message, user_id, created_at) FROM
@@ -417,7 +580,45 @@ impl ServiceScope {
     /// # Errors
     /// As [`Self::append_activity`], for the first bad entry; nothing written.
     pub async fn append_activity_many(&self, org: Uuid, entries: &[NewActivity]) -> Result<u64> {
-        append_many(&self.store, org, entries).await
+        Ok(
+            append_many(&self.store, "append_activity_many", org, None, entries)
+                .await?
+                .rows,
+        )
+    }
+
+    /// [`Self::append_activity_many`] with an idempotency key per batch,
+    /// **retry-safe**: `batch_key` (a fresh random uuid per batch, chosen by the
+    /// caller and reused only to retry that batch) is recorded in table
+    /// `sync_activity_batch` in the same transaction as the COPY, so the batch
+    /// is written at most once per `(org, batch_key)`. A repeat writes nothing
+    /// and answers [`BatchOutcome::applied`] `false` with the row count of the
+    /// batch that applied the key. After [`Error::OutcomeUnknown`] or
+    /// [`Error::Unavailable`] (both [`Error::is_retryable`]) repeat the same
+    /// call with the same key. Keys stay until the org is deleted; prune old
+    /// ones with `DELETE FROM sync_activity_batch WHERE applied_at < …` once no
+    /// retry of them can come.
+    ///
+    /// SQL: as [`Self::append_activity_many`], plus `INSERT INTO
+    /// sync_activity_batch … ON CONFLICT DO NOTHING` pipelined with `BEGIN`.
+    ///
+    /// # Errors
+    /// As [`Self::append_activity_many`]; [`Error::OutcomeUnknown`] (lost
+    /// connection during `COMMIT`) carries `retry_safe == true`.
+    pub async fn append_activity_batch(
+        &self,
+        org: Uuid,
+        batch_key: Uuid,
+        entries: &[NewActivity],
+    ) -> Result<BatchOutcome> {
+        append_many(
+            &self.store,
+            "append_activity_batch",
+            org,
+            Some(batch_key),
+            entries,
+        )
+        .await
     }
 
     /// One page of `org`'s activity, newest first by `(created_at, id)`,
@@ -452,8 +653,9 @@ impl ServiceScope {
 
 impl TenantScope {
     /// [`ServiceScope::append_activity`] for the user's org; `user_id` must be
-    /// `None` (then the user) or the user, and `created_at` must be `None` (a
-    /// tenant does not backdate its audit trail). RLS policy `sync_activity_log_insert`
+    /// `None` (then the user) or the user, and `created_at` and `id` must be
+    /// `None` (a tenant does not backdate its audit trail). Hence **not
+    /// retry-safe**: after [`Error::OutcomeUnknown`] look for the entry first. RLS policy `sync_activity_log_insert`
     /// must admit the row.
     pub async fn append_activity(&self, entry: &NewActivity) -> Result<ActivityEntry> {
         append(

@@ -45,9 +45,17 @@ impl ActivityEntry {
     }
 }
 
-/// Input of `append_activity` / `append_activity_many`.
+/// Input of `append_activity` / `append_activity_many` / `append_activity_batch`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewActivity {
+    /// The row id; `None` = a fresh random id (the server's `gen_random_uuid()`,
+    /// or the client's v4 uuid in bulk). Given **with** `created_at` (the log's
+    /// primary key is `(id, created_at)`), it is the entry's idempotency key:
+    /// `append_activity` of the same `(id, created_at)` again writes nothing and
+    /// returns the stored entry, so the call is retry-safe. `id` without
+    /// `created_at` is refused (a retry would get another `created_at`). Must be
+    /// `None` in tenant scope.
+    pub id: Option<Uuid>,
     /// The sync, if any (at most 255 characters).
     pub sync_id: Option<String>,
     /// What kind of record, if any.
@@ -75,6 +83,7 @@ impl NewActivity {
     /// An entry with only `action` and `status` set.
     pub fn new(action: SyncAction, status: SyncStatus) -> NewActivity {
         NewActivity {
+            id: None,
             sync_id: None,
             entity_type: None,
             action,
@@ -86,6 +95,17 @@ impl NewActivity {
             created_at: None,
         }
     }
+}
+
+/// The answer of `append_activity_batch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchOutcome {
+    /// `true` when this call wrote the batch; `false` when its key had already
+    /// been applied (a repeat: nothing written).
+    pub applied: bool,
+    /// Rows the batch wrote (by this call, or by the call that applied the key).
+    pub rows: u64,
 }
 
 /// Filters of an activity listing; every `None` matches all.

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use tokio_postgres::error::SqlState;
+
 /// What the server reported about a failed statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerError {
@@ -107,7 +109,10 @@ pub enum Error {
     },
 
     /// No connection could be had or used (pool exhausted or timed out, server
-    /// down or shutting down, statement cancelled by a timeout). Safe to retry later.
+    /// down or shutting down, statement cancelled by a timeout), and the call
+    /// was **certainly not applied**: it failed before it was sent, or the
+    /// server refused or aborted it. Safe to retry later, whatever the call.
+    /// A lost connection after a write was sent is [`Error::OutcomeUnknown`].
     #[error("{operation}: database unavailable: {reason}; retry later and check the server and the pool size")]
     Unavailable {
         /// The operation.
@@ -116,6 +121,32 @@ pub enum Error {
         reason: String,
         /// SQLSTATE, when the server sent one.
         code: Option<String>,
+    },
+
+    /// The connection was lost after the write (or its `COMMIT`) was sent, before
+    /// the server confirmed it: the write **may or may not have been applied**.
+    /// Nothing else is known; the next call decides. It errs on the safe side:
+    /// a write sent on a pooled connection whose server session had already
+    /// ended (before the driver noticed) is reported so too, although it was
+    /// not applied; never the reverse.
+    ///
+    /// `retry_safe` is `true` only for the idempotent writes, which carry an
+    /// idempotency key so that applying them twice is a no-op (see the crate's
+    /// README, "Retries"): `report_progress_keyed`, `append_activity` with both
+    /// `id` and `created_at`, `append_activity_batch`. Then
+    /// [`Error::is_retryable`] is `true` and the same call (same key) may be
+    /// retried as is. For every other write it is `false`: read the state back
+    /// (e.g. `get_sync`, `list_activity`) before deciding to write again.
+    #[error("{operation}: outcome unknown, the connection was lost after the write was sent: {reason}; {}", if *retry_safe { "retry the same call with the same key (it is idempotent)" } else { "read the state back before writing again (this call is not idempotent)" })]
+    OutcomeUnknown {
+        /// The operation.
+        operation: &'static str,
+        /// What the driver or the server said.
+        reason: String,
+        /// SQLSTATE, when the server sent one (e.g. `57P01` on the `COMMIT`).
+        code: Option<String>,
+        /// Whether the call was an idempotent (keyed) write, safe to repeat.
+        retry_safe: bool,
     },
 
     /// The database returned an enum label this build does not know (a newer
@@ -166,7 +197,7 @@ impl Error {
     /// The SQLSTATE of the server error behind this one, when there is one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Unavailable { code, .. } => code.as_deref(),
+            Error::Unavailable { code, .. } | Error::OutcomeUnknown { code, .. } => code.as_deref(),
             _ => self.server().map(|s| s.code.as_str()),
         }
     }
@@ -191,6 +222,7 @@ impl Error {
             | Error::Forbidden { operation, .. }
             | Error::InvalidInput { operation, .. }
             | Error::Unavailable { operation, .. }
+            | Error::OutcomeUnknown { operation, .. }
             | Error::UnknownLabel { operation, .. }
             | Error::Database { operation, .. }
             | Error::Driver { operation, .. }
@@ -198,11 +230,75 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same call later may succeed: [`Error::Unavailable`],
-    /// serialization failures (`40001`) and deadlocks (`40P01`).
+    /// Whether repeating the same call is **safe** and may succeed:
+    /// - [`Error::Unavailable`], serialization failures (`40001`) and deadlocks
+    ///   (`40P01`): the call was certainly not applied, any call may be repeated;
+    /// - [`Error::OutcomeUnknown`] only when `retry_safe`: the call was an
+    ///   idempotent (keyed) write, so repeating it with the same key applies it
+    ///   at most once. An unknown outcome of any other write is **not**
+    ///   retryable: it may have been applied, and a repeat could apply it twice.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. })
-            || matches!(self.code(), Some("40001") | Some("40P01"))
+        match self {
+            Error::OutcomeUnknown { retry_safe, .. } => *retry_safe,
+            Error::Unavailable { .. } => true,
+            _ => matches!(
+                self.code(),
+                Some(c) if c == SqlState::T_R_SERIALIZATION_FAILURE.code()
+                    || c == SqlState::T_R_DEADLOCK_DETECTED.code()
+            ),
+        }
+    }
+
+    /// Whether the call may have been applied although it failed
+    /// ([`Error::OutcomeUnknown`]).
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, Error::OutcomeUnknown { .. })
+    }
+
+    /// Maps a driver error of a **write** whose request had been handed to the
+    /// connection (`sent`): a lost connection without a server report means the
+    /// outcome is unknown ([`Error::OutcomeUnknown`], `retry_safe` as given).
+    /// A server error report for the statement itself means it failed, hence
+    /// was not applied, and maps as [`Error::from_pg`] does.
+    pub(crate) fn from_pg_sent(
+        operation: &'static str,
+        err: tokio_postgres::Error,
+        retry_safe: bool,
+    ) -> Error {
+        if err.as_db_error().is_none() && (err.is_closed() || has_io_source(&err)) {
+            return Error::OutcomeUnknown {
+                operation,
+                reason: source_chain(&err),
+                code: None,
+                retry_safe,
+            };
+        }
+        Error::from_pg(operation, err)
+    }
+
+    /// Maps a driver error of the `COMMIT` of a write (or of the request that
+    /// proves it committed): a lost connection, or the server ending the session
+    /// (`57P01`-`57P03`, class `08`) while it commits, leaves the outcome unknown;
+    /// any other server error means the transaction was rolled back.
+    pub(crate) fn from_pg_commit(
+        operation: &'static str,
+        err: tokio_postgres::Error,
+        retry_safe: bool,
+    ) -> Error {
+        let ends_session = err.as_db_error().map(|db| {
+            let c = db.code().code();
+            c.starts_with("08") || c.starts_with("57P") || c.starts_with("XX")
+        });
+        match ends_session {
+            Some(true) => Error::OutcomeUnknown {
+                operation,
+                reason: source_chain(&err),
+                code: err.code().map(|c| c.code().to_owned()),
+                retry_safe,
+            },
+            Some(false) => Error::from_pg(operation, err),
+            None => Error::from_pg_sent(operation, err, retry_safe),
+        }
     }
 
     /// Maps a driver error of `operation` to what a caller can act on.
@@ -324,3 +420,33 @@ pub(crate) fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown(retry_safe: bool) -> Error {
+        Error::OutcomeUnknown {
+            operation: "report_progress",
+            reason: "connection closed".to_owned(),
+            code: None,
+            retry_safe,
+        }
+    }
+
+    #[test]
+    fn an_unknown_outcome_is_retryable_only_for_keyed_writes() {
+        assert!(unknown(true).is_retryable());
+        assert!(!unknown(false).is_retryable());
+        assert!(unknown(false).is_outcome_unknown());
+        assert!(unknown(false).to_string().contains("read the state back"));
+        assert!(unknown(true).to_string().contains("same key"));
+        let unavailable = Error::Unavailable {
+            operation: "report_progress",
+            reason: "pool timed out".to_owned(),
+            code: None,
+        };
+        assert!(unavailable.is_retryable());
+        assert!(!unavailable.is_outcome_unknown());
+    }
+}

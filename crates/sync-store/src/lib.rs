@@ -21,13 +21,13 @@ mod store;
 mod trace;
 pub mod validate;
 
-pub use activity_types::{ActivityEntry, ActivityFilter, ActivityPage, NewActivity};
+pub use activity_types::{ActivityEntry, ActivityFilter, ActivityPage, BatchOutcome, NewActivity};
 pub use cursor::{ActivityCursor, BadCursor};
 pub use enums::{SyncAction, SyncEntityType, SyncStatus, SyncType, UnknownLabel};
 pub use error::{Error, Result, ServerError};
 pub use metrics::{SyncMetrics, SyncOutcomes};
 pub use preview_types::{PreviewEntry, PutPreview};
-pub use progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress};
+pub use progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress, TickOutcome};
 pub use store::{
     ServiceScope, StatementMode, Store, TenantScope, MAX_CACHED_STATEMENTS, TENANT_ROLE,
 };

@@ -27,7 +27,7 @@ macro_rules! cache_cols {
 // overwritten (no row comes back: `put` reports a conflict without saying whose).
 // expires_at NULL lets the BEFORE INSERT trigger apply the 1-hour default;
 // EXCLUDED carries the trigger's value into the update branch.
-static PUT: ScopedSql = ScopedSql::new(concat!(
+static PUT: ScopedSql = ScopedSql::write(concat!(
     "INSERT INTO sync_preview_cache AS c \
        (org_id, sync_type, sync_id, delta_json, computed_at, expires_at, computed_by, cache_key) \
      SELECT o.org_id, $2::text::sync_type, $3, $4, x.at, x.at + $5::float8 * interval '1 microsecond', $6, \
@@ -59,21 +59,21 @@ static GET_BY_SYNC: ScopedSql = ScopedSql::new(concat!(
       ORDER BY c.computed_at DESC, c.id DESC LIMIT 1"
 ));
 
-static INVALIDATE_KEY: ScopedSql = ScopedSql::new(
+static INVALIDATE_KEY: ScopedSql = ScopedSql::write(
     "WITH d AS (DELETE FROM sync_preview_cache \
                 WHERE org_id = {org} \
                   AND cache_key IN (({org})::text || ':' || $2, $2) RETURNING 1) \
      SELECT count(*) FROM d HAVING {has_org}",
 );
 
-static INVALIDATE_SYNC: ScopedSql = ScopedSql::new(
+static INVALIDATE_SYNC: ScopedSql = ScopedSql::write(
     "WITH d AS (DELETE FROM sync_preview_cache \
                 WHERE org_id = {org} AND sync_id = $2 RETURNING 1) \
      SELECT count(*) FROM d HAVING {has_org}",
 );
 
 static CLEANUP: ScopedSql =
-    ScopedSql::new("SELECT deleted_count FROM auto_cleanup_preview_cache() WHERE {has_org}");
+    ScopedSql::write("SELECT deleted_count FROM auto_cleanup_preview_cache() WHERE {has_org}");
 
 /// Decodes one row; a value that does not decode (a row written outside the
 /// store: JSON nested too deep, a year past 9999, an unknown label) is an error

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::enums::parse_label;
 use crate::error::{Error, Result};
-use crate::progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress};
+use crate::progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress, TickOutcome};
 use crate::sql::ScopedSql;
 use crate::store::{col, decode_listing, name_row, Scope, ServiceScope, Store, TenantScope};
 use crate::trace::{op_span, traced};
@@ -21,7 +21,7 @@ macro_rules! progress_cols {
     };
 }
 
-static START: ScopedSql = ScopedSql::new(concat!(
+static START: ScopedSql = ScopedSql::write(concat!(
     "INSERT INTO sync_progress \
        (org_id, sync_id, entity_type, total_items, source_system, job_id, metadata, initiated_by) \
      VALUES ({org}, $2, $3::text::sync_entity_type, $4, $5, $6, $7, $8) RETURNING ",
@@ -38,23 +38,47 @@ macro_rules! tick_update {
 }
 
 /// A progress tick returning the counts only (the hot path).
-static TICK: ScopedSql = ScopedSql::new(concat!(
+static TICK: ScopedSql = ScopedSql::write(concat!(
     tick_update!(),
     "processed_count, failed_count, total_items, completed_at"
 ));
 
 /// A progress tick returning the whole row (for the API's POST, which answers
 /// with the row: one round trip instead of a tick and a read).
-static TICK_ROW: ScopedSql = ScopedSql::new(concat!(tick_update!(), progress_cols!()));
+static TICK_ROW: ScopedSql = ScopedSql::write(concat!(tick_update!(), progress_cols!()));
 
-static SET_TOTAL: ScopedSql = ScopedSql::new(concat!(
+/// A keyed progress tick: the key is recorded and the counts added in one
+/// statement, only when the key is new for this running sync (a repeated key
+/// changes nothing and answers the current counts with `false`). Distinct keys
+/// all apply, in any order. `$7` is the key.
+static TICK_KEYED: ScopedSql = ScopedSql::idempotent(
+    "WITH k AS ( \
+       INSERT INTO sync_progress_tick_key (org_id, sync_id, tick_key) \
+       SELECT s.org_id, s.sync_id, $7 FROM sync_progress s \
+        WHERE s.org_id = {org} AND s.sync_id = $2 AND s.completed_at IS NULL \
+       ON CONFLICT DO NOTHING RETURNING org_id, sync_id), \
+     u AS ( \
+       UPDATE sync_progress s SET processed_count = s.processed_count + $3, \
+         failed_count = s.failed_count + $4, current_item = coalesce($5, s.current_item), \
+         batch_number = coalesce($6, s.batch_number) \
+       FROM k WHERE s.org_id = k.org_id AND s.sync_id = k.sync_id AND s.completed_at IS NULL \
+       RETURNING s.processed_count, s.failed_count, s.total_items, s.completed_at) \
+     SELECT processed_count, failed_count, total_items, completed_at, true FROM u \
+     UNION ALL \
+     SELECT s.processed_count, s.failed_count, s.total_items, s.completed_at, false \
+       FROM sync_progress s \
+      WHERE s.org_id = {org} AND s.sync_id = $2 AND s.completed_at IS NULL \
+        AND NOT EXISTS (SELECT 1 FROM k)",
+);
+
+static SET_TOTAL: ScopedSql = ScopedSql::write(concat!(
     "UPDATE sync_progress SET total_items = $3 \
      WHERE org_id = {org} AND sync_id = $2 AND completed_at IS NULL RETURNING ",
     progress_cols!()
 ));
 
 // $3 = outcome status ('failed' / 'cancelled') or NULL for a plain completion.
-static FINISH: ScopedSql = ScopedSql::new(concat!(
+static FINISH: ScopedSql = ScopedSql::write(concat!(
     "UPDATE sync_progress SET completed_at = greatest(now(), started_at), \
        metadata = CASE WHEN $3::text IS NULL THEN metadata ELSE metadata || \
          jsonb_build_object('_sync_outcome', \
@@ -200,6 +224,60 @@ fn counts(op: &'static str, row: &Row) -> Result<ProgressCounts> {
     })
 }
 
+fn keyed_counts(op: &'static str, row: &Row) -> Result<TickOutcome> {
+    Ok(TickOutcome {
+        counts: counts(op, row)?,
+        applied: col(op, row, 4)?,
+    })
+}
+
+/// A tick with idempotency key `key` ([`TICK_KEYED`]).
+async fn tick_keyed(
+    store: &Store,
+    scope: Scope,
+    sync_id: &str,
+    key: i64,
+    d: &ProgressDelta,
+) -> Result<TickOutcome> {
+    const OP: &str = "report_progress_keyed";
+    traced(op_span(OP, scope, Some(sync_id)), async {
+        check_tick(OP, sync_id, d)?;
+        let row = store
+            .opt_row(
+                scope,
+                OP,
+                &TICK_KEYED,
+                &[
+                    (&sync_id, Type::VARCHAR),
+                    (&d.processed, Type::INT4),
+                    (&d.failed, Type::INT4),
+                    (&d.current_item, Type::INT4),
+                    (&d.batch_number, Type::INT4),
+                    (&key, Type::INT8),
+                ],
+            )
+            .await?;
+        match row {
+            Some(row) => keyed_counts(OP, &row),
+            None => Err(not_updated(store, scope, OP, sync_id).await),
+        }
+    })
+    .await
+}
+
+fn check_tick(op: &'static str, sync_id: &str, d: &ProgressDelta) -> Result<()> {
+    validate::id(op, "sync_id", sync_id)?;
+    validate::non_negative(op, "processed", d.processed)?;
+    validate::non_negative(op, "failed", d.failed)?;
+    if let Some(c) = d.current_item {
+        validate::non_negative(op, "current_item", c)?;
+    }
+    if let Some(b) = d.batch_number {
+        validate::non_negative(op, "batch_number", b)?;
+    }
+    Ok(())
+}
+
 /// Runs `sql` ([`TICK`] or [`TICK_ROW`]) and decodes its row with `decode`.
 async fn tick<T: crate::trace::RowCount>(
     store: &Store,
@@ -211,15 +289,7 @@ async fn tick<T: crate::trace::RowCount>(
 ) -> Result<T> {
     const OP: &str = "report_progress";
     traced(op_span(OP, scope, Some(sync_id)), async {
-        validate::id(OP, "sync_id", sync_id)?;
-        validate::non_negative(OP, "processed", d.processed)?;
-        validate::non_negative(OP, "failed", d.failed)?;
-        if let Some(c) = d.current_item {
-            validate::non_negative(OP, "current_item", c)?;
-        }
-        if let Some(b) = d.batch_number {
-            validate::non_negative(OP, "batch_number", b)?;
-        }
+        check_tick(OP, sync_id, d)?;
         let row = store
             .opt_row(
                 scope,
@@ -368,14 +438,50 @@ macro_rules! progress_api {
             /// when given. Completes the sync when handled reaches the total
             /// (trigger). One statement, one round trip.
             ///
+            /// **Not retry-safe** (no idempotency key): after
+            /// [`Error::OutcomeUnknown`] (`retry_safe == false`) the tick may have
+            /// been applied, and repeating it may count it twice. Workers that
+            /// retry use [`Self::report_progress_keyed`].
+            ///
             /// SQL: `UPDATE sync_progress SET processed_count = processed_count + $n, …
             /// WHERE org_id = … AND sync_id = $2 AND completed_at IS NULL`.
-            /// Errors: [`Error::InvalidInput`] for negative input or when the counts
+            ///
+            /// # Errors
+            /// [`Error::InvalidInput`] for negative input or when the counts
             /// would pass `total_items` (CHECK `sync_progress_handled_within_total`)
-            /// or overflow; [`Error::NotFound`]; [`Error::SyncFinished`].
+            /// or overflow; [`Error::NotFound`]; [`Error::SyncFinished`];
+            /// [`Error::Unavailable`] (not applied); [`Error::OutcomeUnknown`].
             #[doc = $doc_scope]
             pub async fn report_progress(&$s, $($org: $org_ty,)? sync_id: &str, delta: &ProgressDelta) -> Result<ProgressCounts> {
                 tick(&$s.store, $scope, sync_id, delta, &TICK, counts).await
+            }
+
+            /// [`Self::report_progress`] with an idempotency key, **retry-safe**:
+            /// the tick applies at most once per `(sync, key)`. `key` is chosen by
+            /// the caller, unique per tick of this sync (e.g. the batch number,
+            /// or worker id × 2³² + batch). Applying a key again changes nothing
+            /// and answers the current counts with [`TickOutcome::applied`]
+            /// `false`; distinct keys from concurrent workers all apply, in any
+            /// order. After [`Error::OutcomeUnknown`] or [`Error::Unavailable`]
+            /// (both [`Error::is_retryable`]) repeat the same call with the
+            /// same key and delta.
+            ///
+            /// Keys are kept while the sync runs and deleted when it finishes
+            /// (trigger `trg_sync_progress_50_prune_tick_keys`): a repeat after
+            /// the sync finished — possibly completed by this very tick —
+            /// answers [`Error::SyncFinished`] and applies nothing.
+            ///
+            /// SQL: one statement, `WITH k AS (INSERT INTO sync_progress_tick_key
+            /// … ON CONFLICT DO NOTHING RETURNING …), u AS (UPDATE sync_progress …
+            /// FROM k …) SELECT … FROM u UNION ALL SELECT <current counts>
+            /// WHERE NOT EXISTS (SELECT 1 FROM k)` (migration 0025).
+            ///
+            /// # Errors
+            /// As [`Self::report_progress`]; [`Error::OutcomeUnknown`] carries
+            /// `retry_safe == true`.
+            #[doc = $doc_scope]
+            pub async fn report_progress_keyed(&$s, $($org: $org_ty,)? sync_id: &str, key: i64, delta: &ProgressDelta) -> Result<TickOutcome> {
+                tick_keyed(&$s.store, $scope, sync_id, key, delta).await
             }
 
             /// Sets (or clears, with `None`) the total of a running sync. Setting it

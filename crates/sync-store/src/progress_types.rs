@@ -93,6 +93,17 @@ pub struct ProgressCounts {
     pub completed_at: Option<OffsetDateTime>,
 }
 
+/// The answer of a keyed tick (`report_progress_keyed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TickOutcome {
+    /// The counts after the call.
+    pub counts: ProgressCounts,
+    /// `true` when this call applied the tick; `false` when its key had already
+    /// been applied (a repeat: nothing changed).
+    pub applied: bool,
+}
+
 /// Input of `start_sync`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StartSync {

@@ -18,26 +18,63 @@ use std::sync::OnceLock;
 pub(crate) const TENANT_ORG: &str =
     "(SELECT u.org_id FROM auth.users_extended u WHERE u.id = (SELECT auth.uid()))";
 
+/// What running a statement does, which decides what a lost connection means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Reads only: a lost connection is [`crate::Error::Unavailable`] (retry).
+    Read,
+    /// Writes: a lost connection after the statement was sent is
+    /// [`crate::Error::OutcomeUnknown`], `retry_safe` when the statement is
+    /// idempotent (keyed: applying it twice is a no-op).
+    Write {
+        /// Whether repeating the statement with the same parameters is a no-op.
+        retry_safe: bool,
+    },
+}
+
 /// A statement template with its two renderings, built on first use.
 pub(crate) struct ScopedSql {
     template: Cow<'static, str>,
+    effect: Effect,
     service: OnceLock<String>,
     tenant: OnceLock<String>,
 }
 
 impl ScopedSql {
+    /// A statement that only reads.
     pub(crate) const fn new(template: &'static str) -> ScopedSql {
+        ScopedSql::with_effect(template, Effect::Read)
+    }
+
+    /// A statement that writes and is not idempotent.
+    pub(crate) const fn write(template: &'static str) -> ScopedSql {
+        ScopedSql::with_effect(template, Effect::Write { retry_safe: false })
+    }
+
+    /// A statement that writes and is idempotent (keyed).
+    pub(crate) const fn idempotent(template: &'static str) -> ScopedSql {
+        ScopedSql::with_effect(template, Effect::Write { retry_safe: true })
+    }
+
+    const fn with_effect(template: &'static str, effect: Effect) -> ScopedSql {
         ScopedSql {
             template: Cow::Borrowed(template),
+            effect,
             service: OnceLock::new(),
             tenant: OnceLock::new(),
         }
+    }
+
+    /// What the statement does.
+    pub(crate) fn effect(&self) -> Effect {
+        self.effect
     }
 
     /// A template composed at run time (e.g. per filter shape).
     pub(crate) fn owned(template: String) -> ScopedSql {
         ScopedSql {
             template: Cow::Owned(template),
+            effect: Effect::Read,
             service: OnceLock::new(),
             tenant: OnceLock::new(),
         }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::copy_types::CopyTypes;
 use crate::error::{Error, Result};
-use crate::sql::ScopedSql;
+use crate::sql::{Effect, ScopedSql};
 
 /// The role tenant transactions switch to with `SET LOCAL ROLE` (created by
 /// migration 0001; row-level security applies to it).
@@ -331,22 +331,45 @@ impl Store {
                     .get()
                     .await
                     .map_err(|e| Error::pool(operation, e))?;
+                // Nothing below executes the statement until query_rows sends
+                // it: a failure up to there is "certainly not applied".
                 let stmt = prepared(&obj, self.inner.statements, sql.service(), params)
                     .await
                     .map_err(|e| Error::from_pg(operation, e))?;
+                if obj.is_closed() {
+                    return Err(Error::Unavailable {
+                        operation,
+                        reason: "the pooled connection was closed before the statement was sent"
+                            .to_owned(),
+                        code: None,
+                    });
+                }
+                // One implicit transaction, committed at Sync before the server
+                // flushes the statement's results: rows received mean committed.
                 query_rows(&obj, stmt.as_ref(), sql.service(), &org, params)
                     .await
-                    .map_err(|e| Error::from_pg(operation, e))
+                    .map_err(|e| match sql.effect() {
+                        Effect::Read => Error::from_pg(operation, e),
+                        Effect::Write { retry_safe } => {
+                            Error::from_pg_sent(operation, e, retry_safe)
+                        }
+                    })
             }
             Scope::Tenant(user) => {
                 let outcome = self
-                    .tenant_pipeline(operation, user, sql.tenant(), params)
+                    .tenant_pipeline(operation, user, sql.tenant(), sql.effect(), params)
                     .await;
                 if matches!(&outcome, Ok(rows) if !rows.is_empty()) {
                     return outcome;
                 }
                 let has_org = self
-                    .tenant_pipeline(operation, user, TENANT_HAS_ORG.tenant(), &[])
+                    .tenant_pipeline(
+                        operation,
+                        user,
+                        TENANT_HAS_ORG.tenant(),
+                        TENANT_HAS_ORG.effect(),
+                        &[],
+                    )
                     .await
                     .and_then(|rows| match rows.first() {
                         Some(row) => col::<bool>(operation, row, 0),
@@ -375,6 +398,7 @@ impl Store {
         operation: &'static str,
         user: Uuid,
         text: &str,
+        effect: Effect,
         params: &[Param<'_>],
     ) -> Result<Vec<Row>> {
         let obj = self
@@ -414,12 +438,32 @@ impl Store {
             guard.mark_clean();
         }
         drop(guard);
-        setup.map_err(|e| Error::from_pg(operation, e))?;
-        let rows = rows.map_err(|e| Error::from_pg(operation, e))?;
-        if let Some(commit) = commit {
-            commit.map_err(|e| Error::from_pg(operation, e))?;
+        let pg = |e| Error::from_pg(operation, e);
+        let retry_safe = match effect {
+            Effect::Read => {
+                setup.map_err(pg)?;
+                let rows = rows.map_err(pg)?;
+                if let Some(commit) = commit {
+                    commit.map_err(pg)?;
+                }
+                return Ok(rows);
+            }
+            Effect::Write { retry_safe } => retry_safe,
+        };
+        // A write. The server reporting an error for the set-up or the
+        // statement means the transaction was aborted: not applied. No COMMIT
+        // sent (the prepare failed): not applied.
+        match commit {
+            // The connection was lost, or the server ended the session, with
+            // the COMMIT sent: it may have committed.
+            Some(Err(e)) if !is_db_err(&setup) && !is_db_err(&rows) => {
+                Err(Error::from_pg_commit(operation, e, retry_safe))
+            }
+            _ => {
+                setup.map_err(pg)?;
+                rows.map_err(pg)
+            }
         }
-        Ok(rows)
     }
 
     /// Like [`Store::rows`] for a statement returning at most one row.
@@ -453,6 +497,11 @@ impl Store {
                 reason: "the statement returned no row".to_owned(),
             })
     }
+}
+
+/// Whether `r` failed with an error the server reported.
+fn is_db_err<T>(r: &std::result::Result<T, tokio_postgres::Error>) -> bool {
+    matches!(r, Err(e) if e.as_db_error().is_some())
 }
 
 /// Reads column `idx` of `row`, mapping a decoding failure to [`Error::Decode`].

@@ -102,6 +102,22 @@ impl<T> RowCount for Option<T> {
     }
 }
 
+impl RowCount for crate::progress_types::TickOutcome {
+    fn row_count(&self) -> u64 {
+        u64::from(self.applied)
+    }
+}
+
+impl RowCount for crate::activity_types::BatchOutcome {
+    fn row_count(&self) -> u64 {
+        if self.applied {
+            self.rows
+        } else {
+            0
+        }
+    }
+}
+
 impl RowCount for ActivityPage {
     fn row_count(&self) -> u64 {
         self.entries.len() as u64
@@ -137,6 +153,7 @@ impl Error {
             Error::Forbidden { .. } => "forbidden",
             Error::InvalidInput { .. } => "invalid_input",
             Error::Unavailable { .. } => "unavailable",
+            Error::OutcomeUnknown { .. } => "outcome_unknown",
             Error::UnknownLabel { .. } => "unknown_label",
             Error::Database { .. } => "database",
             Error::Driver { .. } => "driver",

@@ -116,6 +116,16 @@ impl From<Error> for ApiError {
                     message: "the database is unavailable; retry later".into(),
                 }
             }
+            Error::OutcomeUnknown { .. } => {
+                tracing::warn!(error = %e, "sync_store::api: outcome unknown (503)");
+                ApiError {
+                    status: 503,
+                    code: "outcome_unknown",
+                    message: "the database connection was lost after the write was sent; \
+                              it may have been applied: read the state back before retrying"
+                        .into(),
+                }
+            }
             _ => {
                 // The cause stays server-side: the client sees only "internal error".
                 tracing::error!(error = %e, "sync_store::api: internal error (500)");
