@@ -518,9 +518,11 @@ fn new_activity() -> impl Strategy<Value = NewActivity> {
         duration(),
         proptest::option::of(text(8)),
         proptest::option::weighted(0.8, timestamp()),
+        proptest::option::weighted(0.5, any::<u128>().prop_map(uuid::Uuid::from_u128)),
     )
         .prop_map(
-            |(sync_id, record_count, duration, message, at)| NewActivity {
+            |(sync_id, record_count, duration, message, at, id)| NewActivity {
+                id,
                 sync_id,
                 entity_type: Some(SyncEntityType::Coupon),
                 action: SyncAction::RecordUpdate,
