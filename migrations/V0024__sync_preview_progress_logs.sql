@@ -450,13 +450,13 @@ ALTER TABLE sync_activity_log_future  ENABLE ROW LEVEL SECURITY;
 -- role that is not (a member of) the table's owner. Statement triggers are not
 -- cloned to partitions, so each partition gets its own; partitions created later
 -- by partition maintenance get it too (sync-migrations partitions::security).
-CREATE FUNCTION sync_activity_log_refuse_truncate() RETURNS trigger
+CREATE FUNCTION sync_refuse_truncate() RETURNS trigger
     LANGUAGE plpgsql AS $fn$
 BEGIN
     IF NOT pg_has_role(current_user,
                        (SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID),
                        'MEMBER') THEN
-        RAISE EXCEPTION 'the sync activity log is append-only: only its owner may truncate %',
+        RAISE EXCEPTION '% is append-only for every role but its owner: TRUNCATE refused',
                         TG_TABLE_NAME
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -465,17 +465,17 @@ END
 $fn$;
 
 CREATE TRIGGER trg_sync_activity_log_10_no_truncate BEFORE TRUNCATE ON sync_activity_log
-    FOR EACH STATEMENT EXECUTE FUNCTION sync_activity_log_refuse_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION sync_refuse_truncate();
 CREATE TRIGGER trg_sync_activity_log_10_no_truncate BEFORE TRUNCATE ON sync_activity_log_2025_11
-    FOR EACH STATEMENT EXECUTE FUNCTION sync_activity_log_refuse_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION sync_refuse_truncate();
 CREATE TRIGGER trg_sync_activity_log_10_no_truncate BEFORE TRUNCATE ON sync_activity_log_2025_12
-    FOR EACH STATEMENT EXECUTE FUNCTION sync_activity_log_refuse_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION sync_refuse_truncate();
 CREATE TRIGGER trg_sync_activity_log_10_no_truncate BEFORE TRUNCATE ON sync_activity_log_2026_01
-    FOR EACH STATEMENT EXECUTE FUNCTION sync_activity_log_refuse_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION sync_refuse_truncate();
 CREATE TRIGGER trg_sync_activity_log_10_no_truncate BEFORE TRUNCATE ON sync_activity_log_2026_02
-    FOR EACH STATEMENT EXECUTE FUNCTION sync_activity_log_refuse_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION sync_refuse_truncate();
 CREATE TRIGGER trg_sync_activity_log_10_no_truncate BEFORE TRUNCATE ON sync_activity_log_future
-    FOR EACH STATEMENT EXECUTE FUNCTION sync_activity_log_refuse_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION sync_refuse_truncate();
 
 -- Tenant sessions (SET LOCAL ROLE sync_tenant): full access to the cache and to
 -- progress rows of their org; the audit trail is append-only for them.

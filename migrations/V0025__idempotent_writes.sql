@@ -68,7 +68,8 @@ CREATE TRIGGER trg_sync_progress_50_prune_tick_keys
     WHEN (OLD.completed_at IS NULL AND NEW.completed_at IS NOT NULL)
     EXECUTE FUNCTION sync_progress_prune_tick_keys();
 
--- Row-level security as on 0024's tables: 4 org-scoped policies per table.
+-- Row-level security: 4 policies per table; reads and inserts org-scoped, updates
+-- and deletes closed to every non-owner (as on 0024's activity log).
 DO $rls$
 DECLARE
     t text;
@@ -83,10 +84,15 @@ BEGIN
                        t || '_select', t, org_check);
         EXECUTE format('CREATE POLICY %I ON %I FOR INSERT WITH CHECK (%s)',
                        t || '_insert', t, org_check);
-        EXECUTE format('CREATE POLICY %I ON %I FOR UPDATE USING (%s) WITH CHECK (%s)',
-                       t || '_update', t, org_check, org_check);
-        EXECUTE format('CREATE POLICY %I ON %I FOR DELETE USING (%s)',
-                       t || '_delete', t, org_check);
+        -- A key, once written, is what makes a retry a no-op: no non-owner may
+        -- change or remove one (pruning runs as the owner, SECURITY DEFINER).
+        EXECUTE format('CREATE POLICY %I ON %I FOR UPDATE USING (false) WITH CHECK (false)',
+                       t || '_update', t);
+        EXECUTE format('CREATE POLICY %I ON %I FOR DELETE USING (false)',
+                       t || '_delete', t);
+        -- RLS does not cover TRUNCATE: the guard of 0024 refuses it to non-owners.
+        EXECUTE format('CREATE TRIGGER trg_%s_10_no_truncate BEFORE TRUNCATE ON %I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION sync_refuse_truncate()', t, t);
     END LOOP;
 END
 $rls$;

@@ -17,7 +17,7 @@ DROP TABLE IF EXISTS sync_progress;
 DROP TABLE IF EXISTS sync_preview_cache;
 
 DROP FUNCTION IF EXISTS auto_cleanup_preview_cache();
-DROP FUNCTION IF EXISTS sync_activity_log_refuse_truncate();
+DROP FUNCTION IF EXISTS sync_refuse_truncate();
 DROP FUNCTION IF EXISTS sync_progress_log_activity();
 DROP FUNCTION IF EXISTS sync_progress_compute_metrics();
 DROP FUNCTION IF EXISTS sync_progress_detect_completion();

@@ -362,8 +362,42 @@ async fn audit_trail_is_append_only_for_a_role_holding_all_privileges() {
         }
     }
     assert_eq!(tries, relations.len() * 6);
+    // The idempotency keys (0025) are append-only the same way: removing one would
+    // let a retry apply twice. Keys of the user's own org exist for the attempt.
+    f.admin
+        .execute(
+            "INSERT INTO sync_activity_batch (org_id, batch_key, row_count) \
+             VALUES ($1, gen_random_uuid(), 1)",
+            &[&a],
+        )
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE sync_activity_batch SET row_count = row_count + 1".to_owned(),
+        "DELETE FROM sync_activity_batch".to_owned(),
+        "UPDATE sync_progress_tick_key SET tick_key = tick_key + 1".to_owned(),
+        "DELETE FROM sync_progress_tick_key".to_owned(),
+    ] {
+        match raw.execute(&sql, &[]).await {
+            Ok(n) => assert_eq!(n, 0, "{sql} changed {n} row(s)"),
+            Err(e) => assert_eq!(
+                e.code(),
+                Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+                "{sql}: {e}"
+            ),
+        }
+    }
+    let batches: i64 = f
+        .admin
+        .query_one("SELECT count(*) FROM sync_activity_batch", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(batches, 1, "the org's batch key is still there");
+    relations.extend(["sync_activity_batch".to_owned(), "sync_progress_tick_key".to_owned()]);
     // RLS does not cover TRUNCATE, which ALL includes: the guard trigger refuses it
-    // on the log and on every partition, those created by maintenance included.
+    // on the log and on every partition, those created by maintenance included,
+    // and on the key tables.
     for rel in &relations {
         let sql = format!("TRUNCATE {rel}");
         let e = raw
@@ -483,7 +517,8 @@ async fn every_table_has_rls_and_the_log_no_open_write_policy() {
         .query(
             "SELECT p.tablename || '.' || p.policyname FROM pg_policies p \
              WHERE p.schemaname = current_schema() \
-               AND (p.tablename = 'sync_activity_log' OR p.tablename::regclass IN \
+               AND (p.tablename IN ('sync_activity_log', 'sync_activity_batch', 'sync_progress_tick_key') \
+                    OR p.tablename::regclass IN \
                     (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'sync_activity_log'::regclass)) \
                AND p.permissive = 'PERMISSIVE' AND p.cmd IN ('UPDATE', 'DELETE', 'ALL') \
                AND coalesce(p.qual, 'true') <> 'false' ORDER BY 1",
@@ -496,12 +531,13 @@ async fn every_table_has_rls_and_the_log_no_open_write_policy() {
         .collect();
     assert!(
         writable.is_empty(),
-        "open write policies on the log: {writable:?}"
+        "open write policies on the log or the key tables: {writable:?}"
     );
     let n_policies: i64 = f
         .admin
         .query_one(
-            "SELECT count(*) FROM pg_policies WHERE schemaname = current_schema()",
+            "SELECT count(*) FROM pg_policies WHERE schemaname = current_schema() \
+               AND tablename IN ('sync_preview_cache', 'sync_progress', 'sync_activity_log')",
             &[],
         )
         .await

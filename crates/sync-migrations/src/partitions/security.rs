@@ -11,7 +11,7 @@ use super::parent::{quote_ident, Parent};
 /// the owner, on the log and each of its partitions.
 const TRUNCATE_TRIGGER: &str = "trg_sync_activity_log_10_no_truncate";
 /// Its function.
-const TRUNCATE_GUARD: &str = "sync_activity_log_refuse_truncate";
+const TRUNCATE_GUARD: &str = "sync_refuse_truncate";
 
 /// Enables row-level security on `target` and, when there is a `reference`
 /// partition, copies its FORCE ROW LEVEL SECURITY flag, its owner and its table
