@@ -138,6 +138,19 @@ pub enum Error {
         server: ServerError,
     },
 
+    /// The rollback was refused by the server because objects outside 0024
+    /// depend on it (typically months detached by `partitions archive`, which
+    /// use 0024's enum types, or a view); nothing changed.
+    #[error("refusing to roll back 0024: {objects} outside 0024 depend(s) on its tables or types (e.g. months kept by `partitions archive`); nothing was changed. Drop them (after exporting what you need), or restore them (attach archived months again: ALTER TABLE sync_activity_log ATTACH PARTITION <table> FOR VALUES FROM (…) TO (…)), then run `sync-migrate down` again. `down` never drops them for you ({server_summary})")]
+    RollbackBlocked {
+        /// The dependent objects, comma-separated (e.g. `table sync_activity_log_2026_01`).
+        objects: String,
+        /// `SQLSTATE 2BP01: <message>` (the server's hint is left out: it suggests CASCADE).
+        server_summary: String,
+        /// What the server reported.
+        server: ServerError,
+    },
+
     /// Another migrator held the advisory lock for longer than the configured wait.
     #[error("timed out after {waited_secs}s waiting for the migration lock held by another migrator{holder}; retry, or raise the lock wait")]
     LockTimeout {
@@ -145,6 +158,21 @@ pub enum Error {
         waited_secs: u64,
         /// ` (backend pid N)` when the holder could be seen, else empty.
         holder: String,
+    },
+
+    /// A migration or rollback kept waiting for table locks held by other
+    /// sessions (each attempt bounded by `lock_timeout`, retried) until the lock
+    /// wait ran out. Its transaction was rolled back: nothing of it is applied.
+    #[error("{during} waited {waited_secs}s for table locks held by other sessions ({attempts} attempt(s), each cancelled by lock_timeout; last: {server}); nothing of it was applied. Find the blockers with `SELECT pid, state, query FROM pg_stat_activity WHERE pid IN (SELECT unnest(pg_blocking_pids(pid)) FROM pg_stat_activity)`, end them or wait for them, then retry (or raise --lock-wait-secs)")]
+    DdlLockTimeout {
+        /// What was waiting, e.g. `migration V24__sync_preview_progress_logs`.
+        during: String,
+        /// How long it tried in all.
+        waited_secs: u64,
+        /// How many attempts ran out of `lock_timeout`.
+        attempts: u32,
+        /// The last attempt's error (SQLSTATE 55P03).
+        server: ServerError,
     },
 
     /// The connection goes through a transaction-mode pooler (PgBouncer, Neon's
@@ -168,7 +196,9 @@ impl Error {
         match self {
             Error::Database { server, .. }
             | Error::MigrationFailed { server, .. }
-            | Error::RollbackFailed { server } => server.code.as_deref(),
+            | Error::RollbackFailed { server }
+            | Error::DdlLockTimeout { server, .. }
+            | Error::RollbackBlocked { server, .. } => server.code.as_deref(),
             _ => None,
         }
     }
@@ -178,7 +208,9 @@ impl Error {
         match self {
             Error::Database { server, .. }
             | Error::MigrationFailed { server, .. }
-            | Error::RollbackFailed { server } => Some(server),
+            | Error::RollbackFailed { server }
+            | Error::DdlLockTimeout { server, .. }
+            | Error::RollbackBlocked { server, .. } => Some(server),
             _ => None,
         }
     }

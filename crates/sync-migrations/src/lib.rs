@@ -3,6 +3,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod apply;
+mod checksum_text;
 mod connect;
 mod conninfo;
 mod doctor;
@@ -19,7 +20,9 @@ mod tls;
 mod verify;
 
 pub use apply::{apply, apply_pool, ApplyReport};
-pub use connect::{connect, pool, resolve_config};
+pub use connect::{
+    connect, connect_timeout, pool, resolve_config, DEFAULT_CONNECT_TIMEOUT, POOL_WAIT_TIMEOUT,
+};
 pub use doctor::{doctor, Finding, Verdict, TRIGGERS};
 pub use embedded::{
     embedded_migrations, EmbeddedMigration, HISTORY_TABLE, ROLLBACK_0024_SQL, V0024,
