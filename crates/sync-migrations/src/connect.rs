@@ -16,6 +16,14 @@ use crate::tls::{tls_connector, tls_hint, TlsOptions};
 /// with libpq's defaults: the local unix socket (`/var/run/postgresql`, else
 /// `/tmp`), user = the operating-system user, database = the user name.
 ///
+/// The operating-system user is found as libpq finds it: the name of the
+/// *effective* uid in the user database (`getpwuid_r`, so NSS sources count);
+/// `$USER` is only a fallback when that uid has no name.
+///
+/// # Errors
+/// [`Error::Unavailable`] when the connection string is not valid, `PGPORT` is
+/// not a port number, or no user name can be found (set `PGUSER`).
+///
 /// libpq's TLS parameters that tokio-postgres cannot hold (`sslrootcert`,
 /// `sslmode=verify-ca` / `verify-full`) are accepted and left out of the result:
 /// read them with [`TlsOptions::resolve`] on the same `url`.
@@ -53,9 +61,16 @@ pub fn resolve_config(url: Option<&str>) -> Result<Config> {
         })?;
         config.port(port);
     }
-    let user = env("PGUSER")
-        .or_else(|| env("USER"))
-        .unwrap_or_else(|| "postgres".to_owned());
+    let user = match env("PGUSER") {
+        Some(user) => user,
+        None => os_user_name().ok_or_else(|| Error::Unavailable {
+            reason: format!(
+                "cannot find the name of the operating-system user (uid {}) to log in as; \
+                 set PGUSER or pass --database-url",
+                uzers::get_effective_uid()
+            ),
+        })?,
+    };
     config.user(&user);
     config.dbname(env("PGDATABASE").unwrap_or_else(|| user.clone()));
     if let Some(password) = env("PGPASSWORD") {
@@ -106,6 +121,14 @@ fn describe_target(config: &Config) -> String {
         })
         .collect();
     hosts.join(", ")
+}
+
+/// The operating-system user's name as libpq finds it: the effective uid's entry
+/// in the user database, else `$USER`.
+pub fn os_user_name() -> Option<String> {
+    uzers::get_user_by_uid(uzers::get_effective_uid())
+        .map(|u| u.name().to_string_lossy().into_owned())
+        .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
 }
 
 /// Opens a connection secured as `tls` says (see [`crate::SslMode`]) and drives
