@@ -334,19 +334,6 @@ fn write_for_postgres(path: &std::path::Path, contents: &str, mode: u32) {
     }
 }
 
-/// Finds an installed binary on `PATH` or in the given extra directories, or
-/// panics saying which package to install.
-fn require_binary(name: &str, extra_dirs: &[&str], install: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(extra_dirs.iter().map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("`{name}` is not installed, and this test needs it: run `{install}` first")
-        })
-}
-
 /// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
 fn free_loopback_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -355,13 +342,27 @@ fn free_loopback_port() -> u16 {
         .port()
 }
 
-/// Where PgBouncer is installed (`PATH`, `/usr/sbin`, `/usr/local/sbin`).
+/// Where a working PgBouncer is installed (`PATH`, `/usr/sbin`,
+/// `/usr/local/sbin`; `pgbouncer --version` must succeed). Checked once.
 fn pgbouncer_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|d| d.join("pgbouncer"))
-        .find(|p| p.is_file())
+    static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            std::env::split_paths(&path)
+                .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+                .map(|d| d.join("pgbouncer"))
+                .find(|p| p.is_file())
+                .filter(|p| {
+                    std::process::Command::new(p)
+                        .arg("--version")
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                })
+        })
+        .clone()
 }
 
 /// Whether a test that needs PgBouncer can run. When `pgbouncer` is missing it
@@ -377,6 +378,7 @@ pub fn pgbouncer_available(test: &str) -> bool {
     }
     let fix = "install it (`apt-get install -y pgbouncer`), or run `scripts/test.sh`, \
                which installs the test prerequisites";
+    // (a `pgbouncer` that does not run counts as missing)
     if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
         panic!("{test}: `pgbouncer` is not installed, and CI must run the pooler tests: {fix}");
     }
@@ -443,11 +445,9 @@ impl PgBouncer {
     ) -> PgBouncer {
         use std::fmt::Write;
         use tokio_postgres::config::Host;
-        let binary = require_binary(
-            "pgbouncer",
-            &["/usr/sbin", "/usr/local/sbin"],
-            "apt-get install -y pgbouncer",
-        );
+        let binary = pgbouncer_binary().unwrap_or_else(|| {
+            panic!("`pgbouncer` is not installed, or does not run: `apt-get install -y pgbouncer`")
+        });
         let dir = shared_temp_dir("sync-pgbouncer");
         let admin = db.config();
         let mut users = String::new();
