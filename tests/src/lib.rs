@@ -667,7 +667,10 @@ impl TlsServer {
     /// (e.g. `sslmode=require`; empty for none).
     pub fn url(&self, host: &str, params: &str) -> String {
         let cluster = self.cluster.as_ref().expect("running");
-        let mut url = format!("postgresql://postgres:postgres@{host}:{}/postgres", cluster.port());
+        let mut url = format!(
+            "postgresql://postgres:postgres@{host}:{}/postgres",
+            cluster.port()
+        );
         if !params.is_empty() {
             url = format!("{url}?{params}");
         }

@@ -105,9 +105,7 @@ impl TempCluster {
     }
 
     fn run(&self, mut cmd: Command, what: &str) -> Result<(), String> {
-        let out = cmd
-            .output()
-            .map_err(|e| format!("starting {what}: {e}"))?;
+        let out = cmd.output().map_err(|e| format!("starting {what}: {e}"))?;
         if out.status.success() {
             Ok(())
         } else {
@@ -240,9 +238,11 @@ fn postgres_user() -> Result<(u32, u32), String> {
             .output()
             .map_err(|e| format!("running `id`: {e}"))?;
         if !out.status.success() {
-            return Err("running as root, and there is no `postgres` operating-system user \
+            return Err(
+                "running as root, and there is no `postgres` operating-system user \
                         to run the server as (install PostgreSQL: apt-get install -y postgresql)"
-                .to_owned());
+                    .to_owned(),
+            );
         }
         String::from_utf8_lossy(&out.stdout)
             .trim()

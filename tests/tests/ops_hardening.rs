@@ -122,7 +122,9 @@ async fn library_pool_against_a_silent_server_fails_without_connect_timeout_set(
     let got = tokio::time::timeout(HANG, pool.get())
         .await
         .expect("pool.get() hangs on a silent server");
-    let err = got.err().expect("a connection from a silent server");
+    let Err(err) = got else {
+        panic!("a connection from a silent server");
+    };
     assert!(
         matches!(err, deadpool_postgres::PoolError::Timeout(_)),
         "{err:?}"
@@ -240,7 +242,10 @@ async fn ddl_lock_waits_are_bounded_and_leave_nothing_applied_or_locked() {
             assert!(*attempts >= 1);
             assert_eq!(e.code(), Some("55P03"));
             let msg = e.to_string();
-            assert!(msg.contains("V24__") && msg.contains("pg_blocking_pids"), "{msg}");
+            assert!(
+                msg.contains("V24__") && msg.contains("pg_blocking_pids"),
+                "{msg}"
+            );
         }
         other => panic!("expected DdlLockTimeout, got {other:?}"),
     }
@@ -287,7 +292,12 @@ async fn without_user_env_the_os_user_is_used_and_shown() {
     };
     cmd.env(
         "PGPORT",
-        config.get_ports().first().copied().unwrap_or(5432).to_string(),
+        config
+            .get_ports()
+            .first()
+            .copied()
+            .unwrap_or(5432)
+            .to_string(),
     );
     let out = run_bounded(cmd);
     let me = os_user();
@@ -302,7 +312,11 @@ async fn without_user_env_the_os_user_is_used_and_shown() {
 #[tokio::test]
 async fn changing_commands_say_where_they_act() {
     let db = TestDb::migrated().await;
-    for args in [&["up", "--no-partitions"][..], &["cleanup"], &["partitions", "list"]] {
+    for args in [
+        &["up", "--no-partitions"][..],
+        &["cleanup"],
+        &["partitions", "list"],
+    ] {
         let out = sync_migrate(&db, args);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
         let err = stderr(&out);
@@ -435,7 +449,12 @@ async fn json_checksums_are_exact_strings() {
 #[tokio::test]
 async fn doctor_stats_cleanup_on_an_unmigrated_database_say_apply_first() {
     let db = TestDb::empty().await;
-    for args in [&["doctor"][..], &["stats"], &["cleanup"], &["doctor", "--json"]] {
+    for args in [
+        &["doctor"][..],
+        &["stats"],
+        &["cleanup"],
+        &["doctor", "--json"],
+    ] {
         let out = sync_migrate(&db, args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
         assert!(
@@ -466,7 +485,10 @@ fn usage_errors_under_json_use_the_json_error_shape_and_exit_2() {
         });
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         let body = json(&out);
-        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
         assert!(body.get("sqlstate").is_some(), "{body}");
     }
     // Without --json a usage error is clap's text, still exit 2.
@@ -501,7 +523,10 @@ async fn down_blocked_by_an_archived_table_names_it_with_our_remedy() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = stderr(&out);
     assert!(err.contains(&format!("table {month}")), "{err}");
-    assert!(err.contains("ATTACH PARTITION") && err.contains("Drop them"), "{err}");
+    assert!(
+        err.contains("ATTACH PARTITION") && err.contains("Drop them"),
+        "{err}"
+    );
     assert!(!err.contains("CASCADE"), "{err}");
     let out = sync_migrate(&db, &["down", "--json"]);
     assert_eq!(json(&out)["sqlstate"], "2BP01", "{}", text(&out));

@@ -25,11 +25,11 @@ use std::time::Duration;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sync_migrations::{MigrateOptions, TlsOptions};
-use sync_tests::tempcluster::TempCluster;
 use sync_store::{
     ActivityFilter, NewActivity, ProgressDelta, PutPreview, StartSync, Store, SyncAction,
     SyncEntityType, SyncProgress, SyncStatus, SyncType,
 };
+use sync_tests::tempcluster::TempCluster;
 use uuid::Uuid;
 
 /// Simulate a WooCommerce product sync against migration 0024.

@@ -132,12 +132,12 @@ async fn apply_locked(client: &mut Client, wait: std::time::Duration) -> Result<
                         }
                         _ => "the migration history bookkeeping".to_owned(),
                     };
-                    let server = err.server_error().cloned().unwrap_or(ServerError {
+                    let server = Box::new(err.server_error().cloned().unwrap_or(ServerError {
                         code: None,
                         message: err.to_string(),
                         detail: None,
                         hint: None,
-                    });
+                    }));
                     return Err(Error::DdlLockTimeout {
                         during,
                         waited_secs: started.elapsed().as_secs(),

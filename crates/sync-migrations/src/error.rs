@@ -132,21 +132,13 @@ pub enum Error {
     },
 
     /// The rollback script failed; its transaction was rolled back, nothing changed.
+    ///
+    /// When objects outside 0024 depend on it (SQLSTATE 2BP01: months kept by
+    /// `partitions archive`, a view), `server.hint` is ours, not the server's
+    /// (which suggests `DROP … CASCADE`): it names those objects and says to drop
+    /// or re-attach them; `server.detail` stays the server's.
     #[error("rollback of 0024 failed and changed nothing: {server}")]
     RollbackFailed {
-        /// What the server reported.
-        server: ServerError,
-    },
-
-    /// The rollback was refused by the server because objects outside 0024
-    /// depend on it (typically months detached by `partitions archive`, which
-    /// use 0024's enum types, or a view); nothing changed.
-    #[error("refusing to roll back 0024: {objects} outside 0024 depend(s) on its tables or types (e.g. months kept by `partitions archive`); nothing was changed. Drop them (after exporting what you need), or restore them (attach archived months again: ALTER TABLE sync_activity_log ATTACH PARTITION <table> FOR VALUES FROM (…) TO (…)), then run `sync-migrate down` again. `down` never drops them for you ({server_summary})")]
-    RollbackBlocked {
-        /// The dependent objects, comma-separated (e.g. `table sync_activity_log_2026_01`).
-        objects: String,
-        /// `SQLSTATE 2BP01: <message>` (the server's hint is left out: it suggests CASCADE).
-        server_summary: String,
         /// What the server reported.
         server: ServerError,
     },
@@ -172,7 +164,7 @@ pub enum Error {
         /// How many attempts ran out of `lock_timeout`.
         attempts: u32,
         /// The last attempt's error (SQLSTATE 55P03).
-        server: ServerError,
+        server: Box<ServerError>,
     },
 
     /// The connection goes through a transaction-mode pooler (PgBouncer, Neon's
@@ -196,9 +188,8 @@ impl Error {
         match self {
             Error::Database { server, .. }
             | Error::MigrationFailed { server, .. }
-            | Error::RollbackFailed { server }
-            | Error::DdlLockTimeout { server, .. }
-            | Error::RollbackBlocked { server, .. } => server.code.as_deref(),
+            | Error::RollbackFailed { server } => server.code.as_deref(),
+            Error::DdlLockTimeout { server, .. } => server.code.as_deref(),
             _ => None,
         }
     }
@@ -208,9 +199,8 @@ impl Error {
         match self {
             Error::Database { server, .. }
             | Error::MigrationFailed { server, .. }
-            | Error::RollbackFailed { server }
-            | Error::DdlLockTimeout { server, .. }
-            | Error::RollbackBlocked { server, .. } => Some(server),
+            | Error::RollbackFailed { server } => Some(server),
+            Error::DdlLockTimeout { server, .. } => Some(server),
             _ => None,
         }
     }

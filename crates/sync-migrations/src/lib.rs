@@ -21,7 +21,8 @@ mod verify;
 
 pub use apply::{apply, apply_pool, ApplyReport};
 pub use connect::{
-    connect, connect_timeout, os_user_name, pool, resolve_config, DEFAULT_CONNECT_TIMEOUT, POOL_WAIT_TIMEOUT,
+    connect, connect_timeout, os_user_name, pool, resolve_config, DEFAULT_CONNECT_TIMEOUT,
+    POOL_WAIT_TIMEOUT,
 };
 pub use doctor::{doctor, Finding, Verdict, TRIGGERS};
 pub use embedded::{

@@ -136,7 +136,10 @@ where
         let _ = restore_setting(client, "client_connection_check_interval", check).await;
         return Err(e);
     }
-    let ddl_ms = ddl_lock_timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
+    let ddl_ms = ddl_lock_timeout
+        .as_millis()
+        .clamp(1, i32::MAX as u128)
+        .to_string();
     let outcome = match swap_setting(client, "lock_timeout", &ddl_ms).await {
         Ok(lock_timeout) => {
             let outcome = work(client).await;

@@ -92,7 +92,7 @@ async fn rollback_retrying(client: &mut Client, wait: Duration) -> Result<Rollba
                         during: "the rollback of 0024".to_owned(),
                         waited_secs: started.elapsed().as_secs(),
                         attempts,
-                        server,
+                        server: Box::new(server),
                     });
                 }
                 tokio::time::sleep(DDL_RETRY_PAUSE).await;
@@ -161,24 +161,19 @@ async fn rollback_locked(client: &mut Client) -> Result<RollbackOutcome> {
             .batch_execute("ROLLBACK")
             .await
             .map_err(Error::db("ending the failed rollback transaction"))?;
-        let server = ServerError::from_pg(&e);
+        let mut server = ServerError::from_pg(&e);
         if e.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) {
-            let mut objects = dependents(client).await.unwrap_or_default();
-            if objects.is_empty() {
-                objects = server
-                    .detail
-                    .clone()
-                    .unwrap_or_else(|| "objects".to_owned());
-            }
-            return Err(Error::RollbackBlocked {
-                objects,
-                server_summary: format!(
-                    "SQLSTATE {}: {}",
-                    server.code.as_deref().unwrap_or(""),
-                    server.message
-                ),
-                server,
-            });
+            let objects = match dependents(client).await {
+                Ok(list) if !list.is_empty() => list,
+                _ => "the objects in the detail above".to_owned(),
+            };
+            server.hint = Some(format!(
+                "{objects} outside 0024 depend(s) on its tables or types (e.g. months kept by \
+                 `partitions archive`). Drop them (after exporting what you need), or restore \
+                 them (attach an archived month again with ALTER TABLE sync_activity_log \
+                 ATTACH PARTITION <table> FOR VALUES FROM (…) TO (…)), then run \
+                 `sync-migrate down` again; `down` never drops them for you"
+            ));
         }
         return Err(Error::RollbackFailed { server });
     }

@@ -255,12 +255,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         &mut client,
                         MONTHS_AHEAD,
                         &sync_store::partitions::PartitionOptions::default(),
-                        |p| {
-                            eprintln!(
-                                "moving rows out of the catch-all: {} moved",
-                                p.rows_moved
-                            )
-                        },
+                        |p| eprintln!("moving rows out of the catch-all: {} moved", p.rows_moved),
                     )
                     .await
                     .map_err(|e| {
