@@ -5,11 +5,14 @@
 //!    uses it to create and drop its own databases);
 //! 2. else the local server found the way `psql` finds it (`PGHOST`…, else the
 //!    unix socket), when it answers;
-//! 3. else, or when `SYNC_TEST_TEMP_CLUSTER=1`, a throwaway cluster started with
-//!    pgtemp from the installed PostgreSQL binaries (`pg_config --bindir`, else
-//!    `/usr/lib/postgresql/<newest>/bin`). As root, pgtemp runs them through
-//!    `sudo -u postgres`. The cluster lives while any [`TestDb`] of the process
-//!    does and is shut down (and its directory removed) when the last one drops.
+//! 3. else (nothing answers within 3 s), or when `SYNC_TEST_TEMP_CLUSTER=1`, a
+//!    throwaway cluster ([`tempcluster::TempCluster`]) started from the installed
+//!    PostgreSQL binaries (`pg_config --bindir`, else
+//!    `/usr/lib/postgresql/<newest>/bin`). As root they run as the `postgres`
+//!    operating-system user (no `sudo` needed). The cluster lives while any
+//!    [`TestDb`] of the process does and is shut down (and its directory
+//!    removed) when the last one drops. [`TestDb::on_throwaway_cluster`] says
+//!    which server a test got.
 //!
 //! Each [`TestDb`] creates database `sync_test_<uuid>` and drops it (`WITH (FORCE)`)
 //! when dropped, together with every login role it created, so tests run in
@@ -24,6 +27,8 @@ pub mod cut_proxy;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, Config, NoTls};
 
+pub mod tempcluster;
+
 /// Maximum connections of a [`TestDb::pool`] (the server allows 100 in all).
 pub const POOL_SIZE: usize = 12;
 
@@ -31,7 +36,7 @@ struct Server {
     /// Admin connection settings (superuser) for any existing database.
     admin: Config,
     /// Keeps a throwaway cluster alive; `None` for an external server.
-    _cluster: Option<pgtemp::PgTempDB>,
+    cluster: Option<tempcluster::TempCluster>,
 }
 
 struct Shared {
@@ -44,43 +49,12 @@ static SHARED: Mutex<Shared> = Mutex::new(Shared {
     live: 0,
 });
 
-fn bindir() -> Option<PathBuf> {
-    if let Ok(out) = std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-    {
-        if out.status.success() {
-            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            if dir.join("initdb").exists() {
-                return Some(dir);
-            }
-        }
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("initdb").exists())
-        .collect();
-    versions.sort();
-    versions.pop()
-}
-
 fn start_temp_cluster() -> Server {
-    let mut builder = pgtemp::PgTempDBBuilder::new()
-        .with_username("postgres")
-        .with_password("postgres")
-        .with_config_param("max_connections", "200");
-    if let Some(dir) = bindir() {
-        builder = builder.with_bin_path(dir);
-    }
-    let cluster = builder.start();
-    let admin: Config = cluster
-        .connection_uri()
-        .parse()
-        .expect("pgtemp gives a valid connection URI");
+    let cluster = tempcluster::TempCluster::start(&[])
+        .unwrap_or_else(|e| panic!("no server answered, and a throwaway cluster failed: {e}"));
     Server {
-        admin,
-        _cluster: Some(cluster),
+        admin: cluster.config(),
+        cluster: Some(cluster),
     }
 }
 
@@ -117,7 +91,7 @@ fn server() -> Arc<Server> {
     let server = Arc::new(match external {
         Some(admin) => Server {
             admin,
-            _cluster: None,
+            cluster: None,
         },
         None => start_temp_cluster(),
     });
@@ -198,6 +172,12 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("applying migrations: {e}"));
         db
+    }
+
+    /// Whether this test runs on the harness's throwaway cluster (no server
+    /// answered, or `SYNC_TEST_TEMP_CLUSTER=1`) rather than an existing server.
+    pub fn on_throwaway_cluster(&self) -> bool {
+        self.server.cluster.is_some()
     }
 
     /// The database's name.
@@ -357,25 +337,77 @@ fn write_for_postgres(path: &std::path::Path, contents: &str, mode: u32) {
     }
 }
 
-/// Finds an installed binary on `PATH` or in the given extra directories, or
-/// panics saying which package to install.
-fn require_binary(name: &str, extra_dirs: &[&str], install: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(extra_dirs.iter().map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("`{name}` is not installed, and this test needs it: run `{install}` first")
-        })
-}
-
 /// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
 fn free_loopback_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("binding a free loopback port")
         .port()
+}
+
+/// Where a working PgBouncer is installed (`PATH`, `/usr/sbin`,
+/// `/usr/local/sbin`; `pgbouncer --version` must succeed). Checked once.
+fn pgbouncer_binary() -> Option<PathBuf> {
+    static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            std::env::split_paths(&path)
+                .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+                .map(|d| d.join("pgbouncer"))
+                .find(|p| p.is_file())
+                .filter(|p| {
+                    std::process::Command::new(p)
+                        .arg("--version")
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                })
+        })
+        .clone()
+}
+
+/// Whether a test that needs PgBouncer can run. When `pgbouncer` is missing it
+/// prints a skip message naming the test and the fix, and returns `false` —
+/// except under CI (`CI` set), where a missing PgBouncer is a failure (the test
+/// script installs it), so a pooler test can never be skipped silently there.
+///
+/// # Panics
+/// Under CI, when `pgbouncer` is not installed.
+pub fn pgbouncer_available(test: &str) -> bool {
+    if pgbouncer_binary().is_some() {
+        return true;
+    }
+    let fix = "install it (`apt-get install -y pgbouncer`), or run `scripts/test.sh`, \
+               which installs the test prerequisites";
+    // (a `pgbouncer` that does not run counts as missing)
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{test}: `pgbouncer` is not installed, and CI must run the pooler tests: {fix}");
+    }
+    // Straight to the process's stderr: the test harness captures `eprintln!`
+    // of passing tests, and a skip must be seen.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED {test}: `pgbouncer` is not installed (or does not run); {fix}"
+    );
+    false
+}
+
+/// Returns from the calling test, with a skip message, when PgBouncer is not
+/// installed (see [`pgbouncer_available`]).
+#[macro_export]
+macro_rules! skip_without_pgbouncer {
+    () => {
+        if !$crate::pgbouncer_available(
+            ::std::thread::current()
+                .name()
+                .unwrap_or(::std::module_path!()),
+        ) {
+            return;
+        }
+    };
 }
 
 /// How a [`PgBouncer`] pools server connections.
@@ -422,11 +454,9 @@ impl PgBouncer {
     ) -> PgBouncer {
         use std::fmt::Write;
         use tokio_postgres::config::Host;
-        let binary = require_binary(
-            "pgbouncer",
-            &["/usr/sbin", "/usr/local/sbin"],
-            "apt-get install -y pgbouncer",
-        );
+        let binary = pgbouncer_binary().unwrap_or_else(|| {
+            panic!("`pgbouncer` is not installed, or does not run: `apt-get install -y pgbouncer`")
+        });
         let dir = shared_temp_dir("sync-pgbouncer");
         let admin = db.config();
         let mut users = String::new();
@@ -572,7 +602,7 @@ impl Drop for PgBouncer {
 /// `verify-ca` but not `verify-full`. Shared by the tests of one process while
 /// any holds it; stopped and removed when the last handle drops.
 pub struct TlsServer {
-    cluster: Option<pgtemp::PgTempDB>,
+    cluster: Option<tempcluster::TempCluster>,
     dir: PathBuf,
 }
 
@@ -585,14 +615,6 @@ impl TlsServer {
         if let Some(server) = shared.upgrade() {
             return server;
         }
-        if running_as_root() {
-            require_binary("sudo", &[], "apt-get install -y sudo");
-        }
-        let bin = bindir().unwrap_or_else(|| {
-            panic!(
-                "no PostgreSQL server binaries (initdb) found: run `apt-get install -y postgresql`"
-            )
-        });
         let dir = shared_temp_dir("sync-tls");
         let ca_key = rcgen::KeyPair::generate().expect("CA key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -617,20 +639,14 @@ impl TlsServer {
         write_for_postgres(&dir.join("ca.pem"), &ca.pem(), 0o644);
         write_for_postgres(&dir.join("server.crt"), &server_cert.pem(), 0o644);
         write_for_postgres(&dir.join("server.key"), &server_key.serialize_pem(), 0o600);
-        let cluster = pgtemp::PgTempDBBuilder::new()
-            .with_username("postgres")
-            .with_password("postgres")
-            .with_bin_path(bin)
-            .with_config_param("ssl", "on")
-            .with_config_param(
-                "ssl_cert_file",
-                &dir.join("server.crt").display().to_string(),
-            )
-            .with_config_param(
-                "ssl_key_file",
-                &dir.join("server.key").display().to_string(),
-            )
-            .start();
+        let cert = dir.join("server.crt").display().to_string();
+        let key = dir.join("server.key").display().to_string();
+        let cluster = tempcluster::TempCluster::start(&[
+            ("ssl", "on"),
+            ("ssl_cert_file", &cert),
+            ("ssl_key_file", &key),
+        ])
+        .unwrap_or_else(|e| panic!("starting the TLS cluster: {e}"));
         let server = Arc::new(TlsServer {
             cluster: Some(cluster),
             dir,
@@ -646,7 +662,7 @@ impl TlsServer {
 
     /// The server's port (on localhost).
     pub fn port(&self) -> u16 {
-        self.cluster.as_ref().expect("running").db_port()
+        self.cluster.as_ref().expect("running").port()
     }
 
     /// A URL for the superuser `postgres` (password `postgres`), database
@@ -655,11 +671,8 @@ impl TlsServer {
     pub fn url(&self, host: &str, params: &str) -> String {
         let cluster = self.cluster.as_ref().expect("running");
         let mut url = format!(
-            "postgresql://{}:{}@{host}:{}/{}",
-            cluster.db_user(),
-            cluster.db_pass(),
-            cluster.db_port(),
-            cluster.db_name()
+            "postgresql://postgres:postgres@{host}:{}/postgres",
+            cluster.port()
         );
         if !params.is_empty() {
             url = format!("{url}?{params}");

@@ -74,6 +74,7 @@ async fn direct_connection_is_allowed() {
 
 #[tokio::test]
 async fn session_mode_pgbouncer_is_allowed_and_migrates() {
+    sync_tests::skip_without_pgbouncer!();
     let db = TestDb::empty().await;
     let bouncer = PgBouncer::start(&db, PoolMode::Session).await;
     let (c1, c2) = (
@@ -101,6 +102,7 @@ async fn session_mode_pgbouncer_is_allowed_and_migrates() {
 
 #[tokio::test]
 async fn transaction_mode_pgbouncer_is_refused_naming_the_direct_endpoint() {
+    sync_tests::skip_without_pgbouncer!();
     let db = TestDb::empty().await;
     let bouncer = PgBouncer::start(&db, PoolMode::Transaction).await;
     let (c1, c2) = (
@@ -123,6 +125,7 @@ async fn transaction_mode_pgbouncer_is_refused_naming_the_direct_endpoint() {
 
 #[tokio::test]
 async fn single_connection_probe_cannot_see_an_idle_transaction_pooler() {
+    sync_tests::skip_without_pgbouncer!();
     // Why the CLI and the pool entry points use two connections: an idle
     // PgBouncer gives one client the same server session back every time.
     let db = TestDb::empty().await;
@@ -137,6 +140,7 @@ async fn single_connection_probe_cannot_see_an_idle_transaction_pooler() {
 
 #[tokio::test]
 async fn round_robin_transaction_pooler_is_seen_by_one_connection_and_apply_refuses() {
+    sync_tests::skip_without_pgbouncer!();
     let db = TestDb::empty().await;
     let bouncer =
         PgBouncer::start_with(&db, PoolMode::Transaction, &[], "server_round_robin = 1\n").await;
@@ -163,6 +167,7 @@ async fn round_robin_transaction_pooler_is_seen_by_one_connection_and_apply_refu
 
 #[tokio::test]
 async fn apply_pool_through_transaction_pgbouncer_is_refused_and_changes_nothing() {
+    sync_tests::skip_without_pgbouncer!();
     let db = TestDb::empty().await;
     let bouncer = PgBouncer::start(&db, PoolMode::Transaction).await;
     let pool = pool_for(&bouncer.config());
@@ -174,6 +179,7 @@ async fn apply_pool_through_transaction_pgbouncer_is_refused_and_changes_nothing
 
 #[tokio::test]
 async fn rollback_pool_through_transaction_pgbouncer_is_refused() {
+    sync_tests::skip_without_pgbouncer!();
     let db = TestDb::migrated().await;
     let bouncer = PgBouncer::start(&db, PoolMode::Transaction).await;
     let pool = pool_for(&bouncer.config());
@@ -189,6 +195,7 @@ async fn rollback_pool_through_transaction_pgbouncer_is_refused() {
 
 #[tokio::test]
 async fn cli_up_refuses_transaction_pgbouncer_and_works_through_session_pgbouncer() {
+    sync_tests::skip_without_pgbouncer!();
     let db = TestDb::empty().await;
     let bin = sync_migrate_bin();
     let tx = PgBouncer::start(&db, PoolMode::Transaction).await;
@@ -218,6 +225,7 @@ async fn cli_up_refuses_transaction_pgbouncer_and_works_through_session_pgbounce
 
 #[tokio::test]
 async fn refuse_pooler_false_skips_the_probe() {
+    sync_tests::skip_without_pgbouncer!();
     // The escape hatch: with `refuse_pooler: false` nothing is probed, so even a
     // transaction-mode pooler is used (here an idle one, which happens to work).
     let db = TestDb::empty().await;
@@ -234,6 +242,7 @@ async fn refuse_pooler_false_skips_the_probe() {
 
 #[tokio::test]
 async fn session_pgbouncer_without_a_free_server_session_is_allowed() {
+    sync_tests::skip_without_pgbouncer!();
     // One server session per database/user: the probe's second connection gets
     // none while the first holds it; the probe must go on without it, not hang
     // or refuse, and the pool must not get the stuck connection back.

@@ -131,6 +131,7 @@ async fn one_task(store: Store, org: Uuid, user: Uuid, i: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_and_tenant_calls_work_concurrently_through_transaction_mode_pgbouncer() {
+    sync_tests::skip_without_pgbouncer!();
     let db = TestDb::migrated().await;
     let (org, user) = org_with_user(&db).await;
     let bouncer = PgBouncer::start_with(&db, PoolMode::Transaction, &[], ROUND_ROBIN).await;
@@ -172,6 +173,7 @@ async fn service_and_tenant_calls_work_concurrently_through_transaction_mode_pgb
 
 #[tokio::test]
 async fn control_a_named_prepared_statement_fails_in_a_later_transaction_there() {
+    sync_tests::skip_without_pgbouncer!();
     let db = TestDb::migrated().await;
     let bouncer = PgBouncer::start_with(&db, PoolMode::Transaction, &[], ROUND_ROBIN).await;
     // Two server connections in PgBouncer's pool: hold two transactions at once.

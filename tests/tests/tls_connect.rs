@@ -123,6 +123,7 @@ async fn prefer_encrypts_without_checking_and_disable_stays_plain() {
 
 #[tokio::test]
 async fn prefer_falls_back_to_plaintext_and_require_refuses_a_server_without_tls() {
+    sync_tests::skip_without_pgbouncer!();
     // The shared test server: a harness database's settings, TLS switched off
     // for this check by pointing at PgBouncer, which offers no TLS to clients.
     let db = sync_tests::TestDb::empty().await;

@@ -1,9 +1,10 @@
 //! The main job, end to end: `cargo run --example sync_worker`.
 //!
 //! 1. Finds a database: `DATABASE_URL` when set (migrations are applied to it),
-//!    else a throwaway PostgreSQL started from the installed binaries with pgtemp
-//!    (`pg_config --bindir`, else `/usr/lib/postgresql/<newest>/bin`; as root,
-//!    pgtemp runs them through `sudo -u postgres`), removed at exit.
+//!    else a throwaway PostgreSQL started from the installed server binaries
+//!    (`pg_config --bindir`, else `/usr/lib/postgresql/<newest>/bin`; as root
+//!    they run as the `postgres` operating-system user, without `sudo`), removed
+//!    at exit (`sync_tests::tempcluster`, the tests' helper).
 //! 2. Applies the migrations and keeps the activity-log partitions ahead
 //!    (`sync_migrations::startup`).
 //! 3. Simulates a WooCommerce product sync for a new demo org: caches the delta
@@ -26,7 +27,6 @@
 //! `cancel_sync`).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -38,6 +38,7 @@ use sync_store::{
     ActivityFilter, NewActivity, ProgressDelta, PutPreview, StartSync, Store, SyncAction,
     SyncEntityType, SyncProgress, SyncStatus, SyncType,
 };
+use sync_tests::tempcluster::TempCluster;
 use uuid::Uuid;
 
 /// Most products one run may sync (`--items`).
@@ -78,11 +79,8 @@ fn main() -> ExitCode {
         }
         None => match throwaway_cluster() {
             Ok(c) => {
-                let url = c.connection_uri();
-                println!(
-                    "Started it on port {} (it is removed at exit).",
-                    c.db_port()
-                );
+                let url = c.url();
+                println!("Started it on port {} (it is removed at exit).", c.port());
                 cluster = Some(c);
                 url
             }
@@ -200,28 +198,8 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// The installed PostgreSQL server binaries (the test harness looks the same way).
-fn bindir() -> Option<PathBuf> {
-    if let Ok(out) = std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-    {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if out.status.success() && dir.join("initdb").exists() {
-            return Some(dir);
-        }
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("initdb").exists())
-        .collect();
-    versions.sort();
-    versions.pop()
-}
-
-fn throwaway_cluster() -> Result<pgtemp::PgTempDB, AnyError> {
-    let dir = bindir().ok_or(
+fn throwaway_cluster() -> Result<TempCluster, AnyError> {
+    let dir = sync_tests::tempcluster::bindir().ok_or(
         "no DATABASE_URL and no PostgreSQL server binaries (initdb) found: install PostgreSQL \
          (apt-get install -y postgresql) or set DATABASE_URL",
     )?;
@@ -229,18 +207,8 @@ fn throwaway_cluster() -> Result<pgtemp::PgTempDB, AnyError> {
         "No DATABASE_URL: starting a throwaway PostgreSQL from {} …",
         dir.display()
     );
-    // pgtemp panics when initdb or the server fails; turn that into an error.
-    std::panic::catch_unwind(|| {
-        pgtemp::PgTempDBBuilder::new()
-            .with_username("postgres")
-            .with_password("postgres")
-            .with_bin_path(dir)
-            .start()
-    })
-    .map_err(|_| {
-        "starting the throwaway PostgreSQL failed (see above); as root, `sudo` must be installed \
-         so it can run as the postgres user — or set DATABASE_URL"
-            .into()
+    TempCluster::start(&[]).map_err(|e| {
+        format!("starting the throwaway PostgreSQL failed: {e}; or set DATABASE_URL").into()
     })
 }
 

@@ -1,7 +1,8 @@
 //! `sync-migrate`: apply, roll back, inspect and verify migration 0024; the
 //! spec's troubleshooting checks (`doctor`), cache cleanup and monitoring stats.
 //!
-//! Exit codes: 0 success; 1 an error, or a `verify` shortfall; 2 bad usage.
+//! Exit codes: 0 success; 1 an error, a `verify` shortfall, a `doctor` FAIL, or a
+//! `status` that lists a changed or unknown migration; 2 bad usage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,8 +53,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Apply every pending migration (0001, 0024, …) under the migration lock.
-    Up,
+    /// Apply every pending migration (0001, 0024, …) under the migration lock,
+    /// then create the activity-log partitions through the current month + 3
+    /// (as services' start-up does), so `verify` and `doctor` both pass.
+    Up {
+        /// Only apply the migrations; leave the partitions as they are.
+        #[arg(long)]
+        no_partitions: bool,
+    },
     /// Roll back 0025 then 0024 (one transaction): DROPS their tables with all
     /// their rows, functions and enum types. Refuses if a migration this build
     /// cannot roll back is applied.
@@ -145,9 +152,49 @@ impl From<sync_connect::Error> for CliError {
     }
 }
 
+/// How many months after the current one `up` makes sure have partitions (as
+/// `partitions ensure` and services' `startup`).
+const MONTHS_AHEAD: u32 = 3;
+
+/// Parses the command line. A usage error exits 2; under `--json` it is printed
+/// on stdout in the JSON error shape too (`{"error", "sqlstate": null}`).
+fn parse_cli() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let usage_error = !matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            let json = std::env::args_os().skip(1).any(|a| a == "--json");
+            if usage_error && json {
+                let message = e.kind().to_string();
+                let detail = e.render().to_string();
+                let body = serde_json::json!({
+                    "error": format!("usage: {}", detail.lines().next().unwrap_or(&message).trim_start_matches("error: ")),
+                    "sqlstate": null,
+                });
+                println!("{body}");
+            }
+            let _ = e.print();
+            Err(if usage_error {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let json = cli.json;
     match run(cli).await {
         Ok(code) => code,
@@ -177,8 +224,18 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
         }
     }
+    if let Some(name) = changing_command(&cli.command) {
+        // Say where a changing command acts before it does anything.
+        eprintln!("sync-migrate {name}: {}", describe_target(&config));
+    }
     let mut client = sync_connect::connect(&config, &tls).await?;
-    if check_pooler && matches!(cli.command, Command::Up | Command::Down) {
+    if matches!(
+        cli.command,
+        Command::Doctor { .. } | Command::Cleanup | Command::Stats { .. }
+    ) {
+        require_migrated(&client).await?;
+    }
+    if check_pooler && matches!(cli.command, Command::Up { .. } | Command::Down) {
         // Two connections: the only way to see an idle transaction-mode pooler.
         let second = sync_connect::connect(&config, &tls).await?;
         sync_connect::pooler::refuse_transaction_pooler_two_connections(&client, &second).await?;
@@ -217,10 +274,35 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .await
                 .map_err(CliError::Other);
         }
-        Command::Up => {
+        Command::Up { no_partitions } => {
             let report = sync_migrations::apply(&mut client, &options).await?;
+            let partitions = if no_partitions {
+                None
+            } else {
+                Some(
+                    sync_migrations::partitions::ensure_partitions(
+                        &mut client,
+                        MONTHS_AHEAD,
+                        &sync_migrations::partitions::PartitionOptions::default(),
+                        |p| eprintln!("moving rows out of the catch-all: {} moved", p.rows_moved),
+                    )
+                    .await
+                    .map_err(|e| {
+                        CliError::Other(
+                            format!(
+                                "the migrations are applied, but creating the activity-log \
+                                 partitions failed: {e}; run `sync-migrate partitions ensure` \
+                                 once the cause is fixed"
+                            )
+                            .into(),
+                        )
+                    })?,
+                )
+            };
             if cli.json {
-                print_json(&report);
+                let mut body = serde_json::to_value(&report).expect("report types serialise");
+                body["partitions"] = serde_json::to_value(&partitions).expect("report serialises");
+                print_json(&body);
             } else if report.applied.is_empty() {
                 println!(
                     "Nothing to apply: all {} migration(s) already applied.",
@@ -230,6 +312,15 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 for m in &report.applied {
                     println!("Applied V{}__{}", m.version, m.name);
                 }
+            }
+            if let (Some(p), false) = (&partitions, cli.json) {
+                println!(
+                    "Activity-log partitions reach {} (current month {} + {MONTHS_AHEAD}); created {}, moved {} row(s).",
+                    p.through,
+                    p.current_month,
+                    p.created.len(),
+                    p.rows_moved
+                );
             }
         }
         Command::Down => {
@@ -248,6 +339,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Status => {
             let lines = sync_migrations::status(&mut client).await?;
+            let problems = lines.iter().filter(|l| l.state.is_problem()).count();
             if cli.json {
                 print_json(&lines);
             } else {
@@ -269,6 +361,14 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     println!("{:<8} {:<32} {:<20} {}", l.version, l.name, checksum, state);
                 }
             }
+            if problems > 0 {
+                eprintln!(
+                    "sync-migrate: {problems} migration(s) changed after apply or unknown to this \
+                     build; `up` refuses this database. Restore the edited migration file, or run \
+                     a build that includes the unknown one"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Verify => {
             let report = sync_migrations::verify(&client).await?;
@@ -286,6 +386,75 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The name of a command that changes the database, else `None`.
+fn changing_command(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Up { .. } => Some("up"),
+        Command::Down => Some("down"),
+        Command::Partitions(_) => Some("partitions"),
+        Command::Cleanup => Some("cleanup"),
+        _ => None,
+    }
+}
+
+/// `database "d" on host:port as user "u"`, for every host of `config`.
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(name) => format!("{name}:{port}"),
+            Host::Unix(path) => format!("{}:{port} (unix socket)", path.display()),
+        })
+        .collect();
+    let user = config.get_user().unwrap_or("?");
+    format!(
+        "database \"{}\" on {} as user \"{user}\"",
+        config.get_dbname().unwrap_or(user),
+        if hosts.is_empty() {
+            "localhost".to_owned()
+        } else {
+            hosts.join(", ")
+        }
+    )
+}
+
+/// Refuses a database without 0024's tables: `doctor`, `stats` and `cleanup`
+/// would otherwise fail on a missing relation.
+async fn require_migrated(client: &tokio_postgres::Client) -> Result<(), CliError> {
+    const TABLES: [&str; 3] = ["sync_preview_cache", "sync_progress", "sync_activity_log"];
+    let missing: Vec<String> = client
+        .query(
+            "SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL",
+            &[&&TABLES[..]],
+        )
+        .await
+        .map_err(|e| {
+            CliError::Other(
+                format!(
+                    "looking for the sync tables failed: {}",
+                    sync_migrations::ServerError::from_pg(&e)
+                )
+                .into(),
+            )
+        })?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Other(
+        format!(
+            "this database has no {} (migration 0024 is not applied): apply the migrations \
+             first (`sync-migrate up`)",
+            missing.join(", ")
+        )
+        .into(),
+    ))
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {

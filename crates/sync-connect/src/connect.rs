@@ -1,6 +1,9 @@
 //! Finding and opening the database connection the way `psql` would.
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config};
 
 use crate::conninfo::split_tls_params;
@@ -12,6 +15,14 @@ use crate::tls::{tls_connector, tls_hint, TlsOptions};
 /// libpq environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`)
 /// with libpq's defaults: the local unix socket (`/var/run/postgresql`, else
 /// `/tmp`), user = the operating-system user, database = the user name.
+///
+/// The operating-system user is found as libpq finds it: the name of the
+/// *effective* uid in the user database (`getpwuid_r`, so NSS sources count);
+/// `$USER` is only a fallback when that uid has no name.
+///
+/// # Errors
+/// [`Error::Unavailable`] when the connection string is not valid, `PGPORT` is
+/// not a port number, or no user name can be found (set `PGUSER`).
 ///
 /// libpq's TLS parameters that tokio-postgres cannot hold (`sslrootcert`,
 /// `sslmode=verify-ca` / `verify-full`) are accepted and left out of the result:
@@ -50,9 +61,16 @@ pub fn resolve_config(url: Option<&str>) -> Result<Config> {
         })?;
         config.port(port);
     }
-    let user = env("PGUSER")
-        .or_else(|| env("USER"))
-        .unwrap_or_else(|| "postgres".to_owned());
+    let user = match env("PGUSER") {
+        Some(user) => user,
+        None => os_user_name().ok_or_else(|| Error::Unavailable {
+            reason: format!(
+                "cannot find the name of the operating-system user (uid {}) to log in as; \
+                 set PGUSER or pass --database-url",
+                uzers::get_effective_uid()
+            ),
+        })?,
+    };
     config.user(&user);
     config.dbname(env("PGDATABASE").unwrap_or_else(|| user.clone()));
     if let Some(password) = env("PGPASSWORD") {
@@ -62,12 +80,70 @@ pub fn resolve_config(url: Option<&str>) -> Result<Config> {
     Ok(config)
 }
 
+/// How long one connection attempt may take when the connection string sets no
+/// `connect_timeout` (libpq waits forever; a migrator or service should not).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a [`pool`] checkout waits for a free connection.
+pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one attempt to reach one host may take: the connection string's
+/// `connect_timeout` (as libpq, per host), else [`DEFAULT_CONNECT_TIMEOUT`].
+pub fn connect_timeout(config: &Config) -> Duration {
+    config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+}
+
+/// The whole bound of [`connect`]: the per-host timeout times the number of hosts.
+fn connect_bound(config: &Config) -> Duration {
+    let hosts = u32::try_from(config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+    connect_timeout(config).saturating_mul(hosts)
+}
+
+/// `config` with its per-host socket timeout set (tokio-postgres applies it to
+/// the TCP connect only; the whole start-up is bounded around it).
+fn with_connect_timeout(config: &Config) -> Config {
+    let mut config = config.clone();
+    config.connect_timeout(connect_timeout(&config));
+    config
+}
+
+fn describe_target(config: &Config) -> String {
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(name) => format!("{name}:{port}"),
+            Host::Unix(path) => format!("{} (port {port})", path.display()),
+        })
+        .collect();
+    hosts.join(", ")
+}
+
+/// The operating-system user's name as libpq finds it: the effective uid's entry
+/// in the user database, else `$USER`.
+pub fn os_user_name() -> Option<String> {
+    uzers::get_user_by_uid(uzers::get_effective_uid())
+        .map(|u| u.name().to_string_lossy().into_owned())
+        .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
+}
+
 /// Opens a connection secured as `tls` says (see [`crate::SslMode`]) and drives
 /// it on the current tokio runtime.
 ///
-/// Fails with [`Error::Unavailable`] when the server cannot be reached, refuses
-/// the login, or its certificate does not pass the check `tls` asks for; the
-/// message then says what to do (e.g. pass the CA with `--ca-file`).
+/// Bounded: the whole connection start-up (TCP, TLS, login) of each host must
+/// finish within the connection string's `connect_timeout`, else
+/// [`DEFAULT_CONNECT_TIMEOUT`] (a server that accepts and never answers fails
+/// here instead of hanging).
+///
+/// # Errors
+/// [`Error::Unavailable`] when the server cannot be reached or does not answer
+/// in time, refuses the login, or its certificate does not pass the check `tls`
+/// asks for; the message then says what to do (e.g. pass the CA with
+/// `--ca-file`, or raise `connect_timeout`).
 ///
 /// ```no_run
 /// # async fn demo() -> sync_connect::Result<()> {
@@ -80,10 +156,19 @@ pub fn resolve_config(url: Option<&str>) -> Result<Config> {
 /// # Ok(()) }
 /// ```
 pub async fn connect(config: &Config, tls: &TlsOptions) -> Result<Client> {
-    let (wire, connector) = tls_connector(config, tls)?;
-    let (client, connection) = wire
-        .connect(connector)
+    let (wire, connector) = tls_connector(&with_connect_timeout(config), tls)?;
+    let bound = connect_bound(config);
+    let (client, connection) = tokio::time::timeout(bound, wire.connect(connector))
         .await
+        .map_err(|_| Error::Unavailable {
+            reason: format!(
+                "no answer from {} within {} s (connect_timeout); the server or something \
+                 in between accepts connections but does not speak PostgreSQL: check the \
+                 host and port, or raise connect_timeout",
+                describe_target(config),
+                bound.as_secs_f64()
+            ),
+        })?
         .map_err(|e| connect_error(&e, tls, config))?;
     tokio::spawn(async move {
         // The connection ends when the client is dropped; an error here is
@@ -98,6 +183,15 @@ pub async fn connect(config: &Config, tls: &TlsOptions) -> Result<Client> {
 /// opened lazily: a wrong certificate shows up on the first `pool.get()`.
 /// Recycling is `RecyclingMethod::Fast` (no query on checkout).
 ///
+/// Every wait is bounded: opening a connection as [`connect`] (`connect_timeout`,
+/// else [`DEFAULT_CONNECT_TIMEOUT`]), waiting for a free connection
+/// [`POOL_WAIT_TIMEOUT`], recycling one the same as opening. A checkout that runs
+/// out of time fails with deadpool's `PoolError::Timeout`.
+///
+/// # Errors
+/// [`Error::Unavailable`] when the TLS settings are unusable or the pool cannot
+/// be built (no tokio runtime feature).
+///
 /// ```no_run
 /// # async fn demo() -> sync_connect::Result<()> {
 /// let url = std::env::var("DATABASE_URL").ok();
@@ -108,7 +202,8 @@ pub async fn connect(config: &Config, tls: &TlsOptions) -> Result<Client> {
 /// # Ok(()) }
 /// ```
 pub fn pool(config: &Config, tls: &TlsOptions, max_size: usize) -> Result<Pool> {
-    let (wire, connector) = tls_connector(config, tls)?;
+    let bound = connect_bound(config);
+    let (wire, connector) = tls_connector(&with_connect_timeout(config), tls)?;
     let manager = Manager::from_config(
         wire,
         connector,
@@ -118,6 +213,10 @@ pub fn pool(config: &Config, tls: &TlsOptions, max_size: usize) -> Result<Pool> 
     );
     Pool::builder(manager)
         .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(bound))
+        .recycle_timeout(Some(bound))
+        .wait_timeout(Some(POOL_WAIT_TIMEOUT))
         .build()
         .map_err(|e| Error::Unavailable {
             reason: format!("building the connection pool: {e}"),

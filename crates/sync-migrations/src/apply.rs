@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 use crate::embedded::{embedded_migrations, runner, EmbeddedMigration};
 use crate::error::{Error, Result, ServerError};
 use crate::history::{applied_migrations, check_consistent};
-use crate::lock::{with_lock, MIGRATION_LOCK_KEY};
+use crate::lock::{is_lock_timeout, with_lock, DDL_RETRY_PAUSE, MIGRATION_LOCK_KEY};
 use crate::options::MigrateOptions;
 use sync_connect::pooler::{probe_transaction_pooler, refuse_on, refuse_transaction_pooler};
 
@@ -50,9 +50,14 @@ pub async fn apply(client: &mut Client, options: &MigrateOptions) -> Result<Appl
 }
 
 async fn apply_unprobed(client: &mut Client, options: &MigrateOptions) -> Result<ApplyReport> {
-    with_lock(client, MIGRATION_LOCK_KEY, options.lock_wait, |client| {
-        Box::pin(apply_locked(client))
-    })
+    let wait = options.lock_wait;
+    with_lock(
+        client,
+        MIGRATION_LOCK_KEY,
+        wait,
+        options.ddl_lock_timeout,
+        move |client| Box::pin(apply_locked(client, wait)),
+    )
     .await
 }
 
@@ -92,21 +97,68 @@ pub(crate) async fn detached(pool: &Pool) -> Result<deadpool_postgres::ClientWra
     Ok(deadpool_postgres::Object::take(object))
 }
 
-async fn apply_locked(client: &mut Client) -> Result<ApplyReport> {
+/// Runs refinery until every pending migration is applied. Each migration's
+/// transaction runs under the session's `lock_timeout` (see
+/// [`MigrateOptions::ddl_lock_timeout`]); one that runs out of it is rolled back
+/// by refinery and retried, until `wait` has passed in all.
+async fn apply_locked(client: &mut Client, wait: std::time::Duration) -> Result<ApplyReport> {
+    let started = std::time::Instant::now();
     let before = applied_migrations(client).await?;
     check_consistent(&before)?;
     let pending: Vec<EmbeddedMigration> = embedded_migrations()
         .into_iter()
         .filter(|e| !before.iter().any(|a| a.version == e.version))
         .collect();
-    let report = runner()
-        .run_async(client)
-        .await
-        .map_err(|e| map_refinery_error(e, &pending))?;
-    let applied: Vec<EmbeddedMigration> = report
-        .applied_migrations()
+    let mut attempts = 0u32;
+    loop {
+        let current = applied_migrations(client).await?;
+        let left: Vec<EmbeddedMigration> = pending
+            .iter()
+            .filter(|p| !current.iter().any(|a| a.version == p.version))
+            .cloned()
+            .collect();
+        match runner().run_async(client).await {
+            Ok(_) => break,
+            Err(e) => {
+                let err = map_refinery_error(e, &left);
+                if !is_lock_timeout(&err) {
+                    return Err(err);
+                }
+                attempts += 1;
+                if started.elapsed() + DDL_RETRY_PAUSE >= wait {
+                    let during = match &err {
+                        Error::MigrationFailed { version, name, .. } => {
+                            format!("migration V{version}__{name}")
+                        }
+                        _ => "the migration history bookkeeping".to_owned(),
+                    };
+                    let server = Box::new(err.server_error().cloned().unwrap_or(ServerError {
+                        code: None,
+                        message: err.to_string(),
+                        detail: None,
+                        hint: None,
+                    }));
+                    return Err(Error::DdlLockTimeout {
+                        during,
+                        waited_secs: started.elapsed().as_secs(),
+                        attempts,
+                        server,
+                    });
+                }
+                tracing::warn!(
+                    target: "sync_migrations",
+                    attempts,
+                    "a migration waited longer than lock_timeout for a table lock; retrying"
+                );
+                tokio::time::sleep(DDL_RETRY_PAUSE).await;
+            }
+        }
+    }
+    let after = applied_migrations(client).await?;
+    let applied: Vec<EmbeddedMigration> = pending
         .iter()
-        .filter_map(|m| pending.iter().find(|p| p.version == m.version()).cloned())
+        .filter(|p| after.iter().any(|a| a.version == p.version))
+        .cloned()
         .collect();
     let span = tracing::Span::current();
     span.record("applied", applied.len());

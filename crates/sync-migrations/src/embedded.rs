@@ -42,7 +42,8 @@ pub struct EmbeddedMigration {
     pub version: i32,
     /// Name, e.g. `sync_preview_progress_logs`.
     pub name: String,
-    /// refinery's checksum of name, version and SQL.
+    /// refinery's checksum of name, version and SQL (a decimal string in JSON).
+    #[serde(serialize_with = "crate::checksum_text::serialize")]
     pub checksum: u64,
 }
 

@@ -70,6 +70,11 @@ pub enum Error {
     },
 
     /// The rollback script failed; its transaction was rolled back, nothing changed.
+    ///
+    /// When objects outside 0024 depend on it (SQLSTATE 2BP01: months kept by
+    /// `partitions archive`, a view), `server.hint` is ours, not the server's
+    /// (which suggests `DROP … CASCADE`): it names those objects and says to drop
+    /// or re-attach them; `server.detail` stays the server's.
     #[error("rollback of 0024 failed and changed nothing: {server}")]
     RollbackFailed {
         /// What the server reported.
@@ -83,6 +88,21 @@ pub enum Error {
         waited_secs: u64,
         /// ` (backend pid N)` when the holder could be seen, else empty.
         holder: String,
+    },
+
+    /// A migration or rollback kept waiting for table locks held by other
+    /// sessions (each attempt bounded by `lock_timeout`, retried) until the lock
+    /// wait ran out. Its transaction was rolled back: nothing of it is applied.
+    #[error("{during} waited {waited_secs}s for table locks held by other sessions ({attempts} attempt(s), each cancelled by lock_timeout; last: {server}); nothing of it was applied. Find the blockers with `SELECT pid, state, query FROM pg_stat_activity WHERE pid IN (SELECT unnest(pg_blocking_pids(pid)) FROM pg_stat_activity)`, end them or wait for them, then retry (or raise --lock-wait-secs)")]
+    DdlLockTimeout {
+        /// What was waiting, e.g. `migration V24__sync_preview_progress_logs`.
+        during: String,
+        /// How long it tried in all.
+        waited_secs: u64,
+        /// How many attempts ran out of `lock_timeout`.
+        attempts: u32,
+        /// The last attempt's error (SQLSTATE 55P03).
+        server: Box<ServerError>,
     },
 
     /// The connection goes through a transaction-mode pooler (PgBouncer, Neon's
@@ -107,6 +127,7 @@ impl Error {
             Error::Database { server, .. }
             | Error::MigrationFailed { server, .. }
             | Error::RollbackFailed { server } => server.code.as_deref(),
+            Error::DdlLockTimeout { server, .. } => server.code.as_deref(),
             _ => None,
         }
     }
@@ -117,6 +138,7 @@ impl Error {
             Error::Database { server, .. }
             | Error::MigrationFailed { server, .. }
             | Error::RollbackFailed { server } => Some(server),
+            Error::DdlLockTimeout { server, .. } => Some(server),
             _ => None,
         }
     }

@@ -14,7 +14,8 @@ pub(crate) struct AppliedMigration {
     pub name: String,
     /// When it was applied (RFC 3339, as refinery records it).
     pub applied_on: Option<String>,
-    /// Checksum as recorded.
+    /// Checksum as recorded (a decimal string in JSON).
+    #[serde(serialize_with = "crate::checksum_text::serialize")]
     pub checksum: u64,
 }
 

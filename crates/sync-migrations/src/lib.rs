@@ -3,6 +3,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod apply;
+mod checksum_text;
 mod doctor;
 mod embedded;
 mod error;

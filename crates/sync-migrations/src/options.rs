@@ -10,6 +10,13 @@ pub struct MigrateOptions {
     /// Default 5 minutes.
     #[serde(with = "secs")]
     pub lock_wait: Duration,
+    /// Longest one DDL statement of a migration or rollback waits for a table
+    /// lock (`lock_timeout` on the migrating session, default 5 s). When it runs
+    /// out, the migration's transaction is rolled back (so the sessions queued
+    /// behind its lock request go on) and retried until `lock_wait` has passed in
+    /// all; then [`Error::DdlLockTimeout`](crate::Error::DdlLockTimeout).
+    #[serde(with = "secs")]
+    pub ddl_lock_timeout: Duration,
     /// Refuse to run through a transaction-mode pooler (default `true`): the
     /// probe in [`refuse_transaction_pooler`](sync_connect::pooler::refuse_transaction_pooler)
     /// runs first. Turning it off is dangerous: behind a transaction-mode pooler
@@ -21,6 +28,7 @@ impl Default for MigrateOptions {
     fn default() -> Self {
         MigrateOptions {
             lock_wait: Duration::from_secs(300),
+            ddl_lock_timeout: Duration::from_secs(5),
             refuse_pooler: true,
         }
     }

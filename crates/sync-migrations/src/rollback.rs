@@ -1,13 +1,16 @@
 //! Rolling back migration 0024.
 
 use deadpool_postgres::Pool;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::apply::{detached, probe_with_pool};
 use crate::embedded::{ROLLBACKS_AFTER_0024, ROLLBACK_0024_SQL, V0024};
 use crate::error::{Error, Result, ServerError};
 use crate::history::applied_migrations;
-use crate::lock::{with_lock, MIGRATION_LOCK_KEY};
+use crate::lock::{with_lock, DDL_RETRY_PAUSE, MIGRATION_LOCK_KEY};
 use crate::options::MigrateOptions;
 use sync_connect::pooler::refuse_transaction_pooler;
 
@@ -53,9 +56,14 @@ async fn rollback_unprobed(
     client: &mut Client,
     options: &MigrateOptions,
 ) -> Result<RollbackOutcome> {
-    with_lock(client, MIGRATION_LOCK_KEY, options.lock_wait, |client| {
-        Box::pin(rollback_locked(client))
-    })
+    let wait = options.lock_wait;
+    with_lock(
+        client,
+        MIGRATION_LOCK_KEY,
+        wait,
+        options.ddl_lock_timeout,
+        move |client| Box::pin(rollback_retrying(client, wait)),
+    )
     .await
 }
 
@@ -87,6 +95,71 @@ async fn run_chain(client: &Client) -> std::result::Result<(), tokio_postgres::E
     client.batch_execute(ROLLBACK_0024_SQL).await
 }
 
+/// [`rollback_locked`], retried while its DDL runs out of `lock_timeout`, until
+/// `wait` has passed in all (each failed attempt rolled back whole).
+async fn rollback_retrying(client: &mut Client, wait: Duration) -> Result<RollbackOutcome> {
+    let started = Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        match rollback_locked(client).await {
+            Err(Error::RollbackFailed { server })
+                if server.code.as_deref() == Some(SqlState::LOCK_NOT_AVAILABLE.code()) =>
+            {
+                attempts += 1;
+                if started.elapsed() + DDL_RETRY_PAUSE >= wait {
+                    return Err(Error::DdlLockTimeout {
+                        during: "the rollback of 0024".to_owned(),
+                        waited_secs: started.elapsed().as_secs(),
+                        attempts,
+                        server: Box::new(server),
+                    });
+                }
+                tokio::time::sleep(DDL_RETRY_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The relations outside 0024 that depend on its enum types (columns of tables
+/// that are not attached partitions, e.g. archived months) or on its tables
+/// (views), as `table x` / `view y`, comma-separated. Catalog text is only read
+/// and shown, never put into SQL.
+async fn dependents(client: &Client) -> Result<String> {
+    const TYPES: [&str; 4] = [
+        "sync_status_type",
+        "sync_entity_type",
+        "sync_action",
+        "sync_type",
+    ];
+    const TABLES: [&str; 3] = ["sync_preview_cache", "sync_progress", "sync_activity_log"];
+    let rows = client
+        .query(
+            "SELECT DISTINCT CASE c.relkind WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view ' \
+                    ELSE 'table ' END || c.oid::regclass::text AS object \
+             FROM pg_class c \
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+               AND c.relname <> ALL ($2::text[]) AND NOT c.relispartition \
+               AND (EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                            WHERE a.attrelid = c.oid AND NOT a.attisdropped \
+                              AND t.typname = ANY ($1::text[]) \
+                              AND t.typnamespace = to_regnamespace(current_schema())) \
+                    OR EXISTS (SELECT 1 FROM pg_rewrite r JOIN pg_depend d \
+                                 ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid \
+                               WHERE r.ev_class = c.oid AND d.refobjid <> c.oid \
+                                 AND d.refobjid IN (SELECT to_regclass(x) FROM unnest($2::text[]) x))) \
+             ORDER BY 1",
+            &[&&TYPES[..], &&TABLES[..]],
+        )
+        .await
+        .map_err(Error::db("listing the objects that depend on 0024"))?;
+    Ok(rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
 async fn rollback_locked(client: &mut Client) -> Result<RollbackOutcome> {
     let applied = applied_migrations(client).await?;
     if let Some(later) = applied
@@ -110,9 +183,21 @@ async fn rollback_locked(client: &mut Client) -> Result<RollbackOutcome> {
             .batch_execute("ROLLBACK")
             .await
             .map_err(Error::db("ending the failed rollback transaction"))?;
-        return Err(Error::RollbackFailed {
-            server: ServerError::from_pg(&e),
-        });
+        let mut server = ServerError::from_pg(&e);
+        if e.code() == Some(&SqlState::DEPENDENT_OBJECTS_STILL_EXIST) {
+            let objects = match dependents(client).await {
+                Ok(list) if !list.is_empty() => list,
+                _ => "the objects in the detail above".to_owned(),
+            };
+            server.hint = Some(format!(
+                "{objects} outside 0024 depend(s) on its tables or types (e.g. months kept by \
+                 `partitions archive`). Drop them (after exporting what you need), or restore \
+                 them (attach an archived month again with ALTER TABLE sync_activity_log \
+                 ATTACH PARTITION <table> FOR VALUES FROM (…) TO (…)), then roll back \
+                 again; the rollback never drops them for you"
+            ));
+        }
+        return Err(Error::RollbackFailed { server });
     }
     let outcome = if was_applied {
         RollbackOutcome::RolledBack

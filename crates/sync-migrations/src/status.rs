@@ -19,13 +19,26 @@ pub enum MigrationState {
     ChangedAfterApply {
         /// When (RFC 3339).
         applied_on: Option<String>,
-        /// Checksum recorded in the database.
+        /// Checksum recorded in the database (a decimal string in JSON).
+        #[serde(serialize_with = "crate::checksum_text::serialize")]
         applied_checksum: u64,
     },
     /// Not applied yet.
     Pending,
     /// Applied in the database but not embedded in this build.
     UnknownToThisBuild,
+}
+
+impl MigrationState {
+    /// Whether this state is a problem `status` must report with exit code 1: a
+    /// migration changed after it was applied, or applied but unknown to this
+    /// build (`up` refuses both).
+    pub fn is_problem(&self) -> bool {
+        matches!(
+            self,
+            MigrationState::ChangedAfterApply { .. } | MigrationState::UnknownToThisBuild
+        )
+    }
 }
 
 /// One line of `status`.
@@ -35,7 +48,9 @@ pub struct MigrationStatus {
     pub version: i32,
     /// Name.
     pub name: String,
-    /// Checksum of the embedded file (`None` for a migration unknown to this build).
+    /// Checksum of the embedded file (`None` for a migration unknown to this
+    /// build); a decimal string in JSON.
+    #[serde(serialize_with = "crate::checksum_text::option::serialize")]
     pub checksum: Option<u64>,
     /// Applied, pending, changed, unknown.
     #[serde(flatten)]
@@ -45,6 +60,10 @@ pub struct MigrationStatus {
 /// Every embedded migration with its state, then any applied migration this build
 /// does not know, in version order. Reads refinery's history table (without
 /// creating it); changes nothing and takes no lock.
+///
+/// # Errors
+/// [`crate::Error::Database`] / [`crate::Error::Unavailable`] when the history
+/// cannot be read.
 pub async fn status(client: &mut Client) -> Result<Vec<MigrationStatus>> {
     let applied = applied_migrations(client).await?;
     let mut lines: Vec<MigrationStatus> = embedded_migrations()
