@@ -73,8 +73,8 @@ impl Cluster {
     /// When the PostgreSQL binaries are missing (see `pg_config --bindir`), or
     /// `initdb` / the start fail (the server log is in the message).
     pub fn start(settings: &[(&str, &str)]) -> Cluster {
-        let bin =
-            crate::bindir().expect("PostgreSQL server binaries (initdb, pg_ctl) must be installed");
+        let bin = crate::tempcluster::bindir()
+            .expect("PostgreSQL server binaries (initdb, pg_ctl) must be installed");
         let dir = std::env::temp_dir().join(format!("sync-cluster-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let as_postgres = is_root();

@@ -93,8 +93,8 @@ async fn doctor_reports_each_symptom_of_the_troubleshooting_section() {
 
 #[tokio::test]
 async fn doctor_fails_on_catch_all_rows_a_month_should_hold_and_warns_on_later_ones() {
-    use sync_migrations::{doctor_with, DoctorOptions};
     use sync_migrations::partitions::{ensure_partitions, Month, PartitionOptions};
+    use sync_migrations::{doctor_with, DoctorOptions};
     let db = TestDb::migrated().await;
     let mut c = db.client().await;
     let org = Uuid::new_v4();

@@ -8,7 +8,8 @@
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sync_migrations::{Error, MigrateOptions, MIGRATION_LOCK_KEY};
+use sync_migrations::lock::MIGRATION_LOCK_KEY;
+use sync_migrations::{Error, MigrateOptions};
 use sync_tests::{sync_migrate_bin, TestDb};
 
 /// Longest any single step may take before the test calls it a hang.
@@ -105,7 +106,9 @@ async fn library_connect_against_a_silent_server_honours_connect_timeout() {
         .await
         .expect("connect hangs on a silent server");
     match result {
-        Err(Error::Unavailable { reason }) => assert!(reason.contains("no answer"), "{reason}"),
+        Err(sync_connect::Error::Unavailable { reason }) => {
+            assert!(reason.contains("no answer"), "{reason}")
+        }
         Err(e) => panic!("expected Unavailable, got {e:?}"),
         Ok(_) => panic!("connected to a silent server"),
     }

@@ -382,9 +382,10 @@ async fn ensure_and_archive_go_by_the_injected_clock_not_the_servers() {
         matches!(err, PartitionError::CutoffNotInPast { current, .. } if current == "2025-12".parse().unwrap()),
         "{err}"
     );
-    let ok = sync_migrations::partitions::archive_partitions(&mut c, "2025-12".parse().unwrap(), &early)
-        .await
-        .unwrap();
+    let ok =
+        sync_migrations::partitions::archive_partitions(&mut c, "2025-12".parse().unwrap(), &early)
+            .await
+            .unwrap();
     assert_eq!(ok.current_month, "2025-12".parse().unwrap());
     assert_eq!(
         ok.archived

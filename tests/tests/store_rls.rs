@@ -394,7 +394,10 @@ async fn audit_trail_is_append_only_for_a_role_holding_all_privileges() {
         .unwrap()
         .get(0);
     assert_eq!(batches, 1, "the org's batch key is still there");
-    relations.extend(["sync_activity_batch".to_owned(), "sync_progress_tick_key".to_owned()]);
+    relations.extend([
+        "sync_activity_batch".to_owned(),
+        "sync_progress_tick_key".to_owned(),
+    ]);
     // RLS does not cover TRUNCATE, which ALL includes: the guard trigger refuses it
     // on the log and on every partition, those created by maintenance included,
     // and on the key tables.

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use sync_migrations::MigrateOptions;
 use sync_migrations::partitions::{ensure_partitions, PartitionOptions};
+use sync_migrations::MigrateOptions;
 use sync_store::{
     ActivityFilter, NewActivity, ProgressDelta, PutPreview, StartSync, Store, SyncAction,
     SyncEntityType, SyncStatus, SyncType,

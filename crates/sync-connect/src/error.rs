@@ -40,6 +40,18 @@ impl ServerError {
         }
     }
 
+    /// A report made on the client's side (no SQLSTATE, no server fields).
+    pub fn client(message: impl Into<String>) -> Self {
+        ServerError {
+            code: None,
+            message: message.into(),
+            detail: None,
+            hint: None,
+            constraint: None,
+            column: None,
+        }
+    }
+
     /// Copies the fields of an error response the server sent.
     pub fn from_db(db: &tokio_postgres::error::DbError) -> Self {
         ServerError {
@@ -104,7 +116,9 @@ pub enum Error {
 
     /// The connection goes through a transaction-mode pooler (PgBouncer, Neon's
     /// `-pooler` endpoints), where session state does not survive a transaction.
-    #[error("{reason}: this needs a direct (session) connection. Use the direct endpoint{suggestion}")]
+    #[error(
+        "{reason}: this needs a direct (session) connection. Use the direct endpoint{suggestion}"
+    )]
     PoolerDetected {
         /// How it was detected.
         reason: String,

@@ -179,7 +179,10 @@ impl TlsOptions {
 /// certificate as [`SslMode`] says. Use it for your own pool or `connect`.
 ///
 /// Fails when the CA file cannot be read or holds no certificate.
-pub(crate) fn tls_connector(config: &Config, tls: &TlsOptions) -> Result<(Config, MakeRustlsConnect)> {
+pub(crate) fn tls_connector(
+    config: &Config,
+    tls: &TlsOptions,
+) -> Result<(Config, MakeRustlsConnect)> {
     let mode = tls.effective_mode(config);
     let unix_only = !config.get_hosts().is_empty()
         && config

@@ -132,12 +132,11 @@ async fn apply_locked(client: &mut Client, wait: std::time::Duration) -> Result<
                         }
                         _ => "the migration history bookkeeping".to_owned(),
                     };
-                    let server = Box::new(err.server_error().cloned().unwrap_or(ServerError {
-                        code: None,
-                        message: err.to_string(),
-                        detail: None,
-                        hint: None,
-                    }));
+                    let server = Box::new(
+                        err.server_error()
+                            .cloned()
+                            .unwrap_or_else(|| ServerError::client(err.to_string())),
+                    );
                     return Err(Error::DdlLockTimeout {
                         during,
                         waited_secs: started.elapsed().as_secs(),
@@ -196,14 +195,7 @@ pub(crate) fn map_refinery_error(err: refinery::Error, pending: &[EmbeddedMigrat
                     }
                 }
                 Some(pg) => ServerError::from_pg(pg),
-                None => ServerError {
-                    code: None,
-                    message: format!("{msg}: {source}"),
-                    detail: None,
-                    hint: None,
-                    constraint: None,
-                    column: None,
-                },
+                None => ServerError::client(format!("{msg}: {source}")),
             };
             match pending.get(done) {
                 Some(m) if msg.starts_with("error applying migration") => Error::MigrationFailed {

@@ -1,7 +1,7 @@
 //! The one error type of this crate.
 
-pub use sync_connect::ServerError;
 use sync_connect::source_chain as describe_source_chain;
+pub use sync_connect::ServerError;
 
 /// Everything that can go wrong while migrating, rolling back, reading status or
 /// verifying. Each message says what failed and what to do next.

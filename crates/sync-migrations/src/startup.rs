@@ -2,7 +2,6 @@
 
 use deadpool_postgres::Pool;
 
-
 use crate::apply::{apply_pool, ApplyReport};
 use crate::error::Error;
 use crate::options::MigrateOptions;

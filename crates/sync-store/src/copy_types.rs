@@ -47,9 +47,7 @@ impl CopyTypes {
                 .ok_or_else(|| Error::Decode {
                     operation: op,
                     column: name.to_owned(),
-                    reason: format!(
-                        "enum type {name} not found; apply the migrations first"
-                    ),
+                    reason: format!("enum type {name} not found; apply the migrations first"),
                 })
         };
         Ok(CopyTypes {
