@@ -296,7 +296,7 @@ async fn migrations_and_partition_maintenance_have_spans() {
     let spans = capture.take();
     let ensure = spans
         .iter()
-        .find(|s| s.name == "sync_store.partitions.ensure")
+        .find(|s| s.name == "sync_migrations.partitions.ensure")
         .unwrap_or_else(|| panic!("no ensure span: {spans:?}"));
     assert_eq!(ensure.get("months_ahead"), Some("2"));
     assert_eq!(

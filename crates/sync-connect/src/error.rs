@@ -111,7 +111,7 @@ pub enum Error {
         /// What was being done, e.g. "probing for a connection pooler".
         during: &'static str,
         /// What the server reported.
-        server: ServerError,
+        server: Box<ServerError>,
     },
 
     /// The connection goes through a transaction-mode pooler (PgBouncer, Neon's
@@ -147,7 +147,7 @@ impl Error {
             } else {
                 Error::Database {
                     during,
-                    server: ServerError::from_pg(&e),
+                    server: Box::new(ServerError::from_pg(&e)),
                 }
             }
         }

@@ -201,11 +201,11 @@ pub(crate) fn map_refinery_error(err: refinery::Error, pending: &[EmbeddedMigrat
                 Some(m) if msg.starts_with("error applying migration") => Error::MigrationFailed {
                     version: m.version,
                     name: m.name.clone(),
-                    server,
+                    server: Box::new(server),
                 },
                 _ => Error::Database {
                     during: "running the migration history bookkeeping",
-                    server,
+                    server: Box::new(server),
                 },
             }
         }

@@ -114,7 +114,6 @@ pub async fn doctor_with(
     user_id: Option<Uuid>,
     options: &DoctorOptions,
 ) -> Result<Vec<Finding>> {
-    let mut out = Vec::new();
     let now: OffsetDateTime = match options.now {
         Some(now) => now,
         None => client
@@ -123,19 +122,30 @@ pub async fn doctor_with(
             .map_err(Error::db("reading the server clock"))?
             .get(0),
     };
-    let now_text = now
-        .to_offset(time::UtcOffset::UTC)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now.to_string());
-    let one = |sql: &'static str| async move {
-        client
-            .query_one(sql, &[])
-            .await
-            .map_err(Error::db("running a doctor check"))
-    };
+    Ok(vec![
+        rls_user(client, user_id).await?,
+        triggers(client).await?,
+        rls_enabled(client).await?,
+        current_month_partition(client, now).await?,
+        future_partition(client, now, options.months_ahead).await?,
+        partition_pruning(client).await?,
+        expired_cache_rows(client).await?,
+        progress_query_plan(client).await?,
+        unused_indexes(client).await?,
+    ])
+}
 
-    out.push(match user_id {
-        None => finding("rls_user", Verdict::Skip, "no --user-id given", ""),
+/// `now` in UTC as RFC 3339.
+fn rfc3339(now: OffsetDateTime) -> String {
+    now.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| now.to_string())
+}
+
+/// The user named by `--user-id` is in `auth.users_extended` with an org.
+async fn rls_user(client: &Client, user_id: Option<Uuid>) -> Result<Finding> {
+    Ok(match user_id {
+        None => finding("rls_user", Verdict::Skip, "no user id given", ""),
         Some(id) => {
             let row = client
                 .query_opt(
@@ -159,8 +169,11 @@ pub async fn doctor_with(
                 ),
             }
         }
-    });
+    })
+}
 
+/// The 5 triggers of 0024 are installed and enabled.
+async fn triggers(client: &Client) -> Result<Finding> {
     let names: Vec<String> = TRIGGERS.iter().map(|t| t.to_string()).collect();
     let rows = client
         .query(
@@ -179,7 +192,7 @@ pub async fn doctor_with(
         .filter(|r| !r.get::<_, bool>(1))
         .map(|r| r.get(0))
         .collect();
-    out.push(if missing.is_empty() && disabled.is_empty() {
+    Ok(if missing.is_empty() && disabled.is_empty() {
         finding(
             "triggers",
             Verdict::Pass,
@@ -193,8 +206,17 @@ pub async fn doctor_with(
             format!("missing: {missing:?}; disabled: {disabled:?}"),
             "re-enable with ALTER TABLE … ENABLE TRIGGER …, or run `sync-migrate up`/`verify`",
         )
-    });
+    })
+}
 
+/// RLS is on for the 3 tables and every partition of the log.
+async fn rls_enabled(client: &Client) -> Result<Finding> {
+    let one = |sql: &'static str| async move {
+        client
+            .query_one(sql, &[])
+            .await
+            .map_err(Error::db("running a doctor check"))
+    };
     let r = one(
         "SELECT count(*) FILTER (WHERE NOT c.relrowsecurity)::int, \
                 string_agg(c.relname, ', ') FILTER (WHERE NOT c.relrowsecurity) \
@@ -204,7 +226,7 @@ pub async fn doctor_with(
     )
     .await?;
     let off: i32 = r.get(0);
-    out.push(if off == 0 {
+    Ok(if off == 0 {
         finding(
             "rls_enabled",
             Verdict::Pass,
@@ -221,8 +243,12 @@ pub async fn doctor_with(
             ),
             "ALTER TABLE … ENABLE ROW LEVEL SECURITY on each",
         )
-    });
+    })
+}
 
+/// A monthly partition covers `now`.
+async fn current_month_partition(client: &Client, now: OffsetDateTime) -> Result<Finding> {
+    let now_text = rfc3339(now);
     let r = client
         .query_one(
             "SELECT count(*)::int FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
@@ -233,7 +259,7 @@ pub async fn doctor_with(
         )
         .await
         .map_err(Error::db("running a doctor check"))?;
-    out.push(if r.get::<_, i32>(0) == 1 {
+    Ok(if r.get::<_, i32>(0) == 1 {
         finding(
             "current_month_partition",
             Verdict::Pass,
@@ -249,8 +275,21 @@ pub async fn doctor_with(
             ),
             "run `sync-migrate partitions ensure`",
         )
-    });
+    })
+}
 
+/// No row waits in the catch-all that a monthly partition (through the current month + `months_ahead`) should hold (fail); later rows warn only.
+async fn future_partition(
+    client: &Client,
+    now: OffsetDateTime,
+    months_ahead: u32,
+) -> Result<Finding> {
+    let one = |sql: &'static str| async move {
+        client
+            .query_one(sql, &[])
+            .await
+            .map_err(Error::db("running a doctor check"))
+    };
     let r = one(
         "SELECT CASE WHEN to_regclass('sync_activity_log_future') IS NULL THEN NULL \
                 ELSE (SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass('sync_activity_log_future')) END",
@@ -259,7 +298,7 @@ pub async fn doctor_with(
     // Rows a monthly partition should hold: dated before the first month
     // after the horizon (current month + months_ahead).
     let horizon = crate::partitions::Month::containing(now)
-        .map(|m| m.plus(options.months_ahead).next().start())
+        .map(|m| m.plus(months_ahead).next().start())
         .ok();
     let (due, later): (i64, i64) = match (r.get::<_, Option<i64>>(0), horizon) {
         (None, _) => (0, 0),
@@ -278,18 +317,18 @@ pub async fn doctor_with(
         }
     };
     let horizon_text = horizon.map_or_else(|| "the horizon".to_owned(), |h| h.date().to_string());
-    out.push(if due > 0 {
+    Ok(if due > 0 {
         finding(
             "future_partition_empty",
             Verdict::Fail,
             format!(
                 "{due} row(s) in sync_activity_log_future dated before {horizon_text} (current month + {} months): \
                  they belong in monthly partitions (no pruning, no monthly archiving); {later} later row(s)",
-                options.months_ahead
+                months_ahead
             ),
             format!(
                 "run `sync-migrate partitions ensure --months-ahead {}` to move them into monthly partitions",
-                options.months_ahead
+                months_ahead
             ),
         )
     } else if later > 0 {
@@ -299,17 +338,31 @@ pub async fn doctor_with(
             format!(
                 "{later} row(s) in sync_activity_log_future dated {horizon_text} or later (beyond current month + {} months): \
                  they stay there until their months get partitions",
-                options.months_ahead
+                months_ahead
             ),
             "nothing urgent; a later `sync-migrate partitions ensure` moves them when their months come into range",
         )
     } else {
-        finding("future_partition_empty", Verdict::Pass, "sync_activity_log_future is empty", "")
-    });
+        finding(
+            "future_partition_empty",
+            Verdict::Pass,
+            "sync_activity_log_future is empty",
+            "",
+        )
+    })
+}
 
+/// `constraint_exclusion` and partition pruning are on.
+async fn partition_pruning(client: &Client) -> Result<Finding> {
+    let one = |sql: &'static str| async move {
+        client
+            .query_one(sql, &[])
+            .await
+            .map_err(Error::db("running a doctor check"))
+    };
     let r = one("SELECT current_setting('constraint_exclusion'), current_setting('enable_partition_pruning')").await?;
     let (ce, pruning): (String, String) = (r.get(0), r.get(1));
-    out.push(if (ce == "partition" || ce == "on") && pruning == "on" {
+    Ok(if (ce == "partition" || ce == "on") && pruning == "on" {
         finding(
             "partition_pruning",
             Verdict::Pass,
@@ -323,12 +376,21 @@ pub async fn doctor_with(
             format!("constraint_exclusion = {ce}, enable_partition_pruning = {pruning}"),
             "ALTER DATABASE … SET constraint_exclusion = partition; … SET enable_partition_pruning = on",
         )
-    });
+    })
+}
 
+/// No expired previews wait for cleanup (warn only).
+async fn expired_cache_rows(client: &Client) -> Result<Finding> {
+    let one = |sql: &'static str| async move {
+        client
+            .query_one(sql, &[])
+            .await
+            .map_err(Error::db("running a doctor check"))
+    };
     let expired: i64 = one("SELECT count(*) FROM sync_preview_cache WHERE expires_at < now()")
         .await?
         .get(0);
-    out.push(if expired == 0 {
+    Ok(if expired == 0 {
         finding(
             "expired_cache_rows",
             Verdict::Pass,
@@ -344,8 +406,17 @@ pub async fn doctor_with(
             ),
             "run `sync-migrate cleanup`, or schedule it",
         )
-    });
+    })
+}
 
+/// The `(org_id, job_id)` progress query uses an index.
+async fn progress_query_plan(client: &Client) -> Result<Finding> {
+    let one = |sql: &'static str| async move {
+        client
+            .query_one(sql, &[])
+            .await
+            .map_err(Error::db("running a doctor check"))
+    };
     let plan: String = client
         .query(
             "EXPLAIN (COSTS OFF) SELECT * FROM sync_progress \
@@ -361,7 +432,7 @@ pub async fn doctor_with(
         one("SELECT relpages < 10 FROM pg_class WHERE oid = 'sync_progress'::regclass")
             .await?
             .get(0);
-    out.push(
+    Ok(
         if plan.contains("sync_progress_org_job_idx")
             || plan.contains("sync_progress_org_id_sync_id_key")
         {
@@ -389,8 +460,11 @@ pub async fn doctor_with(
                 "ANALYZE sync_progress; check the index exists and is valid",
             )
         },
-    );
+    )
+}
 
+/// Indexes of the cache and progress tables never scanned (warn only).
+async fn unused_indexes(client: &Client) -> Result<Finding> {
     let rows = client
         .query(
             "SELECT s.indexrelname::text FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid \
@@ -401,8 +475,13 @@ pub async fn doctor_with(
         .await
         .map_err(Error::db("reading index usage"))?;
     let unused: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    out.push(if unused.is_empty() {
-        finding("unused_indexes", Verdict::Pass, "every index has been scanned", "")
+    Ok(if unused.is_empty() {
+        finding(
+            "unused_indexes",
+            Verdict::Pass,
+            "every index has been scanned",
+            "",
+        )
     } else {
         finding(
             "unused_indexes",
@@ -410,8 +489,7 @@ pub async fn doctor_with(
             format!("never scanned since statistics reset: {}", unused.join(", ")),
             "normal on a new database; on a busy one, review before dropping (pg_stat_user_indexes)",
         )
-    });
-    Ok(out)
+    })
 }
 
 fn finding(

@@ -21,7 +21,7 @@ pub enum Error {
         /// What was being done, e.g. "reading the migration history".
         during: &'static str,
         /// What the server reported.
-        server: ServerError,
+        server: Box<ServerError>,
     },
 
     /// A migration's SQL failed; its transaction was rolled back and the migrations
@@ -33,7 +33,7 @@ pub enum Error {
         /// Name of the failing migration.
         name: String,
         /// What the server reported.
-        server: ServerError,
+        server: Box<ServerError>,
     },
 
     /// An applied migration's checksum differs from the embedded file: someone
@@ -78,7 +78,7 @@ pub enum Error {
     #[error("rollback of 0024 failed and changed nothing: {server}")]
     RollbackFailed {
         /// What the server reported.
-        server: ServerError,
+        server: Box<ServerError>,
     },
 
     /// Another migrator held the advisory lock for longer than the configured wait.
@@ -152,7 +152,7 @@ impl Error {
             } else {
                 Error::Database {
                     during,
-                    server: ServerError::from_pg(&e),
+                    server: Box::new(ServerError::from_pg(&e)),
                 }
             }
         }

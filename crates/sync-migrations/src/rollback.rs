@@ -111,7 +111,7 @@ async fn rollback_retrying(client: &mut Client, wait: Duration) -> Result<Rollba
                         during: "the rollback of 0024".to_owned(),
                         waited_secs: started.elapsed().as_secs(),
                         attempts,
-                        server: Box::new(server),
+                        server,
                     });
                 }
                 tokio::time::sleep(DDL_RETRY_PAUSE).await;
@@ -197,7 +197,9 @@ async fn rollback_locked(client: &mut Client) -> Result<RollbackOutcome> {
                  again; the rollback never drops them for you"
             ));
         }
-        return Err(Error::RollbackFailed { server });
+        return Err(Error::RollbackFailed {
+            server: Box::new(server),
+        });
     }
     let outcome = if was_applied {
         RollbackOutcome::RolledBack

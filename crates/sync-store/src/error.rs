@@ -4,49 +4,29 @@ use std::fmt;
 
 use tokio_postgres::error::SqlState;
 
-/// What the server reported about a failed statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerError {
-    /// Five-character SQLSTATE, e.g. `23505`.
-    pub code: String,
-    /// The server's primary message.
-    pub message: String,
-    /// The server's DETAIL line, if any.
-    pub detail: Option<String>,
-    /// The server's HINT line, if any.
-    pub hint: Option<String>,
-    /// The constraint named by the server (check, unique, foreign key), if any.
-    pub constraint: Option<String>,
-    /// The column named by the server (not-null violations), if any.
-    pub column: Option<String>,
-}
+pub use sync_connect::ServerError;
 
-impl ServerError {
-    /// What the server reported, from a driver's server error.
-    pub fn from_db(db: &tokio_postgres::error::DbError) -> ServerError {
-        ServerError {
-            code: db.code().code().to_owned(),
-            message: db.message().to_owned(),
-            detail: db.detail().map(str::to_owned),
-            hint: db.hint().map(str::to_owned),
-            constraint: db.constraint().map(str::to_owned),
-            column: db.column().map(str::to_owned),
-        }
-    }
-}
+/// SQLSTATEs of input the database refused (checks, keys, not-null, enum,
+/// length, range, format, JSON nesting): [`Error::InvalidInput`], nothing written.
+const REFUSED_INPUT: [SqlState; 14] = [
+    SqlState::CHECK_VIOLATION,
+    SqlState::FOREIGN_KEY_VIOLATION,
+    SqlState::NOT_NULL_VIOLATION,
+    SqlState::INVALID_TEXT_REPRESENTATION,
+    SqlState::STRING_DATA_RIGHT_TRUNCATION,
+    SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+    SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+    SqlState::INVALID_DATETIME_FORMAT,
+    SqlState::DATETIME_FIELD_OVERFLOW,
+    SqlState::INVALID_PARAMETER_VALUE,
+    SqlState::UNTRANSLATABLE_CHARACTER,
+    SqlState::ARRAY_SUBSCRIPT_ERROR,
+    SqlState::PROGRAM_LIMIT_EXCEEDED,
+    SqlState::STATEMENT_TOO_COMPLEX,
+];
 
-impl fmt::Display for ServerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SQLSTATE {}: {}", self.code, self.message)?;
-        if let Some(detail) = &self.detail {
-            write!(f, " (detail: {detail})")?;
-        }
-        if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
-        }
-        Ok(())
-    }
-}
+/// A cause kept as the [`source`](std::error::Error::source) of an [`Error`].
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything a call of this crate can fail with. Each message names the
 /// operation that failed and says what to do next.
@@ -121,6 +101,9 @@ pub enum Error {
         reason: String,
         /// SQLSTATE, when the server sent one.
         code: Option<String>,
+        /// The driver's or the pool's error, when one caused this.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The connection was lost after the write (or its `COMMIT`) was sent, before
@@ -147,6 +130,9 @@ pub enum Error {
         code: Option<String>,
         /// Whether the call was an idempotent (keyed) write, safe to repeat.
         retry_safe: bool,
+        /// The driver's error.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The database returned an enum label this build does not know (a newer
@@ -178,6 +164,9 @@ pub enum Error {
         operation: &'static str,
         /// What the driver said.
         reason: String,
+        /// The driver's error.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A value read from the database did not decode into its Rust type (a
@@ -198,7 +187,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Unavailable { code, .. } | Error::OutcomeUnknown { code, .. } => code.as_deref(),
-            _ => self.server().map(|s| s.code.as_str()),
+            _ => self.server().and_then(|s| s.code.as_deref()),
         }
     }
 
@@ -268,9 +257,10 @@ impl Error {
         if err.as_db_error().is_none() && (err.is_closed() || has_io_source(&err)) {
             return Error::OutcomeUnknown {
                 operation,
-                reason: source_chain(&err),
+                reason: err.to_string(),
                 code: None,
                 retry_safe,
+                source: Some(Box::new(err)),
             };
         }
         Error::from_pg(operation, err)
@@ -292,9 +282,10 @@ impl Error {
         match ends_session {
             Some(true) => Error::OutcomeUnknown {
                 operation,
-                reason: source_chain(&err),
+                reason: err.to_string(),
                 code: err.code().map(|c| c.code().to_owned()),
                 retry_safe,
+                source: Some(Box::new(err)),
             },
             Some(false) => Error::from_pg(operation, err),
             None => Error::from_pg_sent(operation, err, retry_safe),
@@ -307,27 +298,31 @@ impl Error {
             return if err.is_closed() || has_io_source(&err) {
                 Error::Unavailable {
                     operation,
-                    reason: source_chain(&err),
+                    reason: err.to_string(),
                     code: err.code().map(|c| c.code().to_owned()),
+                    source: Some(Box::new(err)),
                 }
             } else {
                 Error::Driver {
                     operation,
-                    reason: source_chain(&err),
+                    reason: err.to_string(),
+                    source: Some(Box::new(err)),
                 }
             };
         };
+        let state = db.code();
         let server = Box::new(ServerError::from_db(db));
-        let code = server.code.as_str();
-        match code {
-            "23505" | "23P01" => Error::Conflict { operation, server },
-            "42501" => Error::Forbidden {
+        let class = |prefix: &str| state.code().starts_with(prefix);
+        if [SqlState::UNIQUE_VIOLATION, SqlState::EXCLUSION_VIOLATION].contains(state) {
+            Error::Conflict { operation, server }
+        } else if *state == SqlState::INSUFFICIENT_PRIVILEGE {
+            Error::Forbidden {
                 operation,
                 reason: server.message.clone(),
                 server: Some(server),
-            },
-            "23514" | "23503" | "23502" | "22P02" | "22001" | "22003" | "22021" | "22007"
-            | "22008" | "22023" | "22P05" | "2202E" | "54000" | "54001" => Error::InvalidInput {
+            }
+        } else if REFUSED_INPUT.contains(state) {
+            Error::InvalidInput {
                 operation,
                 field: server
                     .constraint
@@ -336,20 +331,21 @@ impl Error {
                     .unwrap_or_else(|| "value".to_owned()),
                 reason: server.to_string(),
                 server: Some(server),
-            },
-            c if c.starts_with("08")
-                || c.starts_with("53")
-                || c.starts_with("57P")
-                || c == "57014"
-                || c == "55P03" =>
-            {
-                Error::Unavailable {
-                    operation,
-                    reason: server.to_string(),
-                    code: Some(server.code.clone()),
-                }
             }
-            _ => Error::Database { operation, server },
+        } else if class("08")
+            || class("53")
+            || class("57P")
+            || *state == SqlState::QUERY_CANCELED
+            || *state == SqlState::LOCK_NOT_AVAILABLE
+        {
+            Error::Unavailable {
+                operation,
+                reason: server.to_string(),
+                code: server.code.clone(),
+                source: None,
+            }
+        } else {
+            Error::Database { operation, server }
         }
     }
 
@@ -359,14 +355,16 @@ impl Error {
                 Error::Database { operation, server } => Error::Unavailable {
                     operation,
                     reason: format!("connecting: {server}"),
-                    code: Some(server.code.clone()),
+                    code: server.code.clone(),
+                    source: None,
                 },
                 other => other,
             },
             other => Error::Unavailable {
                 operation,
-                reason: format!("getting a pooled connection: {}", source_chain(&other)),
+                reason: format!("getting a pooled connection: {other}"),
                 code: None,
+                source: Some(Box::new(other)),
             },
         }
     }
@@ -431,6 +429,7 @@ mod tests {
             reason: "connection closed".to_owned(),
             code: None,
             retry_safe,
+            source: None,
         }
     }
 
@@ -445,6 +444,7 @@ mod tests {
             operation: "report_progress",
             reason: "pool timed out".to_owned(),
             code: None,
+            source: None,
         };
         assert!(unavailable.is_retryable());
         assert!(!unavailable.is_outcome_unknown());

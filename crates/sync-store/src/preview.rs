@@ -1,6 +1,7 @@
 //! Preview cache: computed delta snapshots with a TTL, keyed per org.
 
 use postgres_types::Type;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -156,7 +157,7 @@ async fn put(
             None => Err(Error::Conflict {
                 operation: OP,
                 server: Box::new(crate::error::ServerError {
-                    code: "23505".to_owned(),
+                    code: Some(SqlState::UNIQUE_VIOLATION.code().to_owned()),
                     message: "the stored key of this cache_key is held by a row of another \
                               org (written outside sync-store)"
                         .to_owned(),

@@ -342,6 +342,7 @@ impl Store {
                         reason: "the pooled connection was closed before the statement was sent"
                             .to_owned(),
                         code: None,
+                        source: None,
                     });
                 }
                 // One implicit transaction, committed at Sync before the server

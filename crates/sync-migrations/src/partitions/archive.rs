@@ -66,7 +66,7 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// is not had within [`PartitionOptions::lock_timeout`];
 /// [`PartitionError::NotMigrated`], [`PartitionError::Database`],
 /// [`PartitionError::ConnectionLost`] as their names say.
-#[tracing::instrument(name = "sync_store.partitions.archive", target = "sync_store", skip_all, err(Display), fields(before = %before, drop = false, archived = tracing::field::Empty))]
+#[tracing::instrument(name = "sync_migrations.partitions.archive", target = "sync_migrations", skip_all, err(Display), fields(before = %before, drop = false, archived = tracing::field::Empty))]
 pub async fn archive_partitions(
     client: &mut Client,
     before: Month,
@@ -81,7 +81,7 @@ pub async fn archive_partitions(
 /// # Errors
 ///
 /// As [`archive_partitions`].
-#[tracing::instrument(name = "sync_store.partitions.archive", target = "sync_store", skip_all, err(Display), fields(before = %before, drop = true, archived = tracing::field::Empty))]
+#[tracing::instrument(name = "sync_migrations.partitions.archive", target = "sync_migrations", skip_all, err(Display), fields(before = %before, drop = true, archived = tracing::field::Empty))]
 pub async fn archive_partitions_dropping_data(
     client: &mut Client,
     before: Month,

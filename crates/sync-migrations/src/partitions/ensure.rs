@@ -135,7 +135,7 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// println!("created {:?}", report.created);
 /// # Ok(()) }
 /// ```
-#[tracing::instrument(name = "sync_store.partitions.ensure", target = "sync_store", skip_all, err(Display), fields(months_ahead = months_ahead, created = tracing::field::Empty, rows_moved = tracing::field::Empty))]
+#[tracing::instrument(name = "sync_migrations.partitions.ensure", target = "sync_migrations", skip_all, err(Display), fields(months_ahead = months_ahead, created = tracing::field::Empty, rows_moved = tracing::field::Empty))]
 pub async fn ensure_partitions<F>(
     client: &mut Client,
     months_ahead: u32,

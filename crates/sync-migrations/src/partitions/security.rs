@@ -119,7 +119,7 @@ pub(crate) async fn copy_security(
         let Some(keyword) = privilege_keyword(privilege) else {
             // aclexplode only yields the table privileges below; anything else
             // (a future PostgreSQL's new privilege) is skipped, never spliced.
-            tracing::warn!(target: "sync_store", privilege = %privilege, table = %target,
+            tracing::warn!(target: "sync_migrations", privilege = %privilege, table = %target,
                 "not copying an unknown table privilege to a new partition");
             continue;
         };

@@ -106,7 +106,7 @@ impl From<Error> for ApiError {
                 ..
             } => ApiError::invalid(match server {
                 None => reason.clone(),
-                Some(server) => refused_input(&server.code, field),
+                Some(server) => refused_input(server.code.as_deref().unwrap_or_default(), field),
             }),
             Error::Unavailable { .. } => {
                 tracing::warn!(error = %e, "sync_store::api: database unavailable (503)");
@@ -146,7 +146,7 @@ mod tests {
 
     fn refused(code: &str, constraint: &str) -> Error {
         let server = ServerError {
-            code: code.to_owned(),
+            code: Some(code.to_owned()),
             message: "insert or update violates foreign key constraint".to_owned(),
             detail: Some("Key (initiated_by)=(0c5e…) is not present in table".to_owned()),
             hint: None,
