@@ -8,6 +8,6 @@ mod error;
 pub mod pooler;
 mod tls;
 
-pub use connect::{connect, pool, resolve_config};
+pub use connect::{connect, pool, pool_with_wait, resolve_config};
 pub use error::{source_chain, Error, Result, ServerError};
 pub use tls::{SslMode, TlsOptions};
