@@ -16,7 +16,13 @@ fn sync_api_bin() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let out = Command::new(cargo)
-        .args(["build", "--quiet", "--message-format=json", "-p", "sync-api"])
+        .args([
+            "build",
+            "--quiet",
+            "--message-format=json",
+            "-p",
+            "sync-api",
+        ])
         .args(["--bin", "sync-api", "--manifest-path"])
         .arg(&manifest)
         .output()
@@ -52,7 +58,7 @@ async fn the_binary_runs_from_env_logs_json_serves_metrics_apart_and_stops_on_si
     let secret = b"0123456789abcdef0123456789abcdef";
     std::fs::write(dir.join("secret"), [&secret[..], b"\n"].concat()).unwrap();
     let (port, metrics_port) = (free_port(), free_port());
-    let mut child = tokio::process::Command::new(bin)
+    let child = tokio::process::Command::new(bin)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", sync_tests::config_url(&login))
@@ -90,7 +96,11 @@ async fn the_binary_runs_from_env_logs_json_serves_metrics_apart_and_stops_on_si
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
     let public_metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
-    assert_eq!(public_metrics.status().as_u16(), 404, "no /metrics on the public listener");
+    assert_eq!(
+        public_metrics.status().as_u16(),
+        404,
+        "no /metrics on the public listener"
+    );
     let scrape = http
         .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .send()
@@ -124,12 +134,11 @@ async fn the_binary_runs_from_env_logs_json_serves_metrics_apart_and_stops_on_si
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     assert!(
-        lines.iter().any(|l| l["status"] == 404 && l.get("latency").is_some()),
+        lines
+            .iter()
+            .any(|l| l["status"] == 404 && l.get("latency").is_some()),
         "one line per request with status and latency:\n{logs}"
     );
-    assert!(
-        !logs.contains(&token),
-        "the token never reaches the logs"
-    );
+    assert!(!logs.contains(&token), "the token never reaches the logs");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -56,19 +56,43 @@ async fn valid_tokens_pass_and_every_bad_token_is_the_same_401() {
     let jwk_json = serde_json::to_vec(&key.jwk).unwrap();
     let bad: Vec<(&str, String)> = vec![
         ("expired", key.sign(&with(&|c| c["exp"] = json!(t - 120)))),
-        ("not yet valid", key.sign(&with(&|c| c["nbf"] = json!(t + 600)))),
-        ("no exp", key.sign(&with(&|c| {
-            c.as_object_mut().unwrap().remove("exp");
-        }))),
-        ("wrong issuer", key.sign(&with(&|c| c["iss"] = json!("https://evil.example/auth/v1")))),
-        ("no issuer", key.sign(&with(&|c| {
-            c.as_object_mut().unwrap().remove("iss");
-        }))),
-        ("wrong audience", key.sign(&with(&|c| c["aud"] = json!("anon")))),
-        ("sub not a uuid", key.sign(&with(&|c| c["sub"] = json!("admin")))),
+        (
+            "not yet valid",
+            key.sign(&with(&|c| c["nbf"] = json!(t + 600))),
+        ),
+        (
+            "no exp",
+            key.sign(&with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            })),
+        ),
+        (
+            "wrong issuer",
+            key.sign(&with(&|c| c["iss"] = json!("https://evil.example/auth/v1"))),
+        ),
+        (
+            "no issuer",
+            key.sign(&with(&|c| {
+                c.as_object_mut().unwrap().remove("iss");
+            })),
+        ),
+        (
+            "wrong audience",
+            key.sign(&with(&|c| c["aud"] = json!("anon"))),
+        ),
+        (
+            "sub not a uuid",
+            key.sign(&with(&|c| c["sub"] = json!("admin"))),
+        ),
         ("bad signature", other.sign(&claims(user_a))),
-        ("hs256 with the public key PEM", sign_hs256(key.public_pem.as_bytes(), &claims(user_a), Some("k1"))),
-        ("hs256 with the JWK", sign_hs256(&jwk_json, &claims(user_a), Some("k1"))),
+        (
+            "hs256 with the public key PEM",
+            sign_hs256(key.public_pem.as_bytes(), &claims(user_a), Some("k1")),
+        ),
+        (
+            "hs256 with the JWK",
+            sign_hs256(&jwk_json, &claims(user_a), Some("k1")),
+        ),
         ("alg none", format!("{header_none}.{payload}.")),
         ("alg none, no dot", format!("{header_none}.{payload}")),
         ("garbage", "not.a.jwt".to_owned()),
@@ -88,13 +112,19 @@ async fn valid_tokens_pass_and_every_bad_token_is_the_same_401() {
 
     // No header at all: a 401 with a plain challenge.
     let (status, challenge, body) = service.get(None, path).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("unauthenticated")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
     assert!(challenge.unwrap().starts_with("Bearer"));
     // Another scheme.
     let resp = service
         .http
         .get(format!("{}{path}", service.base))
-        .header("authorization", format!("Basic {}", key.sign(&claims(user_a))))
+        .header(
+            "authorization",
+            format!("Basic {}", key.sign(&claims(user_a))),
+        )
         .send()
         .await
         .unwrap();
@@ -120,9 +150,7 @@ async fn two_authorization_headers_are_a_400() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "invalid_request", "{body}");
     // The same token alone is fine.
-    let (status, _, body) = service
-        .get(Some(&good), "/api/v1/sync/progress/s1")
-        .await;
+    let (status, _, body) = service.get(Some(&good), "/api/v1/sync/progress/s1").await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -144,8 +172,16 @@ async fn hs256_mode_accepts_only_hs256_with_its_secret() {
         &jsonwebtoken::EncodingKey::from_secret(&secret),
     )
     .unwrap();
-    let wrong_secret = sign_hs256(b"another secret of thirty-two bytes!!", &claims(user_a), None);
-    for (what, token) in [("es256", es256), ("hs384", hs384), ("wrong secret", wrong_secret)] {
+    let wrong_secret = sign_hs256(
+        b"another secret of thirty-two bytes!!",
+        &claims(user_a),
+        None,
+    );
+    for (what, token) in [
+        ("es256", es256),
+        ("hs384", hs384),
+        ("wrong secret", wrong_secret),
+    ] {
         let (status, _, body) = service.get(Some(&token), path).await;
         assert_eq!(status, 401, "{what}: {body}");
     }
@@ -162,9 +198,15 @@ async fn kid_rotation_refetches_the_jwks_and_drops_retired_keys() {
     seed(&service, service.fixture.org_a, "s1").await;
     let path = "/api/v1/sync/progress/s1";
 
-    assert_eq!(service.get(Some(&k1.sign(&claims(user_a))), path).await.0, 200);
+    assert_eq!(
+        service.get(Some(&k1.sign(&claims(user_a))), path).await.0,
+        200
+    );
     assert_eq!(jwks.hits(), 1, "fetched once on first use");
-    assert_eq!(service.get(Some(&k1.sign(&claims(user_a))), path).await.0, 200);
+    assert_eq!(
+        service.get(Some(&k1.sign(&claims(user_a))), path).await.0,
+        200
+    );
     assert_eq!(jwks.hits(), 1, "cached by kid");
 
     jwks.publish(&[&k2]); // the IdP rotates: k2 in, k1 out
@@ -185,10 +227,16 @@ async fn unknown_kids_do_not_hammer_the_jwks_url() {
     let user_a = service.fixture.user_a;
     let path = "/api/v1/sync/progress/s1";
     for _ in 0..20 {
-        let (status, _, _) = service.get(Some(&stranger.sign(&claims(user_a))), path).await;
+        let (status, _, _) = service
+            .get(Some(&stranger.sign(&claims(user_a))), path)
+            .await;
         assert_eq!(status, 401);
     }
-    assert_eq!(jwks.hits(), 1, "one fetch (first use); refetches are rate-limited");
+    assert_eq!(
+        jwks.hits(),
+        1,
+        "one fetch (first use); refetches are rate-limited"
+    );
 }
 
 #[tokio::test]
@@ -205,7 +253,10 @@ async fn jwks_file_keys_verify() {
     let service = Service::start(KeySource::JwksFile(file)).await;
     seed(&service, service.fixture.org_a, "s1").await;
     let (status, _, body) = service
-        .get(Some(&key.sign(&claims(service.fixture.user_a))), "/api/v1/sync/progress/s1")
+        .get(
+            Some(&key.sign(&claims(service.fixture.user_a))),
+            "/api/v1/sync/progress/s1",
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     std::fs::remove_dir_all(dir).unwrap();
@@ -230,7 +281,11 @@ async fn another_orgs_sync_is_the_same_404_as_a_missing_one() {
         );
     }
     let (status, body) = service
-        .post(&b, "/api/v1/sync/progress", r#"{"sync_id": "only-a", "processed": 1}"#)
+        .post(
+            &b,
+            "/api/v1/sync/progress",
+            r#"{"sync_id": "only-a", "processed": 1}"#,
+        )
         .await;
     assert_eq!(status, 404, "{body}");
     let (_, _, a_view) = service
@@ -296,9 +351,17 @@ async fn a_held_table_lock_times_out_instead_of_hanging_every_endpoint() {
         .unwrap();
     for _ in 0..3 {
         let (status, _, body) = service.get(Some(&token), "/api/v1/sync/progress/s1").await;
-        assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")), "{body}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("unavailable")),
+            "{body}"
+        );
         let (status, body) = service
-            .post(&token, "/api/v1/sync/progress", r#"{"sync_id": "s1", "processed": 1}"#)
+            .post(
+                &token,
+                "/api/v1/sync/progress",
+                r#"{"sync_id": "s1", "processed": 1}"#,
+            )
             .await;
         assert_eq!(status, 503, "{body}");
     }
@@ -307,7 +370,10 @@ async fn a_held_table_lock_times_out_instead_of_hanging_every_endpoint() {
     locker.batch_execute("ROLLBACK").await.unwrap();
     let (status, _, body) = service.get(Some(&token), "/api/v1/sync/progress/s1").await;
     assert_eq!(status, 200, "served again once the lock is gone: {body}");
-    assert_eq!(body["processed_count"], 0, "the timed-out POSTs applied nothing");
+    assert_eq!(
+        body["processed_count"], 0,
+        "the timed-out POSTs applied nothing"
+    );
 }
 
 #[tokio::test]
@@ -323,11 +389,25 @@ async fn framework_errors_are_json_and_there_is_no_public_metrics() {
             .get("content-type")
             .map(|v| v.to_str().unwrap().to_owned());
         let body: Value = resp.json().await.unwrap();
-        assert_eq!((status, body["code"].as_str()), (want, Some(code)), "{body}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (want, Some(code)),
+            "{body}"
+        );
         assert_eq!(ctype.as_deref(), Some("application/json"));
     };
-    check(service.http.get(url("/nope")).send().await.unwrap(), 404, "not_found").await;
-    check(service.http.get(url("/metrics")).send().await.unwrap(), 404, "not_found").await;
+    check(
+        service.http.get(url("/nope")).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    check(
+        service.http.get(url("/metrics")).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
     check(
         service
             .http
@@ -377,9 +457,14 @@ async fn healthz_readyz_and_the_openapi_document() {
     let service = Service::start(KeySource::Hs256Secret(secret)).await;
     assert_eq!(service.get(None, "/healthz").await.0, 200);
     let (status, _, body) = service.get(None, "/readyz").await;
-    assert_eq!((status, body["code"].as_str()), (503, Some("not_ready")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("not_ready")),
+        "{body}"
+    );
     assert!(
-        body["message"].as_str().unwrap().contains("GRANT") || body["message"].as_str().unwrap().contains("grant"),
+        body["message"].as_str().unwrap().contains("GRANT")
+            || body["message"].as_str().unwrap().contains("grant"),
         "tells the operator what to do: {body}"
     );
     // The deployment step the README names.
@@ -396,7 +481,9 @@ async fn healthz_readyz_and_the_openapi_document() {
     service
         .fixture
         .admin
-        .batch_execute(&format!("GRANT SELECT ON refinery_schema_history TO {role}"))
+        .batch_execute(&format!(
+            "GRANT SELECT ON refinery_schema_history TO {role}"
+        ))
         .await
         .unwrap();
     let (status, _, body) = service.get(None, "/readyz").await;
@@ -424,8 +511,16 @@ async fn healthz_readyz_and_the_openapi_document() {
         .await
         .unwrap();
     let (status, _, body) = service.get(None, "/readyz").await;
-    assert_eq!((status, body["code"].as_str()), (503, Some("not_ready")), "{body}");
-    assert_eq!(service.get(None, "/healthz").await.0, 200, "the process is still up");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("not_ready")),
+        "{body}"
+    );
+    assert_eq!(
+        service.get(None, "/healthz").await.0,
+        200,
+        "the process is still up"
+    );
 }
 
 #[tokio::test]
@@ -436,8 +531,12 @@ async fn silent_connections_are_closed_after_the_header_read_timeout() {
     let service = Service::start_with(options).await;
     let mut conns = Vec::new();
     for _ in 0..5 {
-        let mut c = tokio::net::TcpStream::connect(service.running.addr).await.unwrap();
-        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        let mut c = tokio::net::TcpStream::connect(service.running.addr)
+            .await
+            .unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         conns.push(c);
     }
     for mut c in conns {
@@ -469,7 +568,11 @@ async fn shutdown_drains_a_request_in_flight_and_stops_accepting() {
         format!("{}/api/v1/sync/progress/s1", service.base),
     );
     let in_flight = tokio::spawn(async move {
-        http.get(url).bearer_auth(token).send().await.map(|r| r.status().as_u16())
+        http.get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
     });
     // Wait until the request is blocked on the lock (seen from the server side).
     let mut waiting = false;
@@ -495,7 +598,10 @@ async fn shutdown_drains_a_request_in_flight_and_stops_accepting() {
     // New connections are refused once the listener is closed.
     let mut refused = false;
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(service.running.addr).await.is_err() {
+        if tokio::net::TcpStream::connect(service.running.addr)
+            .await
+            .is_err()
+        {
             refused = true;
             break;
         }
@@ -503,7 +609,10 @@ async fn shutdown_drains_a_request_in_flight_and_stops_accepting() {
     }
     assert!(refused, "still accepting after shutdown");
     locker.batch_execute("ROLLBACK").await.unwrap();
-    let status = in_flight.await.unwrap().expect("the request in flight was answered");
+    let status = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight was answered");
     assert_eq!(status, 200);
     service.running.served.take().unwrap().await.unwrap();
 }

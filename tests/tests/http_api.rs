@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 use sync_store::{
-    NewActivity, ProgressDelta, PutPreview, StartSync, SyncAction, SyncEntityType,
-    SyncStatus, SyncType,
+    NewActivity, ProgressDelta, PutPreview, StartSync, SyncAction, SyncEntityType, SyncStatus,
+    SyncType,
 };
 use uuid::Uuid;
 

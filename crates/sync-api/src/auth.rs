@@ -231,7 +231,10 @@ impl Verifier {
                     .await
                     .map_err(|e| format!("reading {}: {e}", path.display()))?;
                 if bytes.len() > MAX_JWKS_BYTES {
-                    return Err(format!("{} is larger than {MAX_JWKS_BYTES} bytes", path.display()));
+                    return Err(format!(
+                        "{} is larger than {MAX_JWKS_BYTES} bytes",
+                        path.display()
+                    ));
                 }
                 bytes
             }
@@ -280,7 +283,10 @@ impl Verifier {
             {
                 return Ok(()); // rate-limited
             }
-            if !fresh && state.last_attempt.is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            if !fresh
+                && state
+                    .last_attempt
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
             {
                 return Err(AuthError::KeysUnavailable(
                     "the last JWKS fetch failed moments ago".into(),
@@ -311,7 +317,7 @@ impl Verifier {
         };
         let stale = {
             let state = self.jwks.read().await;
-            !state.fetched.is_some_and(|t| t.elapsed() < JWKS_MAX_AGE)
+            state.fetched.is_none_or(|t| t.elapsed() >= JWKS_MAX_AGE)
         };
         if stale {
             self.refresh(true).await?;

@@ -99,8 +99,10 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let mut resp = (self.status, Json(self.body)).into_response();
         if let Some(challenge) = self.challenge {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         resp
     }

@@ -197,16 +197,16 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Failure> 
             .await
             .map_err(|e| format!("database unreachable: {e}"))?;
         let client: &mut tokio_postgres::Client = &mut obj;
-        let migrations = sync_migrations::status(client)
-            .await
-            .map_err(|e| {
-                let hint = if e.code() == Some(tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE.code()) {
-                    "; grant the API's login role SELECT on refinery_schema_history"
-                } else {
-                    ""
-                };
-                format!("reading migration status: {e}{hint}")
-            })?;
+        let migrations = sync_migrations::status(client).await.map_err(|e| {
+            let hint = if e.code()
+                == Some(tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE.code())
+            {
+                "; grant the API's login role SELECT on refinery_schema_history"
+            } else {
+                ""
+            };
+            format!("reading migration status: {e}{hint}")
+        })?;
         let behind: Vec<i32> = migrations
             .iter()
             .filter(|m| !matches!(m.state, sync_migrations::MigrationState::Applied { .. }))
@@ -215,7 +215,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Failure> 
         if behind.is_empty() {
             Ok(())
         } else {
-            Err(format!("migrations not current: {behind:?}; run `sync-migrate up`"))
+            Err(format!(
+                "migrations not current: {behind:?}; run `sync-migrate up`"
+            ))
         }
     };
     let outcome = tokio::time::timeout(state.limits.ready_timeout, check)
@@ -260,13 +262,12 @@ async fn finish(req: Request<axum::body::Body>, next: Next) -> Response {
     let start = std::time::Instant::now();
     let resp = next.run(req).await;
     let status = resp.status();
-    let resp = if status.as_u16() >= 400
-        && resp.headers().get(header::CONTENT_TYPE).is_none()
-    {
+    let resp = if status.as_u16() >= 400 && resp.headers().get(header::CONTENT_TYPE).is_none() {
         let (code, message) = match status {
-            StatusCode::METHOD_NOT_ALLOWED => {
-                ("method_not_allowed", "this route does not accept that method")
-            }
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "this route does not accept that method",
+            ),
             StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the body is too large"),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => (
                 "unsupported_media_type",

@@ -109,8 +109,9 @@ async fn run(args: Args) -> Result<(), String> {
 
     let config = sync_connect::resolve_config(Some(&args.database_url))
         .map_err(|e| format!("DATABASE_URL: {e}"))?;
-    let tls = sync_connect::TlsOptions::resolve(Some(&args.database_url), args.db_ca_file.as_deref())
-        .map_err(|e| format!("database TLS settings: {e}"))?;
+    let tls =
+        sync_connect::TlsOptions::resolve(Some(&args.database_url), args.db_ca_file.as_deref())
+            .map_err(|e| format!("database TLS settings: {e}"))?;
     let pool = sync_connect::pool_with_wait(
         &config,
         &tls,

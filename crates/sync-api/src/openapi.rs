@@ -211,6 +211,10 @@ pub fn document() -> utoipa::openapi::OpenApi {
 /// Never in practice: serialising the generated document cannot fail.
 pub fn document_json() -> String {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| document().to_json().expect("the OpenAPI document serialises"))
-        .clone()
+    JSON.get_or_init(|| {
+        document()
+            .to_json()
+            .expect("the OpenAPI document serialises")
+    })
+    .clone()
 }

@@ -60,8 +60,14 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; draining requests in flight");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?drain, "some connections were still busy after the drain period");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?drain,
+            "some connections were still busy after the drain period"
+        );
     }
     Ok(())
 }

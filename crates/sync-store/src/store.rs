@@ -124,7 +124,9 @@ impl Store {
     /// reports as an error of its operation, instead of holding a pooled
     /// connection indefinitely. The service scope is not affected.
     pub fn with_tenant_statement_timeout(mut self, timeout: std::time::Duration) -> Store {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.tenant.statement_timeout_ms = Some(ms);
         self
     }
@@ -464,7 +466,7 @@ impl Store {
         let settings = &self.tenant;
         let claims: Option<&str> = settings.claims.as_deref();
         let timeout: Option<String> = settings.statement_timeout_ms.map(|ms| ms.to_string());
-        let (setup, extra, (rows, commit)) = {
+        let ((setup, extra), (rows, commit)) = {
             let obj = guard.object();
             let client: &Client = obj;
             // join polls its futures in order, and each sends its request on its
@@ -476,21 +478,21 @@ impl Store {
             // sends no COMMIT, and the guard closes the connection.
             // The optional settings statement is sent right after the set-up
             // (second in the flight), so it runs before the statement.
-            futures_util::future::join3(
-                client.simple_query(&setup),
-                async {
-                    if settings.is_default() {
-                        return Ok(());
-                    }
-                    client
-                        .query_typed(
-                            TENANT_SETTINGS_SQL,
-                            &[(&claims, Type::TEXT), (&timeout, Type::TEXT)],
-                        )
-                        .await
-                        .map(drop)
-                },
-                async {
+            let settings_query = async {
+                if settings.is_default() {
+                    return Ok(());
+                }
+                client
+                    .query_typed(
+                        TENANT_SETTINGS_SQL,
+                        &[(&claims, Type::TEXT), (&timeout, Type::TEXT)],
+                    )
+                    .await
+                    .map(drop)
+            };
+            let setup_query =
+                futures_util::future::join(client.simple_query(&setup), settings_query);
+            futures_util::future::join(setup_query, async {
                 let stmt = match prepared(obj, self.inner.statements, text, params).await {
                     Ok(stmt) => stmt,
                     Err(e) => return (Err(e), None),
@@ -501,8 +503,7 @@ impl Store {
                 )
                 .await;
                 (rows, Some(commit))
-            },
-            )
+            })
             .await
         };
         if matches!(commit, Some(Ok(_))) {
