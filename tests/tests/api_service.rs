@@ -616,3 +616,25 @@ async fn shutdown_drains_a_request_in_flight_and_stops_accepting() {
     assert_eq!(status, 200);
     service.running.served.take().unwrap().await.unwrap();
 }
+
+#[tokio::test]
+async fn tenant_with_claims_refuses_claims_of_another_user() {
+    let f = api_common::Fixture::new().await;
+    for bad in [
+        json!({"sub": f.user_b.to_string()}),
+        json!({"role": "authenticated"}),
+        json!([f.user_a.to_string()]),
+        json!({"sub": 42}),
+    ] {
+        let err = f.store.tenant_with_claims(f.user_a, &bad).unwrap_err();
+        assert!(
+            matches!(err, sync_store::Error::InvalidInput { .. }),
+            "{bad}: {err:?}"
+        );
+    }
+    let scope = f
+        .store
+        .tenant_with_claims(f.user_a, &json!({"sub": f.user_a.to_string()}))
+        .unwrap();
+    assert_eq!(scope.org_id().await.unwrap(), f.org_a);
+}
