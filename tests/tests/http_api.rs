@@ -1,20 +1,29 @@
-//! The spec's four endpoints over real HTTP, served by `sync_store::http::router`
-//! on a pool of a login role that is neither superuser nor owner (so RLS is real).
+//! The spec's four endpoints over real HTTP, served by `sync_api::router` (HS256
+//! tokens signed by the test) on a pool of a login role that is neither
+//! superuser nor owner (so RLS is real).
 
 use serde_json::{json, Value};
 use sync_store::{
-    NewActivity, ProgressDelta, PutPreview, StartSync, Store, SyncAction, SyncEntityType,
-    SyncStatus, SyncType,
+    NewActivity, ProgressDelta, PutPreview, StartSync, SyncAction, SyncEntityType, SyncStatus,
+    SyncType,
 };
 use uuid::Uuid;
 
-mod store_common;
-use store_common::Fixture;
+mod api_common;
+use api_common::Fixture;
+
+const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
+
+/// An HS256 token of `user`, signed with the service's secret.
+fn token(user: Uuid) -> String {
+    api_common::sign_hs256(SECRET, &api_common::claims(user), None)
+}
 
 struct Api {
     fixture: Fixture,
     base: String,
     http: reqwest::Client,
+    _service: api_common::Running,
     org_a: Uuid,
     org_b: Uuid,
     user_a: Uuid,
@@ -73,18 +82,16 @@ impl Api {
         .unwrap();
 
         let (_, login) = f.db.login_role("http").await;
-        let store = Store::new(sync_tests::pool_for(&login));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            axum::serve(listener, sync_store::http::router(store))
-                .await
-                .unwrap();
-        });
+        let service = api_common::serve_login(
+            &login,
+            api_common::Options::new(sync_api::auth::KeySource::Hs256Secret(SECRET.to_vec())),
+        )
+        .await;
         Api {
             fixture: f,
-            base,
+            base: service.base.clone(),
             http: reqwest::Client::new(),
+            _service: service,
             org_a,
             org_b,
             user_a,
@@ -95,7 +102,7 @@ impl Api {
     async fn get(&self, user: Option<Uuid>, path: &str) -> (u16, Value) {
         let mut req = self.http.get(format!("{}{path}", self.base));
         if let Some(u) = user {
-            req = req.bearer_auth(u);
+            req = req.bearer_auth(token(u));
         }
         let resp = req.send().await.unwrap();
         (resp.status().as_u16(), resp.json().await.unwrap())
@@ -105,7 +112,7 @@ impl Api {
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(user)
+            .bearer_auth(token(user))
             .header("content-type", "application/json")
             .body(body.to_owned())
             .send()

@@ -223,6 +223,41 @@ pub fn pool(config: &Config, tls: &TlsOptions, max_size: usize) -> Result<Pool> 
         })
 }
 
+/// Like [`pool`], with every wait bounded: a checkout waits at most `wait` for
+/// a free connection, and opening a new connection (TCP, TLS, start-up) at
+/// most `wait` as well. A checkout that runs out of time fails with deadpool's
+/// `PoolError::Timeout`, instead of queueing forever behind a stuck pool.
+///
+/// # Errors
+/// [`Error::Unavailable`] when the TLS settings cannot be used or the pool
+/// cannot be built.
+#[allow(clippy::result_large_err)] // the crate-wide Error, as in `pool`
+pub fn pool_with_wait(
+    config: &Config,
+    tls: &TlsOptions,
+    max_size: usize,
+    wait: std::time::Duration,
+) -> Result<Pool> {
+    let (wire, connector) = tls_connector(config, tls)?;
+    let manager = Manager::from_config(
+        wire,
+        connector,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(wait))
+        .recycle_timeout(Some(wait))
+        .build()
+        .map_err(|e| Error::Unavailable {
+            reason: format!("building the connection pool: {e}"),
+        })
+}
+
 fn connect_error(e: &tokio_postgres::Error, tls: &TlsOptions, config: &Config) -> Error {
     let mode = tls.effective_mode(config);
     let mut reason = crate::error::ServerError::from_pg(e).to_string();

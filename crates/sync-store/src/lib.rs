@@ -9,8 +9,6 @@ mod copy_types;
 mod cursor;
 mod enums;
 mod error;
-#[cfg(feature = "http")]
-pub mod http;
 mod metrics;
 mod preview;
 mod preview_types;

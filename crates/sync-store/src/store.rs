@@ -27,7 +27,33 @@ pub const TENANT_ROLE: &str = "sync_tenant";
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    tenant: TenantSettings,
 }
+
+/// What a tenant transaction sets besides the role and `sub` (see
+/// [`Store::tenant_with_claims`], [`Store::with_tenant_statement_timeout`]).
+#[derive(Clone, Debug, Default)]
+struct TenantSettings {
+    /// The verified claims, as JSON text, for `request.jwt.claims`.
+    claims: Option<Arc<str>>,
+    /// `statement_timeout` in milliseconds, set locally in the transaction.
+    statement_timeout_ms: Option<u64>,
+}
+
+impl TenantSettings {
+    fn is_default(&self) -> bool {
+        self.claims.is_none() && self.statement_timeout_ms.is_none()
+    }
+}
+
+/// Sets the verified claims and the statement timeout of a tenant transaction,
+/// after [`tenant_setup`] (as parameters: nothing is formatted into the text).
+/// A NULL parameter keeps the value in force.
+const TENANT_SETTINGS_SQL: &str = "SELECT \
+     set_config('request.jwt.claims', \
+                coalesce($1::text, current_setting('request.jwt.claims', true)), true), \
+     set_config('statement_timeout', \
+                coalesce($2::text, current_setting('statement_timeout')), true)";
 
 struct Inner {
     pool: Pool,
@@ -87,7 +113,58 @@ impl Store {
                 statements: mode,
                 copy_types: tokio::sync::OnceCell::new(),
             }),
+            tenant: TenantSettings::default(),
         }
+    }
+
+    /// This store, whose tenant transactions ([`Store::tenant`],
+    /// [`Store::tenant_with_claims`]) run with `statement_timeout` set locally
+    /// to `timeout` (rounded to whole milliseconds, at least 1): a statement
+    /// that waits on a lock or runs longer fails with `57014`, which the store
+    /// reports as an error of its operation, instead of holding a pooled
+    /// connection indefinitely. The service scope is not affected.
+    pub fn with_tenant_statement_timeout(mut self, timeout: std::time::Duration) -> Store {
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.tenant.statement_timeout_ms = Some(ms);
+        self
+    }
+
+    /// The tenant scope of `user_id` (like [`Store::tenant`]) whose
+    /// transactions set `request.jwt.claims` to `claims` — the verified claims
+    /// of the user's JWT — so policies and functions can read any claim
+    /// (`auth.jwt()`-style), not only `sub`. The claims are sent as a
+    /// parameter, never formatted into SQL.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `claims` is not a JSON object whose `sub`
+    /// is `user_id` as a string (the claims must describe the user the scope
+    /// acts for).
+    pub fn tenant_with_claims(
+        &self,
+        user_id: Uuid,
+        claims: &serde_json::Value,
+    ) -> Result<TenantScope> {
+        const OP: &str = "tenant_with_claims";
+        let object = claims
+            .as_object()
+            .ok_or_else(|| Error::invalid(OP, "claims", "the claims must be a JSON object"))?;
+        let sub_matches = object
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .and_then(|s| s.parse::<Uuid>().ok())
+            == Some(user_id);
+        if !sub_matches {
+            return Err(Error::invalid(
+                OP,
+                "claims.sub",
+                "the claims' sub must be the user id of the scope",
+            ));
+        }
+        let mut store = self.clone();
+        store.tenant.claims = Some(Arc::from(claims.to_string()));
+        Ok(TenantScope { store, user_id })
     }
 
     /// How this store sends its statements.
@@ -411,7 +488,10 @@ impl Store {
         let mut guard = ConnGuard::new(obj);
         let none: Option<Uuid> = None;
         let setup = tenant_setup(user);
-        let (setup, (rows, commit)) = {
+        let settings = &self.tenant;
+        let claims: Option<&str> = settings.claims.as_deref();
+        let timeout: Option<String> = settings.statement_timeout_ms.map(|ms| ms.to_string());
+        let ((setup, extra), (rows, commit)) = {
             let obj = guard.object();
             let client: &Client = obj;
             // join polls its futures in order, and each sends its request on its
@@ -421,7 +501,23 @@ impl Store {
             // schema auth), and only then are statement and COMMIT sent, so COMMIT
             // never precedes it: a second flight on a cache miss. A failed prepare
             // sends no COMMIT, and the guard closes the connection.
-            futures_util::future::join(client.simple_query(&setup), async {
+            // The optional settings statement is sent right after the set-up
+            // (second in the flight), so it runs before the statement.
+            let settings_query = async {
+                if settings.is_default() {
+                    return Ok(());
+                }
+                client
+                    .query_typed(
+                        TENANT_SETTINGS_SQL,
+                        &[(&claims, Type::TEXT), (&timeout, Type::TEXT)],
+                    )
+                    .await
+                    .map(drop)
+            };
+            let setup_query =
+                futures_util::future::join(client.simple_query(&setup), settings_query);
+            futures_util::future::join(setup_query, async {
                 let stmt = match prepared(obj, self.inner.statements, text, params).await {
                     Ok(stmt) => stmt,
                     Err(e) => return (Err(e), None),
@@ -443,6 +539,7 @@ impl Store {
         let retry_safe = match effect {
             Effect::Read => {
                 setup.map_err(pg)?;
+                extra.map_err(pg)?;
                 let rows = rows.map_err(pg)?;
                 if let Some(commit) = commit {
                     commit.map_err(pg)?;
@@ -451,17 +548,18 @@ impl Store {
             }
             Effect::Write { retry_safe } => retry_safe,
         };
-        // A write. The server reporting an error for the set-up or the
-        // statement means the transaction was aborted: not applied. No COMMIT
-        // sent (the prepare failed): not applied.
+        // A write. The server reporting an error for the set-up, the settings
+        // or the statement means the transaction was aborted: not applied. No
+        // COMMIT sent (the prepare failed): not applied.
         match commit {
             // The connection was lost, or the server ended the session, with
             // the COMMIT sent: it may have committed.
-            Some(Err(e)) if !is_db_err(&setup) && !is_db_err(&rows) => {
+            Some(Err(e)) if !is_db_err(&setup) && !is_db_err(&extra) && !is_db_err(&rows) => {
                 Err(Error::from_pg_commit(operation, e, retry_safe))
             }
             _ => {
                 setup.map_err(pg)?;
+                extra.map_err(pg)?;
                 rows.map_err(pg)
             }
         }

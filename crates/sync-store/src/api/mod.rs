@@ -11,8 +11,8 @@
 //! decides what the user sees: another org's sync id is simply not found (404),
 //! never someone else's data. Failures are an [`ApiError`]: an HTTP status, a
 //! stable `code` and a message that never carries SQL or server text. These types
-//! do not depend on any web framework; `sync_store::http` (feature `http`) serves
-//! them with axum.
+//! do not depend on any web framework; the `sync-api` crate serves them over
+//! HTTP (JWT auth, timeouts, OpenAPI).
 //!
 //! [`TenantScope`]: crate::TenantScope
 //! [`PreviewEntry`]: crate::PreviewEntry

@@ -1,0 +1,180 @@
+//! `sync-api`: serve the sync endpoints (see the crate README).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser, ValueEnum};
+use sync_api::auth::{AuthConfig, KeySource, Verifier};
+use sync_api::{AppState, Limits};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The sync API service. Every flag can also be given as the environment
+/// variable shown in `--help`.
+#[derive(Parser, Debug)]
+#[command(name = "sync-api", version)]
+#[command(group(ArgGroup::new("keys").required(true).args(["jwks_url", "jwks_file", "jwt_hs256_secret_file"])))]
+struct Args {
+    /// PostgreSQL connection string (`sslmode`, `sslrootcert` honoured).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// CA file for verifying the database's TLS certificate.
+    #[arg(long, env = "SYNC_API_DB_CA_FILE")]
+    db_ca_file: Option<PathBuf>,
+    /// Address of the public listener.
+    #[arg(long, env = "SYNC_API_BIND", default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Address of the Prometheus `/metrics` listener (none unless given).
+    #[arg(long, env = "SYNC_API_METRICS_BIND")]
+    metrics_bind: Option<SocketAddr>,
+    /// JWKS URL of the auth provider (asymmetric keys: ES256, RS256, EdDSA…).
+    #[arg(long, env = "SYNC_API_JWKS_URL")]
+    jwks_url: Option<String>,
+    /// JWKS file (asymmetric keys).
+    #[arg(long, env = "SYNC_API_JWKS_FILE")]
+    jwks_file: Option<PathBuf>,
+    /// File holding a shared HS256 secret (≥ 32 bytes); only HS256 tokens are then accepted.
+    #[arg(long, env = "SYNC_API_JWT_HS256_SECRET_FILE")]
+    jwt_hs256_secret_file: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "SYNC_API_JWT_ISSUER")]
+    jwt_issuer: String,
+    /// Required `aud` claim.
+    #[arg(long, env = "SYNC_API_JWT_AUDIENCE", default_value = "authenticated")]
+    jwt_audience: String,
+    /// Most pooled database connections.
+    #[arg(long, env = "SYNC_API_POOL_SIZE", default_value_t = 16)]
+    pool_size: usize,
+    /// Bound on a pool checkout and on opening a database connection, in ms.
+    #[arg(long, env = "SYNC_API_POOL_TIMEOUT_MS", default_value_t = 5000)]
+    pool_timeout_ms: u64,
+    /// `statement_timeout` of every tenant transaction, in ms.
+    #[arg(long, env = "SYNC_API_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    statement_timeout_ms: u64,
+    /// Bound on a whole request (body read and handling), in ms.
+    #[arg(long, env = "SYNC_API_REQUEST_TIMEOUT_MS", default_value_t = 15000)]
+    request_timeout_ms: u64,
+    /// Bound on reading a request's headers (and keep-alive idle), in ms.
+    #[arg(long, env = "SYNC_API_HEADER_READ_TIMEOUT_MS", default_value_t = 10000)]
+    header_read_timeout_ms: u64,
+    /// How long shutdown waits for requests in flight, in ms.
+    #[arg(long, env = "SYNC_API_SHUTDOWN_DRAIN_MS", default_value_t = 20000)]
+    shutdown_drain_ms: u64,
+    /// Log format.
+    #[arg(long, env = "SYNC_API_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let keys = if let Some(url) = args.jwks_url {
+        KeySource::JwksUrl(url)
+    } else if let Some(path) = args.jwks_file {
+        KeySource::JwksFile(path)
+    } else if let Some(path) = args.jwt_hs256_secret_file {
+        let mut secret =
+            std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            secret.pop();
+        }
+        KeySource::Hs256Secret(secret)
+    } else {
+        return Err("give --jwks-url, --jwks-file or --jwt-hs256-secret-file".into());
+    };
+    let verifier = Verifier::new(AuthConfig {
+        keys,
+        issuer: args.jwt_issuer,
+        audience: args.jwt_audience,
+        jwks_min_refresh: sync_api::auth::JWKS_MIN_REFRESH,
+    })
+    .await?;
+
+    let config = sync_connect::resolve_config(Some(&args.database_url))
+        .map_err(|e| format!("DATABASE_URL: {e}"))?;
+    let tls =
+        sync_connect::TlsOptions::resolve(Some(&args.database_url), args.db_ca_file.as_deref())
+            .map_err(|e| format!("database TLS settings: {e}"))?;
+    let pool = sync_connect::pool_with_wait(
+        &config,
+        &tls,
+        args.pool_size.max(1),
+        Duration::from_millis(args.pool_timeout_ms),
+    )
+    .map_err(|e| format!("database pool: {e}"))?;
+    let store = sync_store::Store::new(pool.clone());
+    let limits = Limits {
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        statement_timeout: Duration::from_millis(args.statement_timeout_ms),
+        ..Limits::default()
+    };
+    let app = sync_api::router(AppState::new(store, Arc::new(verifier), limits));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = args.metrics_bind {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| format!("metrics recorder: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("binding --metrics-bind {addr}: {e}"))?;
+        tracing::info!(%addr, "metrics listening");
+        let metrics = sync_api::server::metrics_router(handle, pool.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, metrics)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| format!("binding --bind {}: {e}", args.bind))?;
+    tracing::info!(addr = %args.bind, "sync-api listening");
+    sync_api::server::serve(
+        listener,
+        app,
+        Duration::from_millis(args.header_read_timeout_ms),
+        Duration::from_millis(args.shutdown_drain_ms),
+        sync_api::server::shutdown_signal(),
+    )
+    .await
+    .map_err(|e| format!("serving: {e}"))?;
+    let _ = stop_tx.send(true);
+    drop(stop_rx);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logs(args.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("sync-api: {e}");
+            eprintln!("sync-api: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Serving: HTTP/1.1 with a header-read timeout, graceful shutdown, and the
+//! separate metrics listener.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops
+/// accepting and waits up to `drain` for requests in flight.
+///
+/// A connection must deliver a request's headers within `header_read_timeout`
+/// (also the idle limit between keep-alive requests), so slow or silent
+/// clients cannot hold connections open.
+///
+/// # Errors
+/// None in practice: accept errors (e.g. out of file descriptors) are logged
+/// and retried after a short pause; the `Result` is kept for future use.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    header_read_timeout: Duration,
+    drain: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(64 * 1024);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(app.clone());
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; draining requests in flight");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?drain,
+            "some connections were still busy after the drain period"
+        );
+    }
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+///
+/// # Panics
+/// When the signal handlers cannot be installed (no Tokio runtime with signals).
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// The metrics router, for a listener of its own (`--metrics-bind`), never
+/// the public one: `GET /metrics` in Prometheus text format, with the pool's
+/// size and free connections sampled at each scrape.
+pub fn metrics_router(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    pool: deadpool_postgres::Pool,
+) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            let pool = pool.clone();
+            async move {
+                let status = pool.status();
+                metrics::gauge!("db_pool_size").set(status.size as f64);
+                metrics::gauge!("db_pool_available").set(status.available as f64);
+                metrics::gauge!("db_pool_waiting").set(status.waiting as f64);
+                handle.render()
+            }
+        }),
+    )
+}
