@@ -231,7 +231,6 @@ pub fn pool(config: &Config, tls: &TlsOptions, max_size: usize) -> Result<Pool> 
 /// # Errors
 /// [`Error::Unavailable`] when the TLS settings cannot be used or the pool
 /// cannot be built.
-#[allow(clippy::result_large_err)] // the crate-wide Error, as in `pool`
 pub fn pool_with_wait(
     config: &Config,
     tls: &TlsOptions,
