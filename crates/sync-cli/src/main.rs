@@ -216,38 +216,13 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let url = cli.database_url.as_deref();
     let config = sync_connect::resolve_config(url)?;
     let tls = TlsOptions::resolve(url, cli.ca_file.as_deref())?;
-    let check_pooler = !cli.skip_pooler_check_dangerously;
-    if check_pooler {
-        for host in config.get_hosts() {
-            if let Host::Tcp(name) = host {
-                sync_connect::pooler::refuse_pooler_host(name)?;
-            }
-        }
-    }
-    if let Some(name) = changing_command(&cli.command) {
-        // Say where a changing command acts before it does anything.
-        eprintln!("sync-migrate {name}: {}", describe_target(&config));
-    }
-    let mut client = sync_connect::connect(&config, &tls).await?;
-    if matches!(
-        cli.command,
-        Command::Doctor { .. } | Command::Cleanup | Command::Stats { .. }
-    ) {
-        require_migrated(&client).await?;
-    }
-    if check_pooler && matches!(cli.command, Command::Up { .. } | Command::Down) {
-        // Two connections: the only way to see an idle transaction-mode pooler.
-        let second = sync_connect::connect(&config, &tls).await?;
-        sync_connect::pooler::refuse_transaction_pooler_two_connections(&client, &second).await?;
-    }
+    let mut client = open(&cli, &config, &tls).await?;
     let options = MigrateOptions {
         lock_wait: Duration::from_secs(cli.lock_wait_secs),
+        refuse_pooler: !cli.skip_pooler_check_dangerously,
         ..MigrateOptions::default()
     };
-    let options = MigrateOptions {
-        refuse_pooler: check_pooler,
-        ..options
-    };
+    let json = cli.json;
     match cli.command {
         Command::Doctor {
             user_id,
@@ -259,131 +234,185 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             if let Some(now) = now {
                 options = options.with_now(now);
             }
-            return Ok(ops::doctor(&client, user_id, &options, cli.json).await?);
+            Ok(ops::doctor(&client, user_id, &options, json).await?)
         }
         Command::Cleanup => {
             let store = sync_store::Store::new(sync_connect::pool(&config, &tls, 1)?);
-            return Ok(ops::cleanup(&store, cli.json).await?);
+            Ok(ops::cleanup(&store, json).await?)
         }
         Command::Stats { org, since } => {
             let store = sync_store::Store::new(sync_connect::pool(&config, &tls, 1)?);
-            return Ok(ops::stats(&store, org, since, cli.json).await?);
+            Ok(ops::stats(&store, org, since, json).await?)
         }
-        Command::Partitions(cmd) => {
-            return partitions::run(cmd, &mut client, cli.json)
-                .await
-                .map_err(CliError::Other);
+        Command::Partitions(cmd) => partitions::run(cmd, &mut client, json)
+            .await
+            .map_err(CliError::Other),
+        Command::Up { no_partitions } => up(&mut client, &options, no_partitions, json).await,
+        Command::Down => down(&mut client, &options, json).await,
+        Command::Status => status(&mut client, json).await,
+        Command::Verify => verify(&client, json).await,
+    }
+}
+
+/// Checks the host names and (for `up`/`down`) the session for a
+/// transaction-mode pooler, says where a changing command acts, connects, and
+/// makes sure the commands that read 0024's tables find them.
+async fn open(
+    cli: &Cli,
+    config: &tokio_postgres::Config,
+    tls: &TlsOptions,
+) -> Result<tokio_postgres::Client, CliError> {
+    let check_pooler = !cli.skip_pooler_check_dangerously;
+    if check_pooler {
+        for host in config.get_hosts() {
+            if let Host::Tcp(name) = host {
+                sync_connect::pooler::refuse_pooler_host(name)?;
+            }
         }
-        Command::Up { no_partitions } => {
-            let report = sync_migrations::apply(&mut client, &options).await?;
-            let partitions = if no_partitions {
-                None
-            } else {
-                Some(
-                    sync_migrations::partitions::ensure_partitions(
-                        &mut client,
-                        MONTHS_AHEAD,
-                        &sync_migrations::partitions::PartitionOptions::default(),
-                        |p| eprintln!("moving rows out of the catch-all: {} moved", p.rows_moved),
+    }
+    if let Some(name) = changing_command(&cli.command) {
+        // Say where a changing command acts before it does anything.
+        eprintln!("sync-migrate {name}: {}", describe_target(config));
+    }
+    let client = sync_connect::connect(config, tls).await?;
+    if matches!(
+        cli.command,
+        Command::Doctor { .. } | Command::Cleanup | Command::Stats { .. }
+    ) {
+        require_migrated(&client).await?;
+    }
+    if check_pooler && matches!(cli.command, Command::Up { .. } | Command::Down) {
+        // Two connections: the only way to see an idle transaction-mode pooler.
+        let second = sync_connect::connect(config, tls).await?;
+        sync_connect::pooler::refuse_transaction_pooler_two_connections(&client, &second).await?;
+    }
+    Ok(client)
+}
+
+/// `up`: apply, then (unless `no_partitions`) ensure the partitions.
+async fn up(
+    client: &mut tokio_postgres::Client,
+    options: &MigrateOptions,
+    no_partitions: bool,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let report = sync_migrations::apply(client, options).await?;
+    let partitions = if no_partitions {
+        None
+    } else {
+        Some(
+            sync_migrations::partitions::ensure_partitions(
+                client,
+                MONTHS_AHEAD,
+                &sync_migrations::partitions::PartitionOptions::default(),
+                |p| eprintln!("moving rows out of the catch-all: {} moved", p.rows_moved),
+            )
+            .await
+            .map_err(|e| {
+                CliError::Other(
+                    format!(
+                        "the migrations are applied, but creating the activity-log \
+                         partitions failed: {e}; run `sync-migrate partitions ensure` \
+                         once the cause is fixed"
                     )
-                    .await
-                    .map_err(|e| {
-                        CliError::Other(
-                            format!(
-                                "the migrations are applied, but creating the activity-log \
-                                 partitions failed: {e}; run `sync-migrate partitions ensure` \
-                                 once the cause is fixed"
-                            )
-                            .into(),
-                        )
-                    })?,
+                    .into(),
                 )
+            })?,
+        )
+    };
+    if json {
+        let mut body = serde_json::to_value(&report).expect("report types serialise");
+        body["partitions"] = serde_json::to_value(&partitions).expect("report serialises");
+        print_json(&body);
+    } else if report.applied.is_empty() {
+        println!(
+            "Nothing to apply: all {} migration(s) already applied.",
+            report.already_applied
+        );
+    } else {
+        for m in &report.applied {
+            println!("Applied V{}__{}", m.version, m.name);
+        }
+    }
+    if let (Some(p), false) = (&partitions, json) {
+        println!(
+            "Activity-log partitions reach {} (current month {} + {MONTHS_AHEAD}); created {}, moved {} row(s).",
+            p.through,
+            p.current_month,
+            p.created.len(),
+            p.rows_moved
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `down`: roll back 0025 and 0024.
+async fn down(
+    client: &mut tokio_postgres::Client,
+    options: &MigrateOptions,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let outcome = sync_migrations::rollback_0024_dropping_data(client, options).await?;
+    if json {
+        print_json(&serde_json::json!({ "outcome": outcome }));
+    } else {
+        match outcome {
+            RollbackOutcome::RolledBack => println!("Rolled back 0024."),
+            RollbackOutcome::WasNotApplied => {
+                println!("0024 was not applied; removed any of its objects that were left.")
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status`: every migration's state; exit 1 on a changed or unknown one.
+async fn status(client: &mut tokio_postgres::Client, json: bool) -> Result<ExitCode, CliError> {
+    let lines = sync_migrations::status(client).await?;
+    let problems = lines.iter().filter(|l| l.state.is_problem()).count();
+    if json {
+        print_json(&lines);
+    } else {
+        println!("{:<8} {:<32} {:<20} State", "Version", "Name", "Checksum");
+        for l in &lines {
+            let state = match &l.state {
+                MigrationState::Applied { applied_on } => {
+                    format!("applied {}", applied_on.as_deref().unwrap_or(""))
+                }
+                MigrationState::ChangedAfterApply {
+                    applied_checksum, ..
+                } => format!("CHANGED after apply (database checksum {applied_checksum})"),
+                MigrationState::Pending => "pending".to_owned(),
+                MigrationState::UnknownToThisBuild => "applied, unknown to this build".to_owned(),
             };
-            if cli.json {
-                let mut body = serde_json::to_value(&report).expect("report types serialise");
-                body["partitions"] = serde_json::to_value(&partitions).expect("report serialises");
-                print_json(&body);
-            } else if report.applied.is_empty() {
-                println!(
-                    "Nothing to apply: all {} migration(s) already applied.",
-                    report.already_applied
-                );
-            } else {
-                for m in &report.applied {
-                    println!("Applied V{}__{}", m.version, m.name);
-                }
-            }
-            if let (Some(p), false) = (&partitions, cli.json) {
-                println!(
-                    "Activity-log partitions reach {} (current month {} + {MONTHS_AHEAD}); created {}, moved {} row(s).",
-                    p.through,
-                    p.current_month,
-                    p.created.len(),
-                    p.rows_moved
-                );
-            }
+            let checksum = l.checksum.map(|c| c.to_string()).unwrap_or_default();
+            println!("{:<8} {:<32} {:<20} {}", l.version, l.name, checksum, state);
         }
-        Command::Down => {
-            let outcome =
-                sync_migrations::rollback_0024_dropping_data(&mut client, &options).await?;
-            if cli.json {
-                print_json(&serde_json::json!({ "outcome": outcome }));
-            } else {
-                match outcome {
-                    RollbackOutcome::RolledBack => println!("Rolled back 0024."),
-                    RollbackOutcome::WasNotApplied => {
-                        println!("0024 was not applied; removed any of its objects that were left.")
-                    }
-                }
-            }
+    }
+    if problems > 0 {
+        eprintln!(
+            "sync-migrate: {problems} migration(s) changed after apply or unknown to this \
+             build; `up` refuses this database. Restore the edited migration file, or run \
+             a build that includes the unknown one"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verify`: the spec's VERIFICATION RESULTS; exit 1 on any ✗.
+async fn verify(client: &tokio_postgres::Client, json: bool) -> Result<ExitCode, CliError> {
+    let report = sync_migrations::verify(client).await?;
+    if json {
+        print_json(&serde_json::json!({ "ok": report.is_ok(), "checks": report.checks }));
+    } else {
+        print!("{}", report.to_table());
+    }
+    if !report.is_ok() {
+        if !json {
+            eprintln!("sync-migrate: verification failed (rows marked ✗)");
         }
-        Command::Status => {
-            let lines = sync_migrations::status(&mut client).await?;
-            let problems = lines.iter().filter(|l| l.state.is_problem()).count();
-            if cli.json {
-                print_json(&lines);
-            } else {
-                println!("{:<8} {:<32} {:<20} State", "Version", "Name", "Checksum");
-                for l in &lines {
-                    let state = match &l.state {
-                        MigrationState::Applied { applied_on } => {
-                            format!("applied {}", applied_on.as_deref().unwrap_or(""))
-                        }
-                        MigrationState::ChangedAfterApply {
-                            applied_checksum, ..
-                        } => format!("CHANGED after apply (database checksum {applied_checksum})"),
-                        MigrationState::Pending => "pending".to_owned(),
-                        MigrationState::UnknownToThisBuild => {
-                            "applied, unknown to this build".to_owned()
-                        }
-                    };
-                    let checksum = l.checksum.map(|c| c.to_string()).unwrap_or_default();
-                    println!("{:<8} {:<32} {:<20} {}", l.version, l.name, checksum, state);
-                }
-            }
-            if problems > 0 {
-                eprintln!(
-                    "sync-migrate: {problems} migration(s) changed after apply or unknown to this \
-                     build; `up` refuses this database. Restore the edited migration file, or run \
-                     a build that includes the unknown one"
-                );
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        Command::Verify => {
-            let report = sync_migrations::verify(&client).await?;
-            if cli.json {
-                print_json(&serde_json::json!({ "ok": report.is_ok(), "checks": report.checks }));
-            } else {
-                print!("{}", report.to_table());
-            }
-            if !report.is_ok() {
-                if !cli.json {
-                    eprintln!("sync-migrate: verification failed (rows marked ✗)");
-                }
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -271,7 +271,25 @@ async fn split(
     options: &PartitionOptions,
     progress: &mut (dyn FnMut(MoveProgress) + Send),
 ) -> Result<(u64, Instant), PartitionError> {
-    let p = parent.qualified();
+    let targets = targets_of(plan);
+    check_names_free(tx, parent, plan, &targets, options).await?;
+    let mut reference = plan.reference.clone();
+    if let Some(name) = &plan.old_catch_all {
+        rename_old_catch_all(tx, parent, name, options).await?;
+        reference = Some(OLD_CATCH_ALL.to_owned());
+    }
+    create_targets(tx, parent, &targets, options).await?;
+    let mut moved = 0;
+    if plan.old_catch_all.is_some() {
+        moved = move_rows(tx, parent, &targets, options, progress).await?;
+    }
+    build_indexes(tx, parent, &targets, options).await?;
+    let fk_locked_at = swap_in(tx, parent, plan, &targets, reference.as_deref(), options).await?;
+    Ok((moved, fk_locked_at))
+}
+
+/// The new tables: one per missing month, then the new catch-all.
+fn targets_of(plan: &Plan) -> Vec<Target> {
     let mut targets: Vec<Target> = plan
         .months
         .iter()
@@ -286,9 +304,18 @@ async fn split(
         from: plan.catch_all_from.start_literal(),
         to: None,
     });
+    targets
+}
 
-    // Every name we are about to create must be free (the old catch-all's own
-    // name is freed by renaming it first).
+/// Every name about to be created must be free (the old catch-all's own name
+/// is freed by renaming it first): else [`PartitionError::NameTaken`].
+async fn check_names_free(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    plan: &Plan,
+    targets: &[Target],
+    options: &PartitionOptions,
+) -> Result<(), PartitionError> {
     let mut wanted: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
     wanted.extend([STAGING, INDEX_STAGING, OLD_CATCH_ALL]);
     for name in wanted {
@@ -312,53 +339,69 @@ async fn split(
         }
     }
 
-    let old = parent.qualify(OLD_CATCH_ALL);
-    let mut reference = plan.reference.clone();
-    if let Some(name) = &plan.old_catch_all {
-        // Still attached: renaming it (and its indexes, whose names the new
-        // catch-all's indexes will take) needs no lock beyond the one we hold.
-        let q = parent.qualify(name);
-        let indexes: Vec<String> = tx
-            .query(
-                "SELECT c.relname::text FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid \
-                  WHERE x.indrelid = $1::text::regclass ORDER BY c.relname",
-                &[&q],
+    Ok(())
+}
+
+/// Renames the old catch-all `name` (still attached) and its indexes, whose
+/// names the new catch-all's indexes will take, out of the way. Needs no lock
+/// beyond the one already held.
+async fn rename_old_catch_all(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    name: &str,
+    options: &PartitionOptions,
+) -> Result<(), PartitionError> {
+    let q = parent.qualify(name);
+    let indexes: Vec<String> = tx
+        .query(
+            "SELECT c.relname::text FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid \
+              WHERE x.indrelid = $1::text::regclass ORDER BY c.relname",
+            &[&q],
+        )
+        .await
+        .map_err(|e| {
+            PartitionError::from_pg(
+                format!("reading the indexes of {name}"),
+                options.lock_timeout,
+                e,
             )
-            .await
-            .map_err(|e| {
-                PartitionError::from_pg(
-                    format!("reading the indexes of {name}"),
-                    options.lock_timeout,
-                    e,
-                )
-            })?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for (i, index) in indexes.iter().enumerate() {
-            exec(
-                tx,
-                options,
-                format!("renaming index {index} of {name}"),
-                &format!(
-                    "ALTER INDEX {} RENAME TO {}",
-                    parent.qualify(index),
-                    quote_ident(&format!("{OLD_CATCH_ALL}_idx{i}"))
-                ),
-            )
-            .await?;
-        }
+        })?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (i, index) in indexes.iter().enumerate() {
         exec(
             tx,
             options,
-            format!("renaming {name} to {OLD_CATCH_ALL}"),
-            &format!("ALTER TABLE {q} RENAME TO {OLD_CATCH_ALL}"),
+            format!("renaming index {index} of {name}"),
+            &format!(
+                "ALTER INDEX {} RENAME TO {}",
+                parent.qualify(index),
+                quote_ident(&format!("{OLD_CATCH_ALL}_idx{i}"))
+            ),
         )
         .await?;
-        reference = Some(OLD_CATCH_ALL.to_owned());
     }
+    exec(
+        tx,
+        options,
+        format!("renaming {name} to {OLD_CATCH_ALL}"),
+        &format!("ALTER TABLE {q} RENAME TO {OLD_CATCH_ALL}"),
+    )
+    .await?;
+    Ok(())
+}
 
-    for t in &targets {
+/// Creates each target as a plain table `LIKE` the parent, with a CHECK on its
+/// bounds (so the final ATTACH skips its validation scan).
+async fn create_targets(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    targets: &[Target],
+    options: &PartitionOptions,
+) -> Result<(), PartitionError> {
+    let p = parent.qualified();
+    for t in targets {
         let q = parent.qualify(&t.name);
         exec(
             tx,
@@ -374,14 +417,24 @@ async fn split(
         .await?;
     }
 
-    let mut moved = 0;
-    if plan.old_catch_all.is_some() {
-        moved = move_rows(tx, parent, &targets, options, progress).await?;
-    }
-    build_indexes(tx, parent, &targets, options).await?;
+    Ok(())
+}
 
-    // Only now does the foreign-key bookkeeping start: DETACH and ATTACH take
-    // SHARE ROW EXCLUSIVE on organization and auth.users_extended until commit.
+/// Detaches the old catch-all, attaches the targets (dropping their bounds
+/// CHECKs, giving them RLS, the TRUNCATE guard, owner and grants) and drops the
+/// old catch-all. Returns when the foreign-key bookkeeping began: DETACH and
+/// ATTACH take SHARE ROW EXCLUSIVE on organization and auth.users_extended until
+/// commit.
+async fn swap_in(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    plan: &Plan,
+    targets: &[Target],
+    reference: Option<&str>,
+    options: &PartitionOptions,
+) -> Result<Instant, PartitionError> {
+    let p = parent.qualified();
+    let old = parent.qualify(OLD_CATCH_ALL);
     let fk_locked_at = Instant::now();
     if plan.old_catch_all.is_some() {
         exec(
@@ -392,7 +445,7 @@ async fn split(
         )
         .await?;
     }
-    for t in &targets {
+    for t in targets {
         let q = parent.qualify(&t.name);
         exec(
             tx,
@@ -408,7 +461,7 @@ async fn split(
             &format!("ALTER TABLE {q} DROP CONSTRAINT {BOUNDS_CHECK}"),
         )
         .await?;
-        copy_security(tx, parent, reference.as_deref(), &t.name, options).await?;
+        copy_security(tx, parent, reference, &t.name, options).await?;
     }
 
     if plan.old_catch_all.is_some() {
@@ -420,7 +473,7 @@ async fn split(
         )
         .await?;
     }
-    Ok((moved, fk_locked_at))
+    Ok(fk_locked_at)
 }
 
 /// Builds the parent's indexes (primary key included) on the standalone
