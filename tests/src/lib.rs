@@ -21,7 +21,6 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-pub mod cluster;
 pub mod cut_proxy;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

@@ -218,6 +218,69 @@ impl TempCluster {
     pub fn url(&self) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
     }
+
+    /// [`TempCluster::config`] for database `dbname`.
+    pub fn config_for(&self, dbname: &str) -> Config {
+        let mut c = self.config();
+        c.dbname(dbname);
+        c
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// `pg_ctl restart -m <mode>`, waiting (at most 120 s) until it accepts
+    /// connections again.
+    ///
+    /// # Panics
+    /// When the restart fails (the server log is in the message).
+    pub fn restart(&self, mode: StopMode) {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-m", mode.flag(), "-w", "-t", "120", "restart"]);
+        if let Err(e) = self.run(cmd, "pg_ctl restart") {
+            panic!("{e}");
+        }
+    }
+
+    /// SIGKILLs the postmaster, as a crash would; [`TempCluster::restart`]
+    /// (or a start) recovers.
+    ///
+    /// # Panics
+    /// When there is no `postmaster.pid` or the signal cannot be sent.
+    pub fn kill_postmaster(&self) {
+        let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .expect("postmaster.pid (is the cluster running?)");
+        let pid = pid_file.lines().next().unwrap_or_default().trim().to_owned();
+        let out = Command::new("kill")
+            .args(["-KILL", &pid])
+            .output()
+            .expect("kill");
+        assert!(out.status.success(), "kill -KILL {pid}: {out:?}");
+    }
+}
+
+/// How `pg_ctl` stops the server (`-m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// `fast`: rolls back open transactions, disconnects clients.
+    Fast,
+    /// `immediate`: every server process quits at once; crash recovery on start.
+    Immediate,
+}
+
+impl StopMode {
+    fn flag(self) -> &'static str {
+        match self {
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        }
+    }
 }
 
 impl Drop for TempCluster {

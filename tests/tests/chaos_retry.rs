@@ -16,7 +16,7 @@ use sync_store::{
     Error, NewActivity, ProgressDelta, StartSync, StatementMode, Store, SyncAction, SyncEntityType,
     SyncStatus,
 };
-use sync_tests::cluster::{Cluster, StopMode};
+use sync_tests::tempcluster::{StopMode, TempCluster};
 use sync_tests::cut_proxy::CutProxy;
 use time::OffsetDateTime;
 use tokio_postgres::{Config, NoTls};
@@ -171,11 +171,15 @@ async fn worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_workers_under_terminations_and_restarts_end_with_exact_totals() {
-    let cluster = Arc::new(Cluster::start(&[]));
-    let admin = sync_tests::connect(&cluster.config("postgres")).await;
+    // Acknowledged commits must survive an immediate restart: synchronous_commit
+    // back on (the throwaway default is off, for speed).
+    let cluster = Arc::new(
+        TempCluster::start(&[("synchronous_commit", "on")]).expect("a throwaway cluster"),
+    );
+    let admin = sync_tests::connect(&cluster.config()).await;
     admin.batch_execute("CREATE DATABASE chaos").await.unwrap();
     drop(admin);
-    let config = cluster.config("chaos");
+    let config = cluster.config_for("chaos");
     let mut c = sync_tests::connect(&config).await;
     sync_migrations::apply(&mut c, &MigrateOptions::default())
         .await

@@ -40,20 +40,16 @@ struct TenantSettings {
     statement_timeout_ms: Option<u64>,
 }
 
-impl TenantSettings {
-    fn is_default(&self) -> bool {
-        self.claims.is_none() && self.statement_timeout_ms.is_none()
-    }
-}
-
-/// Sets the verified claims and the statement timeout of a tenant transaction,
-/// after [`tenant_setup`] (as parameters: nothing is formatted into the text).
-/// A NULL parameter keeps the value in force.
-const TENANT_SETTINGS_SQL: &str = "SELECT \
-     set_config('request.jwt.claims', \
-                coalesce($1::text, current_setting('request.jwt.claims', true)), true), \
+/// Opens the tenant's view inside the transaction `BEGIN` started: the role
+/// (what `SET LOCAL ROLE` does), the claims (the verified JWT claims, else
+/// `{"sub": <user>}`), the legacy claim `request.jwt.claim.sub`, and the
+/// statement timeout (a NULL keeps the one in force). Every value is a
+/// parameter: nothing is formatted into the text.
+const TENANT_SETUP_SQL: &str = "SELECT set_config('role', $1::text, true), \
+     set_config('request.jwt.claims', $2::text, true), \
+     set_config('request.jwt.claim.sub', $3::text, true), \
      set_config('statement_timeout', \
-                coalesce($2::text, current_setting('statement_timeout')), true)";
+                coalesce($4::text, current_setting('statement_timeout')), true)";
 
 struct Inner {
     pool: Pool,
@@ -362,18 +358,6 @@ impl Drop for ConnGuard {
     }
 }
 
-/// The statement that opens a tenant transaction: one `SELECT` of
-/// `set_config('role', …, true)` (what `SET LOCAL ROLE` does) and the claims.
-/// `user` is a `Uuid`, whose text form is hex digits and dashes only, so
-/// formatting it in is safe.
-fn tenant_setup(user: Uuid) -> String {
-    format!(
-        "BEGIN; SELECT set_config('role', '{TENANT_ROLE}', true), \
-                set_config('request.jwt.claims', '{{\"sub\":\"{user}\"}}', true), \
-                set_config('request.jwt.claim.sub', '{user}', true)"
-    )
-}
-
 /// Whether the tenant user has an `auth.users_extended` row (hence an org).
 static TENANT_HAS_ORG: ScopedSql = ScopedSql::new("SELECT {has_org}");
 
@@ -383,10 +367,10 @@ impl Store {
     /// Service: one unnamed, typed statement on a pooled connection (one round
     /// trip, no transaction).
     ///
-    /// Tenant: three requests pipelined in one round trip: `BEGIN; SELECT
-    /// set_config('role', 'sync_tenant', true), set_config(claims…)` (simple
-    /// query), the statement (unnamed and typed, or the connection's cached
-    /// prepared statement), `COMMIT`. If the set-up fails the
+    /// Tenant: four requests pipelined in one round trip: `BEGIN`, the set-up
+    /// `SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2,
+    /// true), …` (every value a parameter), the statement (unnamed and typed, or
+    /// the connection's cached prepared statement), `COMMIT`. If the set-up fails the
     /// transaction is aborted, so the statement cannot run outside the tenant
     /// role; if the statement fails, `COMMIT` rolls back. The connection goes
     /// back to the pool only once `COMMIT` was acknowledged. Only when the
@@ -487,36 +471,37 @@ impl Store {
             .map_err(|e| Error::pool(operation, e))?;
         let mut guard = ConnGuard::new(obj);
         let none: Option<Uuid> = None;
-        let setup = tenant_setup(user);
         let settings = &self.tenant;
-        let claims: Option<&str> = settings.claims.as_deref();
+        let claims: String = match &settings.claims {
+            Some(claims) => claims.clone(),
+            None => serde_json::json!({ "sub": user }).to_string(),
+        };
+        let sub = user.to_string();
         let timeout: Option<String> = settings.statement_timeout_ms.map(|ms| ms.to_string());
         let ((setup, extra), (rows, commit)) = {
             let obj = guard.object();
             let client: &Client = obj;
             // join polls its futures in order, and each sends its request on its
-            // first poll: the server receives set-up, statement, COMMIT in that
-            // order, in one flight. A statement not yet cached on this connection
-            // is prepared after the set-up (as sync_tenant, which alone may use
-            // schema auth), and only then are statement and COMMIT sent, so COMMIT
-            // never precedes it: a second flight on a cache miss. A failed prepare
-            // sends no COMMIT, and the guard closes the connection.
-            // The optional settings statement is sent right after the set-up
-            // (second in the flight), so it runs before the statement.
-            let settings_query = async {
-                if settings.is_default() {
-                    return Ok(());
-                }
-                client
-                    .query_typed(
-                        TENANT_SETTINGS_SQL,
-                        &[(&claims, Type::TEXT), (&timeout, Type::TEXT)],
-                    )
-                    .await
-                    .map(drop)
-            };
-            let setup_query =
-                futures_util::future::join(client.simple_query(&setup), settings_query);
+            // first poll: the server receives BEGIN, set-up, statement, COMMIT in
+            // that order, in one flight. A statement not yet cached on this
+            // connection is prepared after the set-up (as sync_tenant, which alone
+            // may use schema auth), and only then are statement and COMMIT sent,
+            // so COMMIT never precedes it: a second flight on a cache miss. A
+            // failed prepare sends no COMMIT, and the guard closes the connection.
+            // A failed set-up aborts the transaction: the statement cannot run
+            // outside the tenant role.
+            let setup_query = futures_util::future::join(
+                client.simple_query("BEGIN"),
+                client.query_typed(
+                    TENANT_SETUP_SQL,
+                    &[
+                        (&TENANT_ROLE, Type::TEXT),
+                        (&claims, Type::TEXT),
+                        (&sub, Type::TEXT),
+                        (&timeout, Type::TEXT),
+                    ],
+                ),
+            );
             futures_util::future::join(setup_query, async {
                 let stmt = match prepared(obj, self.inner.statements, text, params).await {
                     Ok(stmt) => stmt,
