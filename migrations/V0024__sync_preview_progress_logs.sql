@@ -445,24 +445,33 @@ ALTER TABLE sync_activity_log_2026_01 ENABLE ROW LEVEL SECURITY;
 ALTER TABLE sync_activity_log_2026_02 ENABLE ROW LEVEL SECURITY;
 ALTER TABLE sync_activity_log_future  ENABLE ROW LEVEL SECURITY;
 
--- Row-level security does not apply to TRUNCATE, and ALL privileges include it:
--- a statement trigger refuses TRUNCATE of the log, or of any partition, to every
--- role that is not (a member of) the table's owner. Statement triggers are not
--- cloned to partitions, so each partition gets its own; partitions created later
--- by partition maintenance get it too (sync-migrations partitions::security).
+-- Row-level security does not apply to TRUNCATE, and ALL privileges include it
+-- (Supabase grants ALL on every table in public to anon and authenticated): a
+-- statement trigger refuses TRUNCATE of each table, and of every partition of the
+-- log, to every role that is not (a member of) the table's owner. Statement
+-- triggers are not cloned to partitions, so each partition gets its own;
+-- partitions created later by partition maintenance get it too
+-- (sync-migrations partitions::security). Catalog names are schema-qualified and
+-- the search_path is pinned (below): a temporary table named pg_class cannot
+-- answer in place of the catalog.
 CREATE FUNCTION sync_refuse_truncate() RETURNS trigger
     LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF NOT pg_has_role(current_user,
-                       (SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID),
-                       'MEMBER') THEN
-        RAISE EXCEPTION '% is append-only for every role but its owner: TRUNCATE refused',
+    IF NOT pg_catalog.pg_has_role(current_user,
+               (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = TG_RELID),
+               'MEMBER') THEN
+        RAISE EXCEPTION 'TRUNCATE of % refused: row-level security cannot filter it, so only the table''s owner may truncate it',
                         TG_TABLE_NAME
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN NULL;
 END
 $fn$;
+
+CREATE TRIGGER trg_sync_preview_cache_05_no_truncate BEFORE TRUNCATE ON sync_preview_cache
+    FOR EACH STATEMENT EXECUTE FUNCTION sync_refuse_truncate();
+CREATE TRIGGER trg_sync_progress_05_no_truncate BEFORE TRUNCATE ON sync_progress
+    FOR EACH STATEMENT EXECUTE FUNCTION sync_refuse_truncate();
 
 CREATE TRIGGER trg_sync_activity_log_10_no_truncate BEFORE TRUNCATE ON sync_activity_log
     FOR EACH STATEMENT EXECUTE FUNCTION sync_refuse_truncate();
@@ -483,3 +492,47 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON sync_preview_cache TO sync_tenant;
 GRANT SELECT, INSERT, UPDATE, DELETE ON sync_progress TO sync_tenant;
 GRANT SELECT, INSERT ON sync_activity_log TO sync_tenant;
 GRANT EXECUTE ON FUNCTION auto_cleanup_preview_cache() TO sync_tenant;
+
+-- Every function of 0024 runs with a pinned search_path: this schema, then
+-- pg_catalog, then pg_temp LAST. Unpinned, pg_temp is searched first, so a
+-- session's temporary table named like one of ours would take its place inside
+-- a trigger (e.g. the audit rows of a sync written to a temporary table).
+DO $pin$
+DECLARE
+    f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['sync_preview_cache_defaults', 'sync_progress_detect_completion',
+                             'sync_progress_compute_metrics', 'sync_progress_log_activity',
+                             'auto_cleanup_preview_cache', 'sync_refuse_truncate'] LOOP
+        EXECUTE format('ALTER FUNCTION %I() SET search_path = %I, pg_catalog, pg_temp',
+                       f, current_schema());
+    END LOOP;
+END
+$pin$;
+
+-- RLS does not filter TRUNCATE, and a role holding TRIGGER on a table can make
+-- the owner's own writes run its code. Default privileges (Supabase grants ALL
+-- on new tables in public to anon, authenticated, service_role) hand both out
+-- at CREATE TABLE: take TRIGGER, TRUNCATE and REFERENCES back from every role
+-- but the owner on the three tables and their partitions. (A later explicit
+-- GRANT gives them back: `sync-migrate doctor` fails on it.)
+DO $revoke$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT c.oid::regclass AS rel,
+               CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                    ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS grantee
+          FROM pg_class c, aclexplode(c.relacl) a
+         WHERE (c.oid IN ('sync_preview_cache'::regclass, 'sync_progress'::regclass,
+                          'sync_activity_log'::regclass)
+                OR c.oid IN (SELECT inhrelid FROM pg_inherits
+                              WHERE inhparent = 'sync_activity_log'::regclass))
+           AND a.grantee <> c.relowner
+           AND a.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES')
+    LOOP
+        EXECUTE format('REVOKE TRIGGER, TRUNCATE, REFERENCES ON TABLE %s FROM %s', r.rel, r.grantee);
+    END LOOP;
+END
+$revoke$;

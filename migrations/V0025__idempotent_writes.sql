@@ -47,11 +47,13 @@ CREATE INDEX sync_activity_batch_applied_at_idx ON sync_activity_batch (applied_
 -- Deletes the tick keys of a sync when it finishes: a finished sync accepts no
 -- tick, so its keys are no longer needed. SECURITY DEFINER (the owner of the
 -- tables, which bypasses row-level security) so that a tenant completing its
--- own sync needs no DELETE privilege on the key table; search_path pinned to
--- the one this migration ran with.
+-- own sync needs no DELETE privilege on the key table. Its search_path is
+-- pinned below with pg_temp LAST: with pg_temp first (the default, and what
+-- `SET search_path FROM CURRENT` keeps), a caller's temporary table named
+-- sync_progress_tick_key, with a trigger of the caller's, would run the
+-- caller's code as the owner.
 CREATE FUNCTION sync_progress_prune_tick_keys() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path FROM CURRENT
 AS $fn$
 BEGIN
     DELETE FROM sync_progress_tick_key
@@ -59,6 +61,13 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+
+DO $pin$
+BEGIN
+    EXECUTE format('ALTER FUNCTION sync_progress_prune_tick_keys() '
+                   'SET search_path = %I, pg_catalog, pg_temp', current_schema());
+END
+$pin$;
 
 REVOKE ALL ON FUNCTION sync_progress_prune_tick_keys() FROM PUBLIC;
 
@@ -101,3 +110,23 @@ $rls$;
 -- their org; the foreign key to their org's sync). Bulk batches are
 -- service-scope only: no grant.
 GRANT SELECT, INSERT ON sync_progress_tick_key TO sync_tenant;
+
+-- As for 0024's tables: TRIGGER, TRUNCATE and REFERENCES back from every role but
+-- the owner (default privileges hand them out at CREATE TABLE).
+DO $revoke$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT c.oid::regclass AS rel,
+               CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                    ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS grantee
+          FROM pg_class c, aclexplode(c.relacl) a
+         WHERE c.oid IN ('sync_progress_tick_key'::regclass, 'sync_activity_batch'::regclass)
+           AND a.grantee <> c.relowner
+           AND a.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES')
+    LOOP
+        EXECUTE format('REVOKE TRIGGER, TRUNCATE, REFERENCES ON TABLE %s FROM %s', r.rel, r.grantee);
+    END LOOP;
+END
+$revoke$;

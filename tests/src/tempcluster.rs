@@ -256,7 +256,12 @@ impl TempCluster {
     pub fn kill_postmaster(&self) {
         let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
             .expect("postmaster.pid (is the cluster running?)");
-        let pid = pid_file.lines().next().unwrap_or_default().trim().to_owned();
+        let pid = pid_file
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         let out = Command::new("kill")
             .args(["-KILL", &pid])
             .output()

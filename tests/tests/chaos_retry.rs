@@ -16,8 +16,8 @@ use sync_store::{
     Error, NewActivity, ProgressDelta, StartSync, StatementMode, Store, SyncAction, SyncEntityType,
     SyncStatus,
 };
-use sync_tests::tempcluster::{StopMode, TempCluster};
 use sync_tests::cut_proxy::CutProxy;
+use sync_tests::tempcluster::{StopMode, TempCluster};
 use time::OffsetDateTime;
 use tokio_postgres::{Config, NoTls};
 use uuid::Uuid;
@@ -173,9 +173,8 @@ async fn worker(
 async fn eight_workers_under_terminations_and_restarts_end_with_exact_totals() {
     // Acknowledged commits must survive an immediate restart: synchronous_commit
     // back on (the throwaway default is off, for speed).
-    let cluster = Arc::new(
-        TempCluster::start(&[("synchronous_commit", "on")]).expect("a throwaway cluster"),
-    );
+    let cluster =
+        Arc::new(TempCluster::start(&[("synchronous_commit", "on")]).expect("a throwaway cluster"));
     let admin = sync_tests::connect(&cluster.config()).await;
     admin.batch_execute("CREATE DATABASE chaos").await.unwrap();
     drop(admin);

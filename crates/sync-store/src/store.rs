@@ -472,9 +472,13 @@ impl Store {
         let mut guard = ConnGuard::new(obj);
         let none: Option<Uuid> = None;
         let settings = &self.tenant;
-        let claims: String = match &settings.claims {
-            Some(claims) => claims.clone(),
-            None => serde_json::json!({ "sub": user }).to_string(),
+        let default_claims;
+        let claims: &str = match &settings.claims {
+            Some(claims) => claims,
+            None => {
+                default_claims = serde_json::json!({ "sub": user }).to_string();
+                &default_claims
+            }
         };
         let sub = user.to_string();
         let timeout: Option<String> = settings.statement_timeout_ms.map(|ms| ms.to_string());
@@ -490,17 +494,15 @@ impl Store {
             // failed prepare sends no COMMIT, and the guard closes the connection.
             // A failed set-up aborts the transaction: the statement cannot run
             // outside the tenant role.
+            let setup_params: [Param<'_>; 4] = [
+                (&TENANT_ROLE, Type::TEXT),
+                (&claims, Type::TEXT),
+                (&sub, Type::TEXT),
+                (&timeout, Type::TEXT),
+            ];
             let setup_query = futures_util::future::join(
                 client.simple_query("BEGIN"),
-                client.query_typed(
-                    TENANT_SETUP_SQL,
-                    &[
-                        (&TENANT_ROLE, Type::TEXT),
-                        (&claims, Type::TEXT),
-                        (&sub, Type::TEXT),
-                        (&timeout, Type::TEXT),
-                    ],
-                ),
+                client.query_typed(TENANT_SETUP_SQL, &setup_params),
             );
             futures_util::future::join(setup_query, async {
                 let stmt = match prepared(obj, self.inner.statements, text, params).await {
