@@ -79,6 +79,8 @@ async fn doctor_prints_a_line_per_check_and_exits_1_on_a_failure() {
         ("expired_cache_rows", "PASS"),
         ("progress_query_plan", "PASS"),
         ("unused_indexes", "WARN"),
+        ("table_privileges", "PASS"),
+        ("foreign_triggers", "PASS"),
     ] {
         let line = text
             .lines()

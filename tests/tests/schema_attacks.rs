@@ -218,3 +218,50 @@ async fn default_privileges_do_not_leave_trigger_or_truncate_to_other_roles() {
         .await
         .unwrap();
 }
+
+/// A later explicit GRANT gives TRIGGER back, and a trigger of someone else's on
+/// a sync table runs inside every writer's statement: `doctor` fails on both.
+#[tokio::test]
+async fn doctor_fails_on_trigger_privileges_and_foreign_triggers() {
+    let f = Fixture::new().await;
+    let check = |findings: &[sync_migrations::Finding], name: &str| {
+        findings
+            .iter()
+            .find(|x| x.check == name)
+            .unwrap_or_else(|| panic!("no {name} check"))
+            .verdict
+    };
+    let healthy = sync_migrations::doctor(&f.admin, None).await.unwrap();
+    assert_eq!(
+        check(&healthy, "table_privileges"),
+        sync_migrations::Verdict::Pass
+    );
+    assert_eq!(
+        check(&healthy, "foreign_triggers"),
+        sync_migrations::Verdict::Pass
+    );
+
+    let (role, config) = f.db.login_role("trigger_holder").await;
+    f.admin
+        .batch_execute(&format!(
+            "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"
+        ))
+        .await
+        .unwrap();
+    let c = sync_tests::connect(&config).await;
+    // A persistent trigger of the attacker's, using an existing function: the
+    // owner's inserts into the log would be silently dropped.
+    c.batch_execute(
+        "CREATE TRIGGER zz_drop BEFORE INSERT ON sync_activity_log \
+         FOR EACH ROW EXECUTE FUNCTION sync_refuse_truncate()",
+    )
+    .await
+    .unwrap();
+    let sick = sync_migrations::doctor(&f.admin, None).await.unwrap();
+    let privileges = sick.iter().find(|x| x.check == "table_privileges").unwrap();
+    assert_eq!(privileges.verdict, sync_migrations::Verdict::Fail);
+    assert!(privileges.found.contains(&role), "{}", privileges.found);
+    let triggers = sick.iter().find(|x| x.check == "foreign_triggers").unwrap();
+    assert_eq!(triggers.verdict, sync_migrations::Verdict::Fail);
+    assert!(triggers.found.contains("zz_drop"), "{}", triggers.found);
+}

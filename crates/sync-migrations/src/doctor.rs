@@ -45,6 +45,62 @@ pub(crate) const TRIGGERS: [&str; 5] = [
     "trg_sync_progress_40_log_finish",
 ];
 
+/// The triggers of the migrations (0024, 0025), as (trigger, function): any
+/// other trigger on the sync tables is someone else's code. The TRUNCATE guard
+/// counts only as a TRUNCATE trigger.
+const OUR_TRIGGERS: [(&str, &str); 11] = [
+    (
+        "trg_sync_preview_cache_10_defaults",
+        "sync_preview_cache_defaults",
+    ),
+    (
+        "trg_sync_progress_10_completion",
+        "sync_progress_detect_completion",
+    ),
+    (
+        "trg_sync_progress_20_metrics",
+        "sync_progress_compute_metrics",
+    ),
+    (
+        "trg_sync_progress_30_log_start",
+        "sync_progress_log_activity",
+    ),
+    (
+        "trg_sync_progress_40_log_finish",
+        "sync_progress_log_activity",
+    ),
+    (
+        "trg_sync_progress_50_prune_tick_keys",
+        "sync_progress_prune_tick_keys",
+    ),
+    (
+        "trg_sync_preview_cache_05_no_truncate",
+        "sync_refuse_truncate",
+    ),
+    ("trg_sync_progress_05_no_truncate", "sync_refuse_truncate"),
+    (
+        "trg_sync_activity_log_10_no_truncate",
+        "sync_refuse_truncate",
+    ),
+    (
+        "trg_sync_progress_tick_key_10_no_truncate",
+        "sync_refuse_truncate",
+    ),
+    (
+        "trg_sync_activity_batch_10_no_truncate",
+        "sync_refuse_truncate",
+    ),
+];
+
+/// The sync tables and every partition of the log (a `WHERE` on `c.oid`).
+macro_rules! sync_relations {
+    () => {
+        "(c.oid IN (SELECT to_regclass(t) FROM unnest(ARRAY['sync_preview_cache', \
+         'sync_progress', 'sync_activity_log', 'sync_progress_tick_key', 'sync_activity_batch']) t) \
+         OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass('sync_activity_log')))"
+    };
+}
+
 /// What [`doctor_with`] measures against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -132,6 +188,8 @@ pub async fn doctor_with(
         expired_cache_rows(client).await?,
         progress_query_plan(client).await?,
         unused_indexes(client).await?,
+        table_privileges(client).await?,
+        foreign_triggers(client).await?,
     ])
 }
 
@@ -489,6 +547,74 @@ async fn unused_indexes(client: &Client) -> Result<Finding> {
             format!("never scanned since statistics reset: {}", unused.join(", ")),
             "normal on a new database; on a busy one, review before dropping (pg_stat_user_indexes)",
         )
+    })
+}
+
+/// No role but the owner holds TRIGGER or TRUNCATE on the sync tables: RLS
+/// filters neither (a trigger runs its owner's code inside the writer's
+/// statement, as the writer; TRUNCATE removes every org's rows).
+async fn table_privileges(client: &Client) -> Result<Finding> {
+    const SQL: &str = concat!(
+        "SELECT string_agg(DISTINCT c.relname || ': ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                ELSE pg_get_userbyid(a.grantee)::text END || ' ' || a.privilege_type, '; ') \
+           FROM pg_class c, aclexplode(c.relacl) a WHERE ",
+        sync_relations!(),
+        " AND a.grantee <> c.relowner AND a.privilege_type IN ('TRIGGER', 'TRUNCATE')"
+    );
+    let held: Option<String> = client
+        .query_one(SQL, &[])
+        .await
+        .map_err(Error::db("reading the privileges on the sync tables"))?
+        .get(0);
+    Ok(match held {
+        None => finding(
+            "table_privileges",
+            Verdict::Pass,
+            "no role but the owner holds TRIGGER or TRUNCATE on the sync tables",
+            "",
+        ),
+        Some(held) => finding(
+            "table_privileges",
+            Verdict::Fail,
+            format!("held by roles other than the owner (RLS filters neither): {held}"),
+            "REVOKE TRIGGER, TRUNCATE ON <table> FROM <role> for each; never grant them to API roles",
+        ),
+    })
+}
+
+/// Every trigger on the sync tables runs one of the migrations' functions.
+async fn foreign_triggers(client: &Client) -> Result<Finding> {
+    let pairs: Vec<String> = OUR_TRIGGERS
+        .iter()
+        .map(|(t, f)| format!("{t} {f}"))
+        .collect();
+    const SQL: &str = concat!(
+        "SELECT string_agg(t.tgname || ' on ' || c.relname || ' runs ' || p.proname, '; ') \
+           FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid \
+          WHERE NOT t.tgisinternal AND ",
+        sync_relations!(),
+        // tgtype bits: 4 INSERT, 8 DELETE, 16 UPDATE, 32 TRUNCATE.
+        " AND NOT (t.tgname || ' ' || p.proname = ANY($1) AND p.pronamespace = c.relnamespace \
+               AND (p.proname <> 'sync_refuse_truncate' OR t.tgtype & 60 = 32))"
+    );
+    let foreign: Option<String> = client
+        .query_one(SQL, &[&pairs])
+        .await
+        .map_err(Error::db("reading the triggers on the sync tables"))?
+        .get(0);
+    Ok(match foreign {
+        None => finding(
+            "foreign_triggers",
+            Verdict::Pass,
+            "every trigger on the sync tables is the migrations' own",
+            "",
+        ),
+        Some(foreign) => finding(
+            "foreign_triggers",
+            Verdict::Fail,
+            format!("triggers that are not the migrations': {foreign}"),
+            "find who created them (a role holding TRIGGER), DROP TRIGGER, then revoke TRIGGER",
+        ),
     })
 }
 
