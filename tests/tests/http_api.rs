@@ -157,20 +157,55 @@ async fn progress_endpoints_serve_only_the_users_org() {
         "speed is computed by the database: {body}"
     );
 
-    // User B's sync with the same id is untouched.
+    // With batch_number the report is idempotent: the same batch sent three
+    // times (a client retrying after an unknown outcome) counts once; another
+    // batch counts.
+    for _ in 0..3 {
+        let (status, body) = api
+            .post(
+                api.user_a,
+                "/api/v1/sync/progress",
+                r#"{"sync_id": "shared-id", "processed": 2, "batch_number": 7}"#,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["processed_count"], 6, "{body}");
+    }
+    let (status, body) = api
+        .post(
+            api.user_a,
+            "/api/v1/sync/progress",
+            r#"{"sync_id": "shared-id", "processed": 1, "batch_number": 8}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["processed_count"], 7, "{body}");
+    assert_eq!(body["batch_number"], 8, "{body}");
+    // The same batch number on user B's sync of the same id is its own key.
+    let (status, body) = api
+        .post(
+            api.user_b,
+            "/api/v1/sync/progress",
+            r#"{"sync_id": "shared-id", "processed": 1, "batch_number": 7}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["processed_count"], 1, "{body}");
+
+    // User B's sync with the same id is untouched by user A's reports.
     let (status, body) = api
         .get(Some(api.user_b), "/api/v1/sync/progress/shared-id")
         .await;
     assert_eq!(status, 200);
-    assert_eq!(body["processed_count"], 0);
+    assert_eq!(body["processed_count"], 1);
     assert_eq!(body["org_id"], api.org_b.to_string());
 
-    // Beyond the total (4 + 1 + 6 > 10), negative, finished, unknown, bad JSON.
+    // Beyond the total (7 + 1 + 3 > 10), negative, finished, unknown, bad JSON.
     assert_code(
         api.post(
             api.user_a,
             "/api/v1/sync/progress",
-            r#"{"sync_id": "shared-id", "processed": 6}"#,
+            r#"{"sync_id": "shared-id", "processed": 3}"#,
         )
         .await,
         400,
@@ -215,7 +250,7 @@ async fn progress_endpoints_serve_only_the_users_org() {
     let (_, body) = api
         .get(Some(api.user_a), "/api/v1/sync/progress/shared-id")
         .await;
-    assert_eq!(body["processed_count"], 4, "refused updates wrote nothing");
+    assert_eq!(body["processed_count"], 7, "refused updates wrote nothing");
 
     // A sync only org B has: 404 for A, and B's data never shows.
     let svc_only_b = "only-b";

@@ -47,9 +47,9 @@ struct ProgressResponseDoc {
 /// Increments reported by a worker. `processed` and `failed` are **added**
 /// (default 0); `current_item` replaces the stored value. `batch_number` names
 /// the batch: a retry of the same batch after an unknown outcome (timeout,
-/// dropped connection) must send the same `batch_number`, so the report
-/// is applied once (idempotency per `batch_number` is being wired in
-/// `sync_store::report_progress`; until then the number is stored as given).
+/// dropped connection) must send the same `batch_number`: a report is applied
+/// once per `(sync, batch_number)`, a repeat changes nothing and answers the
+/// current progress. Without `batch_number` every request is applied.
 #[derive(ToSchema)]
 #[schema(as = ProgressUpdate)]
 #[allow(unused)]

@@ -103,9 +103,13 @@ pub async fn get_progress(
         .ok_or_else(|| ApiError::not_found(format!("no sync {sync_id:?}")))
 }
 
-/// `POST /api/v1/sync/progress`: [`TenantScope::report_progress`] (one atomic
-/// UPDATE; the triggers recompute speed, ETA and completion), answered with the
-/// row that UPDATE returns (one round trip).
+/// `POST /api/v1/sync/progress`: an increment. With `batch_number` it is
+/// idempotent per `(sync, batch_number)`: [`TenantScope::report_progress_keyed`]
+/// with the batch number as the key, then [`TenantScope::get_sync`] for the
+/// answer (two round trips), so a client's retry of the same batch never counts
+/// twice (the repeat changes nothing and answers the current row). Without
+/// it, [`TenantScope::report_progress`] (one atomic UPDATE answered with the row
+/// it returns; one round trip), which a retry would apply again.
 /// 404 for an unknown sync, 409 for a finished one, 400 for negative counts or
 /// counts beyond the total.
 pub async fn post_progress(
@@ -118,10 +122,20 @@ pub async fn post_progress(
         current_item: update.current_item,
         batch_number: update.batch_number,
     };
-    Ok(tenant
-        .report_progress_row(&update.sync_id, &delta)
+    let Some(batch) = update.batch_number else {
+        return Ok(tenant
+            .report_progress_row(&update.sync_id, &delta)
+            .await?
+            .into());
+    };
+    tenant
+        .report_progress_keyed(&update.sync_id, i64::from(batch), &delta)
+        .await?;
+    tenant
+        .get_sync(&update.sync_id)
         .await?
-        .into())
+        .map(ProgressResponse::from)
+        .ok_or_else(|| ApiError::not_found(format!("no sync {:?}", update.sync_id)))
 }
 
 /// `GET /api/v1/sync/activity?org=&entity=&cursor=&limit=`: one page of the
