@@ -408,6 +408,20 @@ async fn framework_errors_are_json_and_there_is_no_public_metrics() {
         "not_found",
     )
     .await;
+    // A path parameter that is not UTF-8: the framework's plain-text 400 gets
+    // the JSON shape too.
+    check(
+        service
+            .http
+            .get(url("/api/v1/sync/progress/%ff%fe"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
     check(
         service
             .http

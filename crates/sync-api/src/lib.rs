@@ -262,8 +262,18 @@ async fn finish(req: Request<axum::body::Body>, next: Next) -> Response {
     let start = std::time::Instant::now();
     let resp = next.run(req).await;
     let status = resp.status();
-    let resp = if status.as_u16() >= 400 && resp.headers().get(header::CONTENT_TYPE).is_none() {
+    let json_body = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // The framework's own refusals (no body, or plain text such as a path that
+    // is not UTF-8) get the JSON shape of every other error.
+    let resp = if status.as_u16() >= 400 && !json_body {
         let (code, message) = match status {
+            StatusCode::BAD_REQUEST => (
+                "invalid_request",
+                "the request's path, query or headers could not be read",
+            ),
             StatusCode::METHOD_NOT_ALLOWED => (
                 "method_not_allowed",
                 "this route does not accept that method",
