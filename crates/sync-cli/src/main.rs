@@ -123,7 +123,10 @@ impl CliError {
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CliError::Migrations(e @ sync_migrations::Error::Unavailable { .. }) => write!(
+            CliError::Migrations(
+                e @ (sync_migrations::Error::Unavailable { .. }
+                | sync_migrations::Error::InvalidConfig { .. }),
+            ) => write!(
                 f,
                 "{e} (the connection string comes from --database-url, else DATABASE_URL, else PGHOST/PGPORT/PGUSER/PGDATABASE)"
             ),

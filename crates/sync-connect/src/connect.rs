@@ -30,7 +30,7 @@ use crate::tls::{tls_connector, tls_hint, TlsOptions};
 pub fn resolve_config(url: Option<&str>) -> Result<Config> {
     let from_env = std::env::var("DATABASE_URL").ok().filter(|s| !s.is_empty());
     if let Some(text) = url.map(str::to_owned).or(from_env) {
-        let invalid = |e: &dyn std::fmt::Display| Error::Unavailable {
+        let invalid = |e: &dyn std::fmt::Display| Error::InvalidConfig {
             reason: format!("the connection string is not valid: {e}"),
         };
         let (text, _) = split_tls_params(&text).map_err(|e| invalid(&e))?;
@@ -56,17 +56,17 @@ pub fn resolve_config(url: Option<&str>) -> Result<Config> {
         }
     }
     if let Some(port) = env("PGPORT") {
-        let port = port.parse::<u16>().map_err(|_| Error::Unavailable {
+        let port = port.parse::<u16>().map_err(|_| Error::InvalidConfig {
             reason: format!("PGPORT={port} is not a port number"),
         })?;
         config.port(port);
     }
     let user = match env("PGUSER") {
         Some(user) => user,
-        None => os_user_name().ok_or_else(|| Error::Unavailable {
+        None => os_user_name().ok_or_else(|| Error::InvalidConfig {
             reason: format!(
                 "cannot find the name of the operating-system user (uid {}) to log in as; \
-                 set PGUSER or pass --database-url",
+                 set PGUSER or pass a connection string",
                 uzers::get_effective_uid()
             ),
         })?,
@@ -264,4 +264,21 @@ fn connect_error(e: &tokio_postgres::Error, tls: &TlsOptions, config: &Config) -
         reason = format!("{reason} (sslmode={mode}). {hint}");
     }
     Error::Unavailable { reason }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn unusable_settings_are_invalid_config_not_unavailable() {
+        for url in ["postgres://h:notaport/db", "host=h port= user"] {
+            let e = resolve_config(Some(url)).expect_err(url);
+            assert!(matches!(e, Error::InvalidConfig { .. }), "{url}: {e:?}");
+        }
+        let e = TlsOptions::from_connection_string("postgres://h/db?sslmode=bogus")
+            .expect_err("sslmode=bogus");
+        assert!(matches!(e, Error::InvalidConfig { .. }), "{e:?}");
+        assert!(resolve_config(Some("postgres://u@h:5432/db")).is_ok());
+    }
 }

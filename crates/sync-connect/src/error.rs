@@ -105,6 +105,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// The connection settings cannot be used: a connection string that does not
+    /// parse, a `PGPORT` that is not a port, an unsupported `sslmode`, no user to
+    /// log in as. Nothing was sent to any server.
+    #[error("invalid connection settings: {reason}")]
+    InvalidConfig {
+        /// What is wrong, and what to set instead.
+        reason: String,
+    },
+
     /// A statement failed (while probing for a pooler).
     #[error("{during} failed: {server}")]
     Database {

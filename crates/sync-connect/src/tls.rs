@@ -99,7 +99,7 @@ impl FromStr for SslMode {
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
             other => {
-                return Err(Error::Unavailable {
+                return Err(Error::InvalidConfig {
                     reason: format!(
                         "sslmode={other} is not supported; use disable, prefer, require, verify-ca or verify-full"
                     ),
@@ -154,7 +154,7 @@ impl TlsOptions {
     /// The `sslmode` and `sslrootcert` written in a connection string (URL or
     /// `key=value`), and nothing from the environment.
     pub fn from_connection_string(text: &str) -> Result<TlsOptions> {
-        let (_, params) = split_tls_params(text).map_err(|e| Error::Unavailable {
+        let (_, params) = split_tls_params(text).map_err(|e| Error::InvalidConfig {
             reason: format!("the connection string is not valid: {e}"),
         })?;
         Ok(TlsOptions {

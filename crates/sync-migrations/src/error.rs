@@ -15,6 +15,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// The connection settings cannot be used (nothing was sent to a server).
+    #[error("invalid connection settings: {reason}")]
+    InvalidConfig {
+        /// What is wrong, and what to set instead.
+        reason: String,
+    },
+
     /// A statement outside any migration failed (reading history, taking the lock…).
     #[error("{during} failed: {server}")]
     Database {
@@ -166,6 +173,7 @@ impl From<sync_connect::Error> for Error {
     fn from(e: sync_connect::Error) -> Self {
         match e {
             sync_connect::Error::Database { during, server } => Error::Database { during, server },
+            sync_connect::Error::InvalidConfig { reason } => Error::InvalidConfig { reason },
             sync_connect::Error::PoolerDetected { reason, suggestion } => {
                 Error::PoolerDetected { reason, suggestion }
             }
