@@ -446,38 +446,41 @@ impl Drop for TlsServer {
     }
 }
 
-/// Path of the `sync-migrate` binary, built once per test process with the
-/// same cargo and target directory as the tests (`cargo build -p
-/// sync-migrations --bin sync-migrate`): cargo does not build a dependency's
-/// binaries for another package's tests.
+/// The `sync-migrate` executable, built once per test process with the same
+/// cargo and target directory as the tests.
 pub fn sync_migrate_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let out = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--message-format=json",
-                "-p",
-                "sync-cli",
-            ])
-            .args(["--bin", "sync-migrate", "--manifest-path"])
-            .arg(&manifest)
-            .output()
-            .expect("running cargo build for sync-migrate");
-        assert!(
-            out.status.success(),
-            "building sync-migrate failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
-            .find(|p| p.file_name().is_some_and(|n| n == "sync-migrate"))
-            .expect("cargo reported the sync-migrate executable")
-    })
-    .clone()
+    BIN.get_or_init(|| built(&["-p", "sync-cli", "--bin", "sync-migrate"], "sync-migrate"))
+        .clone()
+}
+
+/// The `sync_worker` example's executable, built once per test process.
+pub fn sync_worker_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| built(&["--example", "sync_worker"], "sync_worker"))
+        .clone()
+}
+
+/// `cargo build <args>` of this workspace; the executable of target `name`.
+fn built(args: &[&str], name: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let out = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--message-format=json"])
+        .args(args)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .output()
+        .unwrap_or_else(|e| panic!("running cargo build for {name}: {e}"));
+    assert!(
+        out.status.success(),
+        "building {name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"]["name"] == name)
+        .find_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo reported no executable for {name}"))
 }

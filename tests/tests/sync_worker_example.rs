@@ -2,38 +2,9 @@
 //! mode: against a test database named by `DATABASE_URL`, and without one (a
 //! throwaway PostgreSQL started from the installed binaries).
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use sync_tests::TestDb;
-
-/// Builds the example with the same cargo and target directory as the tests
-/// and returns its executable.
-fn sync_worker_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let out = Command::new(cargo)
-            .args(["build", "--quiet", "--message-format=json"])
-            .args(["--example", "sync_worker", "--manifest-path"])
-            .arg(&manifest)
-            .output()
-            .expect("running cargo build --example sync_worker");
-        assert!(
-            out.status.success(),
-            "building the sync_worker example failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["target"]["name"] == "sync_worker")
-            .find_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
-            .expect("cargo reported the sync_worker executable")
-    })
-    .clone()
-}
+use sync_tests::{sync_worker_bin, TestDb};
 
 /// The verification table's rows: each must be ✓, and all of the spec's are there.
 fn assert_verification_all_ok(out: &Output) {
