@@ -515,11 +515,32 @@ async fn build_indexes(
         )
         .await?;
     }
+    dismantle_staging(
+        tx,
+        parent,
+        &staging,
+        "index staging table",
+        targets,
+        options,
+    )
+    .await
+}
+
+/// Detaches every target from the staging partitioned table `staging` (what
+/// `label` names in messages), then drops it.
+async fn dismantle_staging(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    staging: &str,
+    label: &str,
+    targets: &[Target],
+    options: &PartitionOptions,
+) -> Result<(), PartitionError> {
     for t in targets {
         exec(
             tx,
             options,
-            format!("detaching {} from the index staging table", t.name),
+            format!("detaching {} from the {label}", t.name),
             &format!(
                 "ALTER TABLE {staging} DETACH PARTITION {}",
                 parent.qualify(&t.name)
@@ -530,11 +551,11 @@ async fn build_indexes(
     exec(
         tx,
         options,
-        "dropping the index staging table",
+        format!("dropping the {label}"),
         &format!("DROP TABLE {staging}"),
     )
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 /// Routes every row of the old catch-all into the (not yet attached) targets
@@ -613,24 +634,6 @@ async fn move_rows(
         });
         start = end;
     }
-    for t in targets {
-        exec(
-            tx,
-            options,
-            format!("detaching {} from the staging table", t.name),
-            &format!(
-                "ALTER TABLE {staging} DETACH PARTITION {}",
-                parent.qualify(&t.name)
-            ),
-        )
-        .await?;
-    }
-    exec(
-        tx,
-        options,
-        "dropping the staging table",
-        &format!("DROP TABLE {staging}"),
-    )
-    .await?;
+    dismantle_staging(tx, parent, &staging, "staging table", targets, options).await?;
     Ok(moved)
 }
