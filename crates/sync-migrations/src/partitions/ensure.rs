@@ -493,28 +493,19 @@ async fn build_indexes(
 ) -> Result<(), PartitionError> {
     let p = parent.qualified();
     let staging = parent.qualify(INDEX_STAGING);
-    exec(
+    // Attaching each target builds the parent's indexes on it.
+    assemble_staging(
         tx,
-        options,
-        "creating the index staging table",
+        parent,
+        &staging,
         &format!(
             "CREATE TABLE {staging} (LIKE {p} INCLUDING INDEXES) PARTITION BY RANGE (created_at)"
         ),
+        "index staging table",
+        targets,
+        options,
     )
     .await?;
-    for t in targets {
-        exec(
-            tx,
-            options,
-            format!("building the indexes of {}", t.name),
-            &format!(
-                "ALTER TABLE {staging} ATTACH PARTITION {} {}",
-                parent.qualify(&t.name),
-                t.bound_spec()
-            ),
-        )
-        .await?;
-    }
     dismantle_staging(
         tx,
         parent,
@@ -524,6 +515,34 @@ async fn build_indexes(
         options,
     )
     .await
+}
+
+/// Creates the staging partitioned table `staging` with `create` (what `label`
+/// names in messages) and attaches every target to it.
+async fn assemble_staging(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    staging: &str,
+    create: &str,
+    label: &str,
+    targets: &[Target],
+    options: &PartitionOptions,
+) -> Result<(), PartitionError> {
+    exec(tx, options, format!("creating the {label}"), create).await?;
+    for t in targets {
+        exec(
+            tx,
+            options,
+            format!("attaching {} to the {label}", t.name),
+            &format!(
+                "ALTER TABLE {staging} ATTACH PARTITION {} {}",
+                parent.qualify(&t.name),
+                t.bound_spec()
+            ),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Detaches every target from the staging partitioned table `staging` (what
@@ -591,26 +610,16 @@ async fn move_rows(
     if blocks == 0 {
         return Ok(0);
     }
-    exec(
+    assemble_staging(
         tx,
-        options,
-        "creating the staging table",
+        parent,
+        &staging,
         &format!("CREATE TABLE {staging} (LIKE {p}) PARTITION BY RANGE (created_at)"),
+        "staging table",
+        targets,
+        options,
     )
     .await?;
-    for t in targets {
-        exec(
-            tx,
-            options,
-            format!("attaching {} to the staging table", t.name),
-            &format!(
-                "ALTER TABLE {staging} ATTACH PARTITION {} {}",
-                parent.qualify(&t.name),
-                t.bound_spec()
-            ),
-        )
-        .await?;
-    }
     let cols = &parent.columns;
     let mut start = 0i64;
     while start < blocks {
