@@ -69,6 +69,20 @@ enum Command {
     Status,
     /// Check the live catalog against the spec's verification table; exit 1 on any shortfall.
     Verify,
+    /// Compare a database where 0024 was applied without our history (another
+    /// team's script) with our 0024, by meaning: each difference is same,
+    /// converged by --apply, or blocking. Exit 0 adoptable, 1 not. Changes
+    /// nothing without --apply.
+    Adopt {
+        /// Converge the database in phased, re-runnable steps, then record
+        /// history rows 1 and 24 as refinery would (`up` continues from there).
+        #[arg(long)]
+        apply: bool,
+        /// Adopt even when rows break one of our constraints: the constraint is
+        /// left out with a warning (re-run later to add it).
+        #[arg(long)]
+        allow_not_valid: bool,
+    },
     /// Partition maintenance of sync_activity_log: list, ensure, archive.
     #[command(subcommand)]
     Partitions(partitions::PartitionsCmd),
@@ -254,6 +268,10 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Down => down(&mut client, &options, json).await,
         Command::Status => status(&mut client, json).await,
         Command::Verify => verify(&client, json).await,
+        Command::Adopt {
+            apply,
+            allow_not_valid,
+        } => adopt(&mut client, options, apply, allow_not_valid, json).await,
     }
 }
 
@@ -284,7 +302,12 @@ async fn open(
     ) {
         require_migrated(&client).await?;
     }
-    if check_pooler && matches!(cli.command, Command::Up { .. } | Command::Down) {
+    if check_pooler
+        && matches!(
+            cli.command,
+            Command::Up { .. } | Command::Down | Command::Adopt { apply: true, .. }
+        )
+    {
         // Two connections: the only way to see an idle transaction-mode pooler.
         let second = sync_connect::connect(config, tls).await?;
         sync_connect::pooler::refuse_transaction_pooler_two_connections(&client, &second).await?;
@@ -420,6 +443,41 @@ async fn verify(client: &tokio_postgres::Client, json: bool) -> Result<ExitCode,
     Ok(ExitCode::SUCCESS)
 }
 
+/// `adopt [--apply] [--allow-not-valid]`: exit 0 when adoptable (or adopted), 1 when not.
+async fn adopt(
+    client: &mut tokio_postgres::Client,
+    migrate: MigrateOptions,
+    apply: bool,
+    allow_not_valid: bool,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let options = sync_migrations::AdoptOptions {
+        apply,
+        allow_not_valid,
+        migrate,
+    };
+    let report = sync_migrations::adopt(client, &options).await?;
+    if json {
+        print_json(&serde_json::json!({
+            "adoptable": report.is_adoptable(),
+            "already_adopted": report.already_adopted,
+            "applied": report.applied,
+            "blocking": report.blocking(),
+            "differences": report.differences,
+            "remaining": report.remaining,
+        }));
+    } else {
+        print!("{}", report.to_table());
+    }
+    if !report.is_adoptable() {
+        if !json {
+            eprintln!("sync-migrate: not adoptable (rows marked BLOCKING say what to do)");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The name of a command that changes the database, else `None`.
 fn changing_command(command: &Command) -> Option<&'static str> {
     match command {
@@ -427,6 +485,7 @@ fn changing_command(command: &Command) -> Option<&'static str> {
         Command::Down => Some("down"),
         Command::Partitions(_) => Some("partitions"),
         Command::Cleanup => Some("cleanup"),
+        Command::Adopt { apply: true, .. } => Some("adopt --apply"),
         _ => None,
     }
 }

@@ -76,6 +76,24 @@ pub enum Error {
         name: String,
     },
 
+    /// A step of `adopt --apply` failed; the steps before it stay done (each is
+    /// safe to re-run), this one was rolled back.
+    #[error("adopt --apply: {step} failed: {server}; nothing of this step was applied; fix the cause and re-run `sync-migrate adopt --apply` (finished steps are skipped)")]
+    AdoptStepFailed {
+        /// What was being done.
+        step: String,
+        /// What the server reported.
+        server: Box<ServerError>,
+    },
+
+    /// `adopt --apply` refused: the database differs from 0024 in a way adoption
+    /// does not converge. Nothing was changed.
+    #[error("adopt --apply refused, nothing changed: {blocking} blocking difference(s) — run `sync-migrate adopt` to see them and what to do about each")]
+    NotAdoptable {
+        /// How many blocking differences.
+        blocking: usize,
+    },
+
     /// The rollback script failed; its transaction was rolled back, nothing changed.
     ///
     /// When objects outside 0024 depend on it (SQLSTATE 2BP01: months kept by
@@ -133,6 +151,7 @@ impl Error {
         match self {
             Error::Database { server, .. }
             | Error::MigrationFailed { server, .. }
+            | Error::AdoptStepFailed { server, .. }
             | Error::RollbackFailed { server } => server.code.as_deref(),
             Error::DdlLockTimeout { server, .. } => server.code.as_deref(),
             _ => None,
@@ -144,6 +163,7 @@ impl Error {
         match self {
             Error::Database { server, .. }
             | Error::MigrationFailed { server, .. }
+            | Error::AdoptStepFailed { server, .. }
             | Error::RollbackFailed { server } => Some(server),
             Error::DdlLockTimeout { server, .. } => Some(server),
             _ => None,

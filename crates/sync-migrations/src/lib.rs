@@ -2,6 +2,7 @@
 #![deny(unsafe_code, rust_2018_idioms, nonstandard_style)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod adopt;
 mod apply;
 mod checksum_text;
 mod doctor;
@@ -16,6 +17,7 @@ mod startup;
 mod status;
 mod verify;
 
+pub use adopt::{adopt, AdoptOptions, AdoptReport, DiffClass, Difference};
 pub use apply::{apply, apply_pool, ApplyReport};
 pub use doctor::{doctor, doctor_with, DoctorOptions, Finding, Verdict};
 pub use embedded::{

@@ -136,7 +136,8 @@ fn decode_entry(op: &'static str, row: &Row) -> Result<ActivityEntry> {
             .map(|l| parse_label(op, l))
             .transpose()?,
         action: parse_label(op, col::<&str>(op, row, 4)?)?,
-        status: parse_label(op, col::<&str>(op, row, 5)?)?,
+        // NULL only on an adopted database whose column is still nullable.
+        status: parse_label(op, col::<Option<&str>>(op, row, 5)?.unwrap_or(""))?,
         record_count: col(op, row, 6)?,
         duration_seconds: col(op, row, 7)?,
         error_message: col(op, row, 8)?,

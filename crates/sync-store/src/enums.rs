@@ -2,9 +2,10 @@
 //!
 //! Each variant's label is written once below and used by the postgres-types
 //! derive, serde, `Display` and `FromStr`. Statements of this crate send labels as
-//! text (`$n::text::sync_action`) and read them back as `::text`, so a label added
-//! to the database by a later migration surfaces as [`crate::Error::UnknownLabel`]
-//! naming it, never as a panic.
+//! text (`$n::text::sync_action`) and read them back as `::text`. A label the
+//! database has and this build does not (a later migration's, or an adopted
+//! database's own, e.g. `sync_error`, `partial`, `skipped`) reads as the
+//! `Other(label)` variant: reading a row never fails on a label.
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,31 +30,50 @@ macro_rules! pg_enum {
         }
     ) => {
         $(#[$meta])*
-        #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
-            postgres_types::ToSql, postgres_types::FromSql,
-            serde::Serialize, serde::Deserialize,
-        )]
-        #[postgres(name = $pg)]
+        ///
+        /// A label the database has but this build does not know (e.g. one an
+        /// adopted database's own 0024 added) reads as `Other(label)`: reading a
+        /// row never fails on a label. `Other` is never produced by [`FromStr`]
+        /// (caller input stays strict) and never written by this crate.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
         pub enum $name {
             $(
                 $(#[$vmeta])*
-                #[postgres(name = $label)]
-                #[serde(rename = $label)]
                 $variant,
             )+
+            /// A label of the database's enum that this build does not know,
+            /// as stored (interned: see [`from_db_label`](Self::from_db_label)).
+            /// The empty label stands for SQL NULL in a nullable column of an
+            /// adopted database (PostgreSQL refuses empty enum labels).
+            Other(&'static str),
         }
 
         impl $name {
             /// Name of the PostgreSQL enum type.
             pub const PG_TYPE: &'static str = $pg;
-            /// Every variant, in the database's label order.
+            /// Every known variant, in the database's label order (no `Other`).
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
-            /// The PostgreSQL label of this variant.
+            /// The PostgreSQL label of this variant (`Other`: the stored label).
             pub const fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $label,)+
+                    $name::Other(label) => label,
+                }
+            }
+
+            /// Whether this is a label this build knows (not `Other`).
+            pub const fn is_known(self) -> bool {
+                !matches!(self, $name::Other(_))
+            }
+
+            /// The value of a label read from the database: a known variant, or
+            /// `Other(label)` for any other label. Never fails.
+            pub fn from_db_label(label: &str) -> $name {
+                match label {
+                    $($label => $name::$variant,)+
+                    other => $name::Other(intern(other)),
                 }
             }
         }
@@ -66,6 +86,8 @@ macro_rules! pg_enum {
 
         impl FromStr for $name {
             type Err = UnknownLabel;
+            /// Known labels only: caller input naming a label this build does not
+            /// know is refused.
             fn from_str(s: &str) -> Result<Self, UnknownLabel> {
                 match s {
                     $($label => Ok($name::$variant),)+
@@ -77,7 +99,44 @@ macro_rules! pg_enum {
                 }
             }
         }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let label = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                label.parse().map_err(serde::de::Error::custom)
+            }
+        }
     };
+}
+
+/// Most distinct unknown labels kept; PostgreSQL labels are at most 63 bytes,
+/// and only an enum's owner can add labels, so a real database stays far below.
+const MAX_INTERNED: usize = 4096;
+
+/// Stands for any unknown label once [`MAX_INTERNED`] are held.
+pub(crate) const OVERFLOW_LABEL: &str = "<unknown>";
+
+/// A `'static` copy of `label`, made once per distinct label (bounded).
+fn intern(label: &str) -> &'static str {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static INTERNED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut set = INTERNED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(found) = set.get(label) {
+        return found;
+    }
+    if set.len() >= MAX_INTERNED || label.len() > 255 {
+        return OVERFLOW_LABEL;
+    }
+    let leaked: &'static str = Box::leak(label.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
 }
 
 pg_enum! {
@@ -184,14 +243,24 @@ pg_enum! {
     }
 }
 
-/// Parses a label read from the database as `::text`.
-pub(crate) fn parse_label<T: FromStr<Err = UnknownLabel>>(
-    operation: &'static str,
-    label: &str,
-) -> crate::Result<T> {
-    label.parse::<T>().map_err(|e| crate::Error::UnknownLabel {
-        operation,
-        type_name: e.type_name,
-        label: e.label,
-    })
+/// Reads a label read from the database as `::text`: unknown labels become
+/// `Other(label)`, so this never fails (the `Result` keeps call sites unchanged).
+pub(crate) fn parse_label<T: DbLabel>(_operation: &'static str, label: &str) -> crate::Result<T> {
+    Ok(T::from_db(label))
 }
+
+/// The enums' [`from_db_label`](SyncAction::from_db_label), for generic callers.
+pub(crate) trait DbLabel {
+    fn from_db(label: &str) -> Self;
+}
+
+macro_rules! db_label {
+    ($($t:ident),+) => {$(
+        impl DbLabel for $t {
+            fn from_db(label: &str) -> Self {
+                $t::from_db_label(label)
+            }
+        }
+    )+};
+}
+db_label!(SyncType, SyncAction, SyncEntityType, SyncStatus);

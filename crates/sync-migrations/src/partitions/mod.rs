@@ -72,6 +72,7 @@ mod lock;
 mod month;
 mod options;
 mod parent;
+pub(crate) use parent::quote_ident;
 mod plan;
 mod security;
 
