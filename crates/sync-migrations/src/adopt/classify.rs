@@ -11,17 +11,49 @@ use crate::partitions::quote_ident as q;
 /// One convergence step of `--apply` (see `steps`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
-    AddEnumLabel { ty: String, label: String },
-    AlterType { table: String, column: String, ty: &'static str },
-    SetDefault { table: String, column: String, sql: &'static str },
-    DropDefault { table: String, column: String },
-    DropNotNull { table: String, column: String },
+    AddEnumLabel {
+        ty: String,
+        label: String,
+    },
+    AlterType {
+        table: String,
+        column: String,
+        ty: &'static str,
+    },
+    SetDefault {
+        table: String,
+        column: String,
+        sql: &'static str,
+    },
+    DropDefault {
+        table: String,
+        column: String,
+    },
+    DropNotNull {
+        table: String,
+        column: String,
+    },
     ReplaceTriggers,
-    EnableRls { table: String },
-    ReplacePolicies { table: String },
-    CreateIndex { name: &'static str, table: &'static str, def: &'static str },
-    AddCheck { table: &'static str, name: &'static str, expr: &'static str },
-    SetNotNull { table: String, column: String },
+    EnableRls {
+        table: String,
+    },
+    ReplacePolicies {
+        table: String,
+    },
+    CreateIndex {
+        name: &'static str,
+        table: &'static str,
+        def: &'static str,
+    },
+    AddCheck {
+        table: &'static str,
+        name: &'static str,
+        expr: &'static str,
+    },
+    SetNotNull {
+        table: String,
+        column: String,
+    },
 }
 
 /// What the comparison found and what `--apply` would do.
@@ -30,7 +62,14 @@ pub(crate) struct Plan {
     pub steps: Vec<Step>,
 }
 
-fn diff(area: &str, object: String, found: String, ours: String, class: DiffClass, action: &str) -> Difference {
+fn diff(
+    area: &str,
+    object: String,
+    found: String,
+    ours: String,
+    class: DiffClass,
+    action: &str,
+) -> Difference {
     Difference {
         area: area.to_owned(),
         object,
@@ -89,7 +128,10 @@ pub(crate) async fn classify(
         }
     }
     if d.iter().any(|x| x.class == Blocking) {
-        return Ok(Plan { differences: d, steps });
+        return Ok(Plan {
+            differences: d,
+            steps,
+        });
     }
     for p in &live.partitions {
         if p.rls {
@@ -97,25 +139,51 @@ pub(crate) async fn classify(
         }
         d.push(diff("rls", p.name.clone(), "disabled".into(), "enabled + TRUNCATE guard".into(), Converged,
             "ALTER TABLE … ENABLE ROW LEVEL SECURITY (a partition read directly bypasses the parent's policies)"));
-        steps.push(Step::EnableRls { table: p.name.clone() });
+        steps.push(Step::EnableRls {
+            table: p.name.clone(),
+        });
     }
 
     // Enums.
     for (ty, labels) in &reference.enums {
         match live.enums.get(ty) {
-            None => d.push(diff("enum", ty.clone(), "missing".into(), labels.join(","), Blocking,
-                "create the type by hand, or run `up` on a database without 0024")),
+            None => d.push(diff(
+                "enum",
+                ty.clone(),
+                "missing".into(),
+                labels.join(","),
+                Blocking,
+                "create the type by hand, or run `up` on a database without 0024",
+            )),
             Some(have) => {
                 for l in labels.iter().filter(|l| !have.contains(l)) {
-                    d.push(diff("enum label", format!("{ty}.{l}"), "missing".into(), "present".into(), Converged,
-                        "ALTER TYPE … ADD VALUE (own transaction)"));
-                    steps.push(Step::AddEnumLabel { ty: ty.clone(), label: l.clone() });
+                    d.push(diff(
+                        "enum label",
+                        format!("{ty}.{l}"),
+                        "missing".into(),
+                        "present".into(),
+                        Converged,
+                        "ALTER TYPE … ADD VALUE (own transaction)",
+                    ));
+                    steps.push(Step::AddEnumLabel {
+                        ty: ty.clone(),
+                        label: l.clone(),
+                    });
                 }
                 let extra: Vec<&String> = have.iter().filter(|l| !labels.contains(l)).collect();
                 if !extra.is_empty() {
-                    d.push(diff("enum label", ty.clone(),
-                        extra.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","), "-".into(), Same,
-                        "kept: the store reads them as Other(label)"));
+                    d.push(diff(
+                        "enum label",
+                        ty.clone(),
+                        extra
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        "-".into(),
+                        Same,
+                        "kept: the store reads them as Other(label)",
+                    ));
                 }
             }
         }
@@ -125,19 +193,41 @@ pub(crate) async fn classify(
     for ((table, column), ours_col) in &reference.columns {
         let name = format!("{table}.{column}");
         let Some(c) = live.columns.get(&(table.clone(), column.clone())) else {
-            d.push(diff("column", name, "missing".into(), ours_col.ty.clone(), Blocking,
-                "add the column by hand (adoption does not add columns)"));
+            d.push(diff(
+                "column",
+                name,
+                "missing".into(),
+                ours_col.ty.clone(),
+                Blocking,
+                "add the column by hand (adoption does not add columns)",
+            ));
             continue;
         };
         if c.ty != ours_col.ty {
             match ours::safe_type_change(&c.ty, &ours_col.ty) {
                 Some(ty) => {
-                    d.push(diff("column type", name.clone(), c.ty.clone(), ours_col.ty.clone(), Converged,
-                        "ALTER COLUMN … TYPE (no rewrite)"));
-                    steps.push(Step::AlterType { table: table.clone(), column: column.clone(), ty });
+                    d.push(diff(
+                        "column type",
+                        name.clone(),
+                        c.ty.clone(),
+                        ours_col.ty.clone(),
+                        Converged,
+                        "ALTER COLUMN … TYPE (no rewrite)",
+                    ));
+                    steps.push(Step::AlterType {
+                        table: table.clone(),
+                        column: column.clone(),
+                        ty,
+                    });
                 }
-                None => d.push(diff("column type", name.clone(), c.ty.clone(), ours_col.ty.clone(), Blocking,
-                    "convert the column by hand (it would rewrite the table)")),
+                None => d.push(diff(
+                    "column type",
+                    name.clone(),
+                    c.ty.clone(),
+                    ours_col.ty.clone(),
+                    Blocking,
+                    "convert the column by hand (it would rewrite the table)",
+                )),
             }
         }
         if c.default != ours_col.default {
@@ -147,43 +237,102 @@ pub(crate) async fn classify(
             match (&ours_col.default, &c.default) {
                 (Some(o), _) => match ours::default_sql(o) {
                     Some(sql) => {
-                        d.push(diff("column default", name.clone(), c.default.clone().unwrap_or("none".into()),
-                            o.clone(), Converged, "ALTER COLUMN … SET DEFAULT"));
-                        steps.push(Step::SetDefault { table: table.clone(), column: column.clone(), sql });
+                        d.push(diff(
+                            "column default",
+                            name.clone(),
+                            c.default.clone().unwrap_or("none".into()),
+                            o.clone(),
+                            Converged,
+                            "ALTER COLUMN … SET DEFAULT",
+                        ));
+                        steps.push(Step::SetDefault {
+                            table: table.clone(),
+                            column: column.clone(),
+                            sql,
+                        });
                     }
-                    None => d.push(diff("column default", name.clone(), c.default.clone().unwrap_or("none".into()),
-                        o.clone(), Blocking, "set the default by hand")),
+                    None => d.push(diff(
+                        "column default",
+                        name.clone(),
+                        c.default.clone().unwrap_or("none".into()),
+                        o.clone(),
+                        Blocking,
+                        "set the default by hand",
+                    )),
                 },
                 (None, Some(theirs)) if drop_theirs => {
                     d.push(diff("column default", name.clone(), theirs.clone(), "none".into(), Converged,
                         "ALTER COLUMN … DROP DEFAULT (with our completion trigger it would complete every sync inserted without a total)"));
-                    steps.push(Step::DropDefault { table: table.clone(), column: column.clone() });
+                    steps.push(Step::DropDefault {
+                        table: table.clone(),
+                        column: column.clone(),
+                    });
                 }
-                (None, Some(theirs)) => d.push(diff("column default", name.clone(), theirs.clone(), "none".into(), Same,
-                    "kept: old writers may leave the column out")),
+                (None, Some(theirs)) => d.push(diff(
+                    "column default",
+                    name.clone(),
+                    theirs.clone(),
+                    "none".into(),
+                    Same,
+                    "kept: old writers may leave the column out",
+                )),
                 (None, None) => {}
             }
         }
         if c.not_null && !ours_col.not_null {
-            d.push(diff("column null", name.clone(), "NOT NULL".into(), "nullable".into(), Converged,
-                "ALTER COLUMN … DROP NOT NULL"));
-            steps.push(Step::DropNotNull { table: table.clone(), column: column.clone() });
+            d.push(diff(
+                "column null",
+                name.clone(),
+                "NOT NULL".into(),
+                "nullable".into(),
+                Converged,
+                "ALTER COLUMN … DROP NOT NULL",
+            ));
+            steps.push(Step::DropNotNull {
+                table: table.clone(),
+                column: column.clone(),
+            });
         } else if !c.not_null && ours_col.not_null {
             let (n, ids) = violations(client, table, &format!("{} IS NOT NULL", q(column))).await?;
-            not_valid(&mut d, &mut steps, "column null", name, n, ids, allow_not_valid,
-                Step::SetNotNull { table: table.clone(), column: column.clone() },
-                "CHECK (… IS NOT NULL) NOT VALID, VALIDATE, SET NOT NULL");
+            not_valid(
+                &mut d,
+                &mut steps,
+                "column null",
+                name,
+                n,
+                ids,
+                allow_not_valid,
+                Step::SetNotNull {
+                    table: table.clone(),
+                    column: column.clone(),
+                },
+                "CHECK (… IS NOT NULL) NOT VALID, VALIDATE, SET NOT NULL",
+            );
         }
     }
     for (table, column) in live.columns.keys() {
-        if reference.tables.contains_key(table) && !reference.columns.contains_key(&(table.clone(), column.clone())) {
-            d.push(diff("column", format!("{table}.{column}"), "present".into(), "missing".into(), Same, "kept"));
+        if reference.tables.contains_key(table)
+            && !reference
+                .columns
+                .contains_key(&(table.clone(), column.clone()))
+        {
+            d.push(diff(
+                "column",
+                format!("{table}.{column}"),
+                "present".into(),
+                "missing".into(),
+                Same,
+                "kept",
+            ));
         }
     }
 
     // Constraints (checks by definition; keys and foreign keys must already match).
     for k in &reference.constraints {
-        let found = live.constraints.iter().find(|l| l.table == k.table && l.kind == k.kind && l.def == k.def);
+        let found = live
+            .constraints
+            .iter()
+            .find(|l| l.table == k.table && l.kind == k.kind && l.def == k.def);
         match (found, k.kind.as_str()) {
             (Some(l), _) => d.push(diff("constraint", format!("{}.{}", k.table, k.name), l.name.clone(), k.def.clone(), Same,
                 if l.validated { "" } else { "present but NOT VALID" })),
@@ -204,38 +353,93 @@ pub(crate) async fn classify(
 
     // Indexes, by definition.
     for i in &reference.indexes {
-        if live.indexes.iter().any(|l| l.table == i.table && l.key == i.key && l.valid) {
-            d.push(diff("index", i.name.clone(), "present".into(), i.key.clone(), Same, ""));
+        if live
+            .indexes
+            .iter()
+            .any(|l| l.table == i.table && l.key == i.key && l.valid)
+        {
+            d.push(diff(
+                "index",
+                i.name.clone(),
+                "present".into(),
+                i.key.clone(),
+                Same,
+                "",
+            ));
             continue;
         }
         match ours::INDEXES.iter().find(|(n, _, _)| *n == i.name) {
             Some((name, table, def)) => {
-                d.push(diff("index", i.name.clone(), "missing".into(), i.key.clone(), Converged,
-                    "CREATE INDEX CONCURRENTLY (per partition on the log)"));
+                d.push(diff(
+                    "index",
+                    i.name.clone(),
+                    "missing".into(),
+                    i.key.clone(),
+                    Converged,
+                    "CREATE INDEX CONCURRENTLY (per partition on the log)",
+                ));
                 steps.push(Step::CreateIndex { name, table, def });
             }
-            None => d.push(diff("index", i.name.clone(), "missing".into(), i.key.clone(), Blocking,
-                "unknown to adopt (a key's index): create it by hand")),
+            None => d.push(diff(
+                "index",
+                i.name.clone(),
+                "missing".into(),
+                i.key.clone(),
+                Blocking,
+                "unknown to adopt (a key's index): create it by hand",
+            )),
         }
     }
 
     // Policies, per table and command, by what they do.
     for table in reference.tables.keys() {
-        let shape = |c: &Catalog| -> Vec<(String, String, Vec<String>, Option<String>, Option<String>)> {
-            let mut v: Vec<_> = c.policies.iter().filter(|p| &p.table == table)
-                .map(|p| (p.cmd.clone(), p.permissive.clone(), p.roles.clone(), p.qual.clone(), p.check.clone()))
-                .collect();
-            v.sort();
-            v
-        };
+        let shape =
+            |c: &Catalog| -> Vec<(String, String, Vec<String>, Option<String>, Option<String>)> {
+                let mut v: Vec<_> = c
+                    .policies
+                    .iter()
+                    .filter(|p| &p.table == table)
+                    .map(|p| {
+                        (
+                            p.cmd.clone(),
+                            p.permissive.clone(),
+                            p.roles.clone(),
+                            p.qual.clone(),
+                            p.check.clone(),
+                        )
+                    })
+                    .collect();
+                v.sort();
+                v
+            };
         let (have, want) = (shape(live), shape(reference));
         if have == want {
-            d.push(diff("policies", table.clone(), format!("{}", have.len()), format!("{}", want.len()), Same, ""));
+            d.push(diff(
+                "policies",
+                table.clone(),
+                format!("{}", have.len()),
+                format!("{}", want.len()),
+                Same,
+                "",
+            ));
         } else {
-            let names: Vec<String> = live.policies.iter().filter(|p| &p.table == table).map(|p| p.name.clone()).collect();
-            d.push(diff("policies", table.clone(), names.join("; "), "ours (org isolation TO PUBLIC; audit trail append-only)".into(),
-                Converged, "DROP POLICY each, CREATE POLICY ours (one transaction per table)"));
-            steps.push(Step::ReplacePolicies { table: table.clone() });
+            let names: Vec<String> = live
+                .policies
+                .iter()
+                .filter(|p| &p.table == table)
+                .map(|p| p.name.clone())
+                .collect();
+            d.push(diff(
+                "policies",
+                table.clone(),
+                names.join("; "),
+                "ours (org isolation TO PUBLIC; audit trail append-only)".into(),
+                Converged,
+                "DROP POLICY each, CREATE POLICY ours (one transaction per table)",
+            ));
+            steps.push(Step::ReplacePolicies {
+                table: table.clone(),
+            });
         }
     }
 
@@ -243,41 +447,82 @@ pub(crate) async fn classify(
     let mut replace = false;
     for t in &live.triggers {
         let is_partition = live.partitions.iter().any(|p| p.name == t.table);
-        let ours = reference.triggers.iter().find(|r| (r.table == t.table || is_partition) && r.name == t.name && r.timing == t.timing
-            && r.function == t.function && r.body_md5 == t.body_md5);
+        let ours = reference.triggers.iter().find(|r| {
+            (r.table == t.table || is_partition)
+                && r.name == t.name
+                && r.timing == t.timing
+                && r.function == t.function
+                && r.body_md5 == t.body_md5
+        });
         if ours.is_none() {
             replace = true;
-            d.push(diff("trigger", format!("{}.{}", t.table, t.name), format!("{} {}() body md5 {}", t.timing, t.function, t.body_md5),
-                "-".into(), Converged, "dropped; ours put in place (the data it computed stays)"));
+            d.push(diff(
+                "trigger",
+                format!("{}.{}", t.table, t.name),
+                format!("{} {}() body md5 {}", t.timing, t.function, t.body_md5),
+                "-".into(),
+                Converged,
+                "dropped; ours put in place (the data it computed stays)",
+            ));
         }
     }
     for r in &reference.triggers {
         let partition = !reference.tables.contains_key(&r.table);
-        let present = live.triggers.iter().any(|t| t.name == r.name && t.timing == r.timing && t.body_md5 == r.body_md5
-            && (t.table == r.table || partition));
+        let present = live.triggers.iter().any(|t| {
+            t.name == r.name
+                && t.timing == r.timing
+                && t.body_md5 == r.body_md5
+                && (t.table == r.table || partition)
+        });
         if !present && !partition {
             replace = true;
-            d.push(diff("trigger", format!("{}.{}", r.table, r.name), "missing".into(), r.timing.clone(), Converged, "CREATE TRIGGER"));
+            d.push(diff(
+                "trigger",
+                format!("{}.{}", r.table, r.name),
+                "missing".into(),
+                r.timing.clone(),
+                Converged,
+                "CREATE TRIGGER",
+            ));
         }
     }
     for f in &reference.functions {
         match live.functions.iter().find(|l| l.name == f.name) {
-            Some(l) if l.body_md5 == f.body_md5 && l.result == f.result && l.security_definer == f.security_definer => {}
+            Some(l)
+                if l.body_md5 == f.body_md5
+                    && l.result == f.result
+                    && l.security_definer == f.security_definer => {}
             Some(l) => {
                 replace = true;
-                d.push(diff("function", f.name.clone(), format!("returns {}; body md5 {}", l.result, l.body_md5),
-                    format!("returns {}", f.result), Converged, "replaced by ours"));
+                d.push(diff(
+                    "function",
+                    f.name.clone(),
+                    format!("returns {}; body md5 {}", l.result, l.body_md5),
+                    format!("returns {}", f.result),
+                    Converged,
+                    "replaced by ours",
+                ));
             }
             None => {
                 replace = true;
-                d.push(diff("function", f.name.clone(), "missing".into(), format!("returns {}", f.result), Converged, "CREATE FUNCTION"));
+                d.push(diff(
+                    "function",
+                    f.name.clone(),
+                    "missing".into(),
+                    format!("returns {}", f.result),
+                    Converged,
+                    "CREATE FUNCTION",
+                ));
             }
         }
     }
     if replace || steps.iter().any(|s| matches!(s, Step::EnableRls { .. })) {
         steps.push(Step::ReplaceTriggers);
     }
-    Ok(Plan { differences: d, steps })
+    Ok(Plan {
+        differences: d,
+        steps,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -293,7 +538,14 @@ fn not_valid(
     how: &str,
 ) {
     if n == 0 {
-        d.push(diff(area, name, "missing".into(), "present".into(), DiffClass::Converged, how));
+        d.push(diff(
+            area,
+            name,
+            "missing".into(),
+            "present".into(),
+            DiffClass::Converged,
+            how,
+        ));
         steps.push(step);
     } else {
         let found = format!("{n} row(s) break it, e.g. id {}", ids.join(", "));

@@ -72,7 +72,10 @@ pub struct AdoptReport {
 impl AdoptReport {
     /// How many blocking differences.
     pub fn blocking(&self) -> usize {
-        self.differences.iter().filter(|d| d.class == DiffClass::Blocking).count()
+        self.differences
+            .iter()
+            .filter(|d| d.class == DiffClass::Blocking)
+            .count()
     }
 
     /// True when nothing blocks (or the database is already adopted).
@@ -112,7 +115,10 @@ impl AdoptReport {
             }
         ));
         for r in &self.remaining {
-            out.push_str(&format!("warning: {} {}: {} — {}\n", r.area, r.object, r.found, r.action));
+            out.push_str(&format!(
+                "warning: {} {}: {} — {}\n",
+                r.area, r.object, r.found, r.action
+            ));
         }
         out
     }
@@ -198,7 +204,10 @@ async fn history_state(client: &mut Client) -> Result<Option<Vec<Difference>>> {
     ))
 }
 
-async fn plan(client: &mut Client, options: &AdoptOptions) -> Result<(classify::Plan, catalog::Catalog)> {
+async fn plan(
+    client: &mut Client,
+    options: &AdoptOptions,
+) -> Result<(classify::Plan, catalog::Catalog)> {
     let lock_ms = options.migrate.ddl_lock_timeout.as_millis() as u64;
     let reference = reference::reference(client, lock_ms.max(1)).await?;
     let schema: String = client
@@ -232,7 +241,10 @@ async fn apply_locked(client: &mut Client, options: &AdoptOptions) -> Result<Ado
     let (first, live) = plan(client, options).await?;
     let mut differences = history;
     differences.extend(first.differences);
-    let blocking = differences.iter().filter(|d| d.class == DiffClass::Blocking).count();
+    let blocking = differences
+        .iter()
+        .filter(|d| d.class == DiffClass::Blocking)
+        .count();
     if blocking > 0 {
         return Ok(AdoptReport {
             already_adopted: false,
@@ -260,6 +272,10 @@ async fn apply_locked(client: &mut Client, options: &AdoptOptions) -> Result<Ado
         already_adopted: false,
         differences,
         applied: true,
-        remaining: after.differences.into_iter().filter(|d| d.class != DiffClass::Same).collect(),
+        remaining: after
+            .differences
+            .into_iter()
+            .filter(|d| d.class != DiffClass::Same)
+            .collect(),
     })
 }

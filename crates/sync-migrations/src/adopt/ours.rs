@@ -226,7 +226,11 @@ pub(crate) const INDEXES: &[(&str, &str, &str)] = &[
         "sync_preview_cache",
         "(computed_by) WHERE computed_by IS NOT NULL",
     ),
-    ("sync_progress_org_job_idx", "sync_progress", "(org_id, job_id)"),
+    (
+        "sync_progress_org_job_idx",
+        "sync_progress",
+        "(org_id, job_id)",
+    ),
     (
         "sync_progress_active_idx",
         "sync_progress",
@@ -314,9 +318,7 @@ pub(crate) const CHECKS: &[(&str, &str, &str)] = &[
 /// precision only relabels.
 pub(crate) fn safe_type_change(found: &str, ours: &str) -> Option<&'static str> {
     match ours {
-        "timestamp with time zone" if found == "timestamp without time zone" => {
-            Some("timestamptz")
-        }
+        "timestamp with time zone" if found == "timestamp without time zone" => Some("timestamptz"),
         "numeric" if found.starts_with("numeric(") => Some("numeric"),
         _ => None,
     }
@@ -365,21 +367,33 @@ pub(crate) fn policies(table: &str) -> Vec<String> {
     let t = q(table);
     let name = |cmd: &str| q(&format!("{table}_{cmd}"));
     let mut v = vec![
-        format!("CREATE POLICY {} ON {t} FOR SELECT USING ({c})", name("select")),
-        format!("CREATE POLICY {} ON {t} FOR INSERT WITH CHECK ({c})", name("insert")),
+        format!(
+            "CREATE POLICY {} ON {t} FOR SELECT USING ({c})",
+            name("select")
+        ),
+        format!(
+            "CREATE POLICY {} ON {t} FOR INSERT WITH CHECK ({c})",
+            name("insert")
+        ),
     ];
     if table == "sync_activity_log" {
         v.push(format!(
             "CREATE POLICY {} ON {t} FOR UPDATE USING (false) WITH CHECK (false)",
             name("update")
         ));
-        v.push(format!("CREATE POLICY {} ON {t} FOR DELETE USING (false)", name("delete")));
+        v.push(format!(
+            "CREATE POLICY {} ON {t} FOR DELETE USING (false)",
+            name("delete")
+        ));
     } else {
         v.push(format!(
             "CREATE POLICY {} ON {t} FOR UPDATE USING ({c}) WITH CHECK ({c})",
             name("update")
         ));
-        v.push(format!("CREATE POLICY {} ON {t} FOR DELETE USING ({c})", name("delete")));
+        v.push(format!(
+            "CREATE POLICY {} ON {t} FOR DELETE USING ({c})",
+            name("delete")
+        ));
     }
     v
 }

@@ -34,9 +34,9 @@ pub(crate) async fn reference(client: &mut Client, lock_timeout_ms: u64) -> Resu
     )
     .await
     .map_err(Error::db("adopt: setting lock_timeout"))?;
-    tx.batch_execute(&v1)
-        .await
-        .map_err(Error::db("adopt: running migration 0001 in the reference transaction"))?;
+    tx.batch_execute(&v1).await.map_err(Error::db(
+        "adopt: running migration 0001 in the reference transaction",
+    ))?;
     tx.batch_execute(&format!("CREATE SCHEMA {}", quote_ident(REFERENCE_SCHEMA)))
         .await
         .map_err(Error::db("adopt: creating the reference schema"))?;
@@ -50,9 +50,9 @@ pub(crate) async fn reference(client: &mut Client, lock_timeout_ms: u64) -> Resu
     )
     .await
     .map_err(Error::db("adopt: setting the reference search_path"))?;
-    tx.batch_execute(&v24)
-        .await
-        .map_err(Error::db("adopt: running migration 0024 in the reference schema"))?;
+    tx.batch_execute(&v24).await.map_err(Error::db(
+        "adopt: running migration 0024 in the reference schema",
+    ))?;
     let catalog = snapshot(&tx, REFERENCE_SCHEMA).await;
     tx.rollback()
         .await

@@ -50,7 +50,10 @@ async fn run(client: &mut Client, unit: &Unit, what: &str, limits: &Limits) -> R
                 }
             }
             Unit::Tx { utc, sql } => {
-                let tx = client.transaction().await.map_err(Error::db("adopt: BEGIN"))?;
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(Error::db("adopt: BEGIN"))?;
                 let mut r = tx
                     .query(
                         "SELECT set_config('lock_timeout', $1, true)",
@@ -118,37 +121,81 @@ pub(crate) async fn apply_steps(
         .find(|m| m.version() == 1)
         .and_then(|m| m.sql().map(str::to_owned))
         .unwrap_or_default();
-    run(client, &Unit::Tx { utc: false, sql: vec![v1] }, "migration 0001 (idempotent)", limits).await?;
+    run(
+        client,
+        &Unit::Tx {
+            utc: false,
+            sql: vec![v1],
+        },
+        "migration 0001 (idempotent)",
+        limits,
+    )
+    .await?;
 
     for s in steps {
         if let Step::AddEnumLabel { ty, label } = s {
-            let sql = format!("ALTER TYPE {} ADD VALUE IF NOT EXISTS {}", q(ty), quote_literal(label));
-            run(client, &Unit::Single(sql), &format!("adding label {label} to {ty}"), limits).await?;
+            let sql = format!(
+                "ALTER TYPE {} ADD VALUE IF NOT EXISTS {}",
+                q(ty),
+                quote_literal(label)
+            );
+            run(
+                client,
+                &Unit::Single(sql),
+                &format!("adding label {label} to {ty}"),
+                limits,
+            )
+            .await?;
         }
     }
 
-    let tables: Vec<String> = crate::verify::TABLES.iter().map(|t| t.to_string()).collect();
+    let tables: Vec<String> = crate::verify::TABLES
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
     for table in &tables {
         let mut sql = Vec::new();
         for s in steps {
             match s {
-                Step::AlterType { table: t, column, ty } if t == table => {
-                    sql.push(format!("ALTER TABLE {} ALTER COLUMN {} TYPE {ty}", q(t), q(column)))
-                }
-                Step::SetDefault { table: t, column, sql: d } if t == table => {
-                    sql.push(format!("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {d}", q(t), q(column)))
-                }
-                Step::DropDefault { table: t, column } if t == table => {
-                    sql.push(format!("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT", q(t), q(column)))
-                }
-                Step::DropNotNull { table: t, column } if t == table => {
-                    sql.push(format!("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL", q(t), q(column)))
-                }
+                Step::AlterType {
+                    table: t,
+                    column,
+                    ty,
+                } if t == table => sql.push(format!(
+                    "ALTER TABLE {} ALTER COLUMN {} TYPE {ty}",
+                    q(t),
+                    q(column)
+                )),
+                Step::SetDefault {
+                    table: t,
+                    column,
+                    sql: d,
+                } if t == table => sql.push(format!(
+                    "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {d}",
+                    q(t),
+                    q(column)
+                )),
+                Step::DropDefault { table: t, column } if t == table => sql.push(format!(
+                    "ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT",
+                    q(t),
+                    q(column)
+                )),
+                Step::DropNotNull { table: t, column } if t == table => sql.push(format!(
+                    "ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL",
+                    q(t),
+                    q(column)
+                )),
                 _ => {}
             }
         }
         if !sql.is_empty() {
-            run(client, &Unit::Tx { utc: true, sql }, &format!("converging the columns of {table}"), limits).await?;
+            run(
+                client,
+                &Unit::Tx { utc: true, sql },
+                &format!("converging the columns of {table}"),
+                limits,
+            )
+            .await?;
         }
     }
 
@@ -158,8 +205,17 @@ pub(crate) async fn apply_steps(
 
     for s in steps {
         if let Step::EnableRls { table } = s {
-            let sql = vec![format!("ALTER TABLE {} ENABLE ROW LEVEL SECURITY", q(table))];
-            run(client, &Unit::Tx { utc: false, sql }, &format!("enabling RLS on {table}"), limits).await?;
+            let sql = vec![format!(
+                "ALTER TABLE {} ENABLE ROW LEVEL SECURITY",
+                q(table)
+            )];
+            run(
+                client,
+                &Unit::Tx { utc: false, sql },
+                &format!("enabling RLS on {table}"),
+                limits,
+            )
+            .await?;
         }
     }
 
@@ -173,16 +229,35 @@ pub(crate) async fn apply_steps(
                 .collect();
             // Ours may exist already (an interrupted run): drop by our names too.
             for cmd in ["select", "insert", "update", "delete"] {
-                sql.push(format!("DROP POLICY IF EXISTS {} ON {}", q(&format!("{table}_{cmd}")), q(table)));
+                sql.push(format!(
+                    "DROP POLICY IF EXISTS {} ON {}",
+                    q(&format!("{table}_{cmd}")),
+                    q(table)
+                ));
             }
             sql.extend(ours::policies(table));
-            run(client, &Unit::Tx { utc: false, sql }, &format!("replacing the policies of {table}"), limits).await?;
+            run(
+                client,
+                &Unit::Tx { utc: false, sql },
+                &format!("replacing the policies of {table}"),
+                limits,
+            )
+            .await?;
         }
     }
 
     let mut grants: Vec<String> = ours::GRANTS.iter().map(|s| s.to_string()).collect();
     grants.push(ours::REVOKE_DO.to_owned());
-    run(client, &Unit::Tx { utc: false, sql: grants }, "granting sync_tenant, revoking TRIGGER/TRUNCATE/REFERENCES", limits).await?;
+    run(
+        client,
+        &Unit::Tx {
+            utc: false,
+            sql: grants,
+        },
+        "granting sync_tenant, revoking TRIGGER/TRUNCATE/REFERENCES",
+        limits,
+    )
+    .await?;
 
     for s in steps {
         if let Step::CreateIndex { name, table, def } = s {
@@ -200,10 +275,24 @@ pub(crate) async fn apply_steps(
                 let expr = format!("{} IS NOT NULL", q(column));
                 add_check(client, table, &name, &expr, limits).await?;
                 let sql = vec![
-                    format!("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL", q(table), q(column)),
-                    format!("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}", q(table), q(&name)),
+                    format!(
+                        "ALTER TABLE {} ALTER COLUMN {} SET NOT NULL",
+                        q(table),
+                        q(column)
+                    ),
+                    format!(
+                        "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}",
+                        q(table),
+                        q(&name)
+                    ),
                 ];
-                run(client, &Unit::Tx { utc: false, sql }, &format!("SET NOT NULL on {table}.{column}"), limits).await?;
+                run(
+                    client,
+                    &Unit::Tx { utc: false, sql },
+                    &format!("SET NOT NULL on {table}.{column}"),
+                    limits,
+                )
+                .await?;
             }
             _ => {}
         }
@@ -225,7 +314,13 @@ async fn exists(client: &Client, sql: &'static str, arg: &str) -> Result<bool> {
         .get(0))
 }
 
-async fn add_check(client: &mut Client, table: &str, name: &str, expr: &str, limits: &Limits) -> Result<()> {
+async fn add_check(
+    client: &mut Client,
+    table: &str,
+    name: &str,
+    expr: &str,
+    limits: &Limits,
+) -> Result<()> {
     let present = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
@@ -235,11 +330,27 @@ async fn add_check(client: &mut Client, table: &str, name: &str, expr: &str, lim
         .map_err(Error::db("adopt: reading constraints"))?
         .get::<_, bool>(0);
     if !present {
-        let sql = vec![format!("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({expr}) NOT VALID", q(table), q(name))];
-        run(client, &Unit::Tx { utc: false, sql }, &format!("adding {name} NOT VALID"), limits).await?;
+        let sql = vec![format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({expr}) NOT VALID",
+            q(table),
+            q(name)
+        )];
+        run(
+            client,
+            &Unit::Tx { utc: false, sql },
+            &format!("adding {name} NOT VALID"),
+            limits,
+        )
+        .await?;
     }
     let sql = format!("ALTER TABLE {} VALIDATE CONSTRAINT {}", q(table), q(name));
-    run(client, &Unit::Single(sql), &format!("validating {name}"), limits).await
+    run(
+        client,
+        &Unit::Single(sql),
+        &format!("validating {name}"),
+        limits,
+    )
+    .await
 }
 
 async fn create_index(
@@ -261,8 +372,18 @@ async fn create_index(
         build_concurrently(client, &child, &p.name, def, limits).await?;
         children.push(child);
     }
-    let sql = vec![format!("CREATE INDEX IF NOT EXISTS {} ON ONLY {} {def}", q(name), q(table))];
-    run(client, &Unit::Tx { utc: false, sql }, &format!("creating {name} on the log"), limits).await?;
+    let sql = vec![format!(
+        "CREATE INDEX IF NOT EXISTS {} ON ONLY {} {def}",
+        q(name),
+        q(table)
+    )];
+    run(
+        client,
+        &Unit::Tx { utc: false, sql },
+        &format!("creating {name} on the log"),
+        limits,
+    )
+    .await?;
     for child in children {
         let attached = exists(
             client,
@@ -271,15 +392,30 @@ async fn create_index(
         )
         .await?;
         if !attached {
-            let sql = vec![format!("ALTER INDEX {} ATTACH PARTITION {}", q(name), q(&child))];
-            run(client, &Unit::Tx { utc: false, sql }, &format!("attaching {child} to {name}"), limits).await?;
+            let sql = vec![format!(
+                "ALTER INDEX {} ATTACH PARTITION {}",
+                q(name),
+                q(&child)
+            )];
+            run(
+                client,
+                &Unit::Tx { utc: false, sql },
+                &format!("attaching {child} to {name}"),
+                limits,
+            )
+            .await?;
         }
     }
     Ok(())
 }
 
-
-async fn build_concurrently(client: &mut Client, name: &str, table: &str, def: &str, limits: &Limits) -> Result<()> {
+async fn build_concurrently(
+    client: &mut Client,
+    name: &str,
+    table: &str,
+    def: &str,
+    limits: &Limits,
+) -> Result<()> {
     let invalid = exists(
         client,
         "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($1) AND NOT indisvalid)",
@@ -288,10 +424,26 @@ async fn build_concurrently(client: &mut Client, name: &str, table: &str, def: &
     .await?;
     if invalid {
         let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", q(name));
-        run(client, &Unit::Single(sql), &format!("dropping the invalid index {name} an interrupted run left"), limits).await?;
+        run(
+            client,
+            &Unit::Single(sql),
+            &format!("dropping the invalid index {name} an interrupted run left"),
+            limits,
+        )
+        .await?;
     }
-    let sql = format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} {def}", q(name), q(table));
-    run(client, &Unit::Single(sql), &format!("building {name} concurrently"), limits).await
+    let sql = format!(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} {def}",
+        q(name),
+        q(table)
+    );
+    run(
+        client,
+        &Unit::Single(sql),
+        &format!("building {name} concurrently"),
+        limits,
+    )
+    .await
 }
 
 /// Puts our functions and triggers in place of theirs on the three tables and
@@ -300,10 +452,9 @@ async fn build_concurrently(client: &mut Client, name: &str, table: &str, def: &
 /// triggers computed are not touched.
 async fn replace_triggers(client: &mut Client, live: &Catalog, limits: &Limits) -> Result<()> {
     let mut sql: Vec<String> = Vec::new();
-    let cleanup_differs = live
-        .functions
-        .iter()
-        .any(|f| f.name == "auto_cleanup_preview_cache" && f.result != "TABLE(deleted_count bigint)");
+    let cleanup_differs = live.functions.iter().any(|f| {
+        f.name == "auto_cleanup_preview_cache" && f.result != "TABLE(deleted_count bigint)"
+    });
     if cleanup_differs {
         sql.push("DROP FUNCTION IF EXISTS auto_cleanup_preview_cache()".to_owned());
     }
@@ -319,13 +470,23 @@ async fn replace_triggers(client: &mut Client, live: &Catalog, limits: &Limits) 
         } else if !dropped_functions.contains(&t.function) {
             dropped_functions.push(t.function.clone());
         }
-        sql.push(format!("DROP TRIGGER IF EXISTS {} ON {}", q(&t.name), q(&t.table)));
+        sql.push(format!(
+            "DROP TRIGGER IF EXISTS {} ON {}",
+            q(&t.name),
+            q(&t.table)
+        ));
     }
     for (_, _, create) in ours::TRIGGERS {
         sql.push(create.to_string());
     }
-    for table in std::iter::once("sync_activity_log").chain(live.partitions.iter().map(|p| p.name.as_str())) {
-        sql.push(format!("DROP TRIGGER IF EXISTS {} ON {}", q(ours::LOG_TRUNCATE_TRIGGER), q(table)));
+    for table in
+        std::iter::once("sync_activity_log").chain(live.partitions.iter().map(|p| p.name.as_str()))
+    {
+        sql.push(format!(
+            "DROP TRIGGER IF EXISTS {} ON {}",
+            q(ours::LOG_TRUNCATE_TRIGGER),
+            q(table)
+        ));
         sql.push(format!(
             "CREATE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT EXECUTE FUNCTION sync_refuse_truncate()",
             q(ours::LOG_TRUNCATE_TRIGGER),
@@ -337,7 +498,10 @@ async fn replace_triggers(client: &mut Client, live: &Catalog, limits: &Limits) 
         .map(|(n, _)| *n)
         .chain(std::iter::once("auto_cleanup_preview_cache"))
         .collect();
-    for f in dropped_functions.iter().filter(|f| !ours_fns.contains(&f.as_str())) {
+    for f in dropped_functions
+        .iter()
+        .filter(|f| !ours_fns.contains(&f.as_str()))
+    {
         sql.push(format!("DROP FUNCTION IF EXISTS {}()", q(f)));
     }
     sql.push(
@@ -354,5 +518,11 @@ async fn replace_triggers(client: &mut Client, live: &Catalog, limits: &Limits) 
          'Deletes sync_preview_cache rows whose expires_at has passed; returns the number deleted.'"
             .to_owned(),
     );
-    run(client, &Unit::Tx { utc: false, sql }, "replacing functions and triggers", limits).await
+    run(
+        client,
+        &Unit::Tx { utc: false, sql },
+        "replacing functions and triggers",
+        limits,
+    )
+    .await
 }

@@ -1,0 +1,231 @@
+//! `sync-migrate adopt`: the deployed-0024 fixture (another team's 0024, a
+//! year of rows, no history) is compared, converged, recorded, then `up`,
+//! `verify`, the spec's examples and the old writers run on it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use sync_migrations::{adopt, AdoptOptions, DiffClass};
+use sync_tests::{sync_migrate_bin, TestDb};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/deployed-0024")
+}
+
+fn psql(db: &TestDb, vars: &[(&str, &str)], files: &[&str]) {
+    let mut cmd = Command::new("psql");
+    cmd.arg("-X")
+        .arg("-q")
+        .arg("-v")
+        .arg("ON_ERROR_STOP=1")
+        .arg("-d")
+        .arg(db.url());
+    for (k, v) in vars {
+        cmd.arg("-v").arg(format!("{k}={v}"));
+    }
+    for f in files {
+        cmd.arg("-f").arg(fixture().join(f));
+    }
+    let out = cmd.output().expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {files:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The deployed fixture at a small scale.
+async fn deployed() -> TestDb {
+    let db = TestDb::empty().await;
+    psql(
+        &db,
+        &[("scale", "3")],
+        &[
+            "00_platform.sql",
+            "10_migration_0024.sql",
+            "20_year_of_rows.sql",
+        ],
+    );
+    db
+}
+
+/// (count, md5) per table over every row, every column; `updated_at` read as
+/// UTC `timestamp` (adoption turns the cache's `timestamp` into `timestamptz`
+/// without changing a value).
+async fn checksums(db: &TestDb) -> Vec<(String, i64, String)> {
+    let c = db.client().await;
+    c.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    let mut out = Vec::new();
+    for t in ["sync_preview_cache", "sync_progress", "sync_activity_log"] {
+        let row = c
+            .query_one(
+                &format!(
+                    "SELECT count(*), coalesce(md5(string_agg(x, '|' ORDER BY x)), '') FROM ( \
+                       SELECT (to_jsonb(t) || jsonb_build_object('updated_at', \
+                               (to_jsonb(t) ->> 'updated_at')::timestamptz::timestamp))::text AS x \
+                         FROM {t} t WHERE coalesce(t.sync_id, '') NOT LIKE 'replay-%') s"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        out.push((t.to_owned(), row.get(0), row.get(1)));
+    }
+    out
+}
+
+fn cli(db: &TestDb, args: &[&str]) -> (i32, String) {
+    let out = Command::new(sync_migrate_bin())
+        .arg("--database-url")
+        .arg(db.url())
+        .args(args)
+        .output()
+        .expect("run sync-migrate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn adopt_reports_converges_and_up_continues() {
+    let db = deployed().await;
+    let before = checksums(&db).await;
+    // Old writers before adoption.
+    psql(
+        &db,
+        &[("sync_id", "replay-before")],
+        &["30_old_writers.sql"],
+    );
+
+    // Report only: blocking rows without --allow-not-valid, exit 1; nothing changed.
+    let (code, out) = cli(&db, &["adopt"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("BLOCKING") && out.contains("sync_progress_handled_within_total"),
+        "{out}"
+    );
+    let (code, out) = cli(&db, &["--json", "adopt", "--allow-not-valid"]);
+    assert_eq!(code, 0, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["adoptable"], true);
+    assert_eq!(json["applied"], false);
+    assert_eq!(checksums(&db).await, before, "the report changed rows");
+    let mut c = db.client().await;
+    let history: bool = c
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!history, "the report created the history table");
+
+    // --apply without --allow-not-valid refuses and changes nothing.
+    let strict = AdoptOptions {
+        apply: true,
+        ..AdoptOptions::default()
+    };
+    let r = adopt(&mut c, &strict).await.unwrap();
+    assert!(!r.applied && r.blocking() > 0);
+    let triggers: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'sync_progress_t%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(triggers, 5, "a refused --apply changed the triggers");
+
+    // --apply --allow-not-valid converges and records history 1 and 24.
+    let options = AdoptOptions {
+        apply: true,
+        allow_not_valid: true,
+        ..AdoptOptions::default()
+    };
+    let r = adopt(&mut c, &options).await.unwrap();
+    assert!(r.applied, "{}", r.to_table());
+    assert!(r
+        .differences
+        .iter()
+        .any(|d| d.class == DiffClass::Converged));
+    assert_eq!(r.remaining.len(), 2, "{}", r.to_table());
+    let rows: Vec<(i32, String)> = c
+        .query(
+            "SELECT version, name FROM refinery_schema_history ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (1, "prerequisites".to_owned()),
+            (24, "sync_preview_progress_logs".to_owned())
+        ]
+    );
+    assert_eq!(
+        checksums(&db).await,
+        before,
+        "adoption changed pre-existing rows"
+    );
+
+    // A second --apply is a no-op.
+    let again = adopt(&mut c, &options).await.unwrap();
+    assert!(again.already_adopted && !again.applied);
+
+    // `up` applies the rest and creates the partitions (moving the backlog);
+    // verify passes; rows are unchanged.
+    let (code, out) = cli(&db, &["up"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&db, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(checksums(&db).await, before, "up changed pre-existing rows");
+
+    // Old writers after adoption, the spec's examples.
+    psql(&db, &[("sync_id", "replay-after")], &["30_old_writers.sql"]);
+    psql(&db, &[], &["40_spec_examples.sql"]);
+
+    // An old writer's insert without a total is "not known yet", not complete.
+    let done: bool = c
+        .query_one(
+            "WITH i AS (INSERT INTO sync_progress (org_id, sync_id, entity_type) \
+               VALUES (md5('org-1')::uuid, 'replay-no-total', 'product') RETURNING completed_at) \
+             SELECT completed_at IS NOT NULL FROM i",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!done, "a sync inserted without a total was completed");
+}
+
+#[tokio::test]
+async fn adopt_on_a_database_with_our_history_is_a_no_op() {
+    let db = TestDb::migrated().await;
+    let mut c = db.client().await;
+    let r = adopt(
+        &mut c,
+        &AdoptOptions {
+            apply: true,
+            ..AdoptOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(r.already_adopted && !r.applied && r.is_adoptable());
+}
+
+#[tokio::test]
+async fn adopt_on_an_empty_database_is_not_adoptable() {
+    let db = TestDb::empty().await;
+    psql(&db, &[], &["00_platform.sql"]);
+    let (code, out) = cli(&db, &["adopt"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not a database with 0024"), "{out}");
+}
