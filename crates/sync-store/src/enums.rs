@@ -100,6 +100,39 @@ macro_rules! pg_enum {
             }
         }
 
+        /// Decodes a value of the enum type `$pg` (binary format: the label):
+        /// a label this build does not know decodes as `Other(label)`.
+        impl<'a> postgres_types::FromSql<'a> for $name {
+            fn from_sql(
+                _ty: &postgres_types::Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                Ok($name::from_db_label(std::str::from_utf8(raw)?))
+            }
+
+            fn accepts(ty: &postgres_types::Type) -> bool {
+                ty.name() == $pg && matches!(ty.kind(), postgres_types::Kind::Enum(_))
+            }
+        }
+
+        /// Sends the label as a value of the enum type `$pg`.
+        impl postgres_types::ToSql for $name {
+            fn to_sql(
+                &self,
+                _ty: &postgres_types::Type,
+                out: &mut bytes::BytesMut,
+            ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                out.extend_from_slice(self.as_str().as_bytes());
+                Ok(postgres_types::IsNull::No)
+            }
+
+            fn accepts(ty: &postgres_types::Type) -> bool {
+                ty.name() == $pg && matches!(ty.kind(), postgres_types::Kind::Enum(_))
+            }
+
+            postgres_types::to_sql_checked!();
+        }
+
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())

@@ -8,6 +8,9 @@ use super::{DiffClass, Difference};
 use crate::error::{Error, Result};
 use crate::partitions::quote_ident as q;
 
+/// A policy by what it does: command, permissive, roles, USING, WITH CHECK.
+type PolicyShape = (String, String, Vec<String>, Option<String>, Option<String>);
+
 /// One convergence step of `--apply` (see `steps`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -393,25 +396,24 @@ pub(crate) async fn classify(
 
     // Policies, per table and command, by what they do.
     for table in reference.tables.keys() {
-        let shape =
-            |c: &Catalog| -> Vec<(String, String, Vec<String>, Option<String>, Option<String>)> {
-                let mut v: Vec<_> = c
-                    .policies
-                    .iter()
-                    .filter(|p| &p.table == table)
-                    .map(|p| {
-                        (
-                            p.cmd.clone(),
-                            p.permissive.clone(),
-                            p.roles.clone(),
-                            p.qual.clone(),
-                            p.check.clone(),
-                        )
-                    })
-                    .collect();
-                v.sort();
-                v
-            };
+        let shape = |c: &Catalog| -> Vec<PolicyShape> {
+            let mut v: Vec<_> = c
+                .policies
+                .iter()
+                .filter(|p| &p.table == table)
+                .map(|p| {
+                    (
+                        p.cmd.clone(),
+                        p.permissive.clone(),
+                        p.roles.clone(),
+                        p.qual.clone(),
+                        p.check.clone(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
         let (have, want) = (shape(live), shape(reference));
         if have == want {
             d.push(diff(
