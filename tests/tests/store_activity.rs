@@ -359,7 +359,7 @@ async fn pagination_is_stable_with_equal_timestamps() {
 }
 
 #[tokio::test]
-async fn unknown_label_from_the_database_degrades_only_its_row() {
+async fn unknown_label_from_the_database_reads_as_other() {
     let f = Fixture::new().await;
     let svc = f.store.service();
     f.admin
@@ -373,8 +373,8 @@ async fn unknown_label_from_the_database_degrades_only_its_row() {
         )
         .await
         .unwrap();
-    // A listing skips the row it cannot decode (reported as a WARN event)
-    // and returns the others; a single-row read names the label.
+    // A label this build lacks reads as Other(label): listings return every
+    // row (an adopted database keeps its own labels, e.g. sync_error).
     svc.append_activity(
         f.org_a,
         &entry(SyncAction::RecordCreate, SyncStatus::Completed),
@@ -385,8 +385,15 @@ async fn unknown_label_from_the_database_degrades_only_its_row() {
         .list_activity(f.org_a, &ActivityFilter::default(), None, 10)
         .await
         .unwrap();
-    assert_eq!(page.entries.len(), 1, "{page:?}");
-    assert_eq!(page.entries[0].action, SyncAction::RecordCreate);
+    assert_eq!(page.entries.len(), 2, "{page:?}");
+    let actions: Vec<SyncAction> = page.entries.iter().map(|e| e.action).collect();
+    assert!(actions.contains(&SyncAction::RecordCreate), "{actions:?}");
+    assert!(
+        actions.contains(&SyncAction::Other("record_merge")),
+        "{actions:?}"
+    );
+    assert_eq!(SyncAction::Other("record_merge").as_str(), "record_merge");
+    assert!(!SyncAction::Other("record_merge").is_known());
     f.admin
         .batch_execute("ALTER TYPE sync_entity_type ADD VALUE 'warehouse'")
         .await
@@ -398,20 +405,13 @@ async fn unknown_label_from_the_database_degrades_only_its_row() {
         )
         .await
         .unwrap();
-    assert!(svc.list_active_syncs(f.org_a).await.unwrap().is_empty());
-    let err = svc.get_sync(f.org_a, "w").await.unwrap_err();
-    match &err {
-        Error::UnknownLabel {
-            type_name, label, ..
-        } => {
-            assert_eq!(
-                (*type_name, label.as_str()),
-                ("sync_entity_type", "warehouse")
-            );
-        }
-        other => panic!("expected UnknownLabel, got {other}"),
-    }
-    assert!(err.to_string().contains("warehouse"));
+    let active = svc.list_active_syncs(f.org_a).await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].entity_type, SyncEntityType::Other("warehouse"));
+    let got = svc.get_sync(f.org_a, "w").await.unwrap().expect("row w");
+    assert_eq!(got.entity_type.as_str(), "warehouse");
+    // Caller input stays strict.
+    assert!("warehouse".parse::<SyncEntityType>().is_err());
     // The bulk path still works with the extra label in the database.
     let n = svc
         .append_activity_many(
