@@ -229,3 +229,229 @@ async fn adopt_on_an_empty_database_is_not_adoptable() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not a database with 0024"), "{out}");
 }
+
+/// Adopts `db` (allowing the fixture's known violations) and runs `up`.
+async fn adopt_and_up(db: &TestDb) {
+    let (code, out) = cli(db, &["adopt", "--apply", "--allow-not-valid"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(db, &["up"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
+async fn kill_9_during_apply_then_rerun_converges_while_old_writers_run() {
+    let db = deployed().await;
+    let before = checksums(&db).await;
+    // Old writers keep replaying the whole script (inserts, ticks, late totals,
+    // completion, log rows) from another process during every attempt.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let url = db.url();
+        std::thread::spawn(move || {
+            let (mut runs, mut failures) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = Command::new("psql")
+                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url])
+                    .arg("-v")
+                    .arg(format!("sync_id=replay-during-{runs}"))
+                    .arg("-f")
+                    .arg(fixture().join("30_old_writers.sql"))
+                    .output()
+                    .expect("psql");
+                if !out.status.success() {
+                    failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                }
+                runs += 1;
+            }
+            (runs, failures)
+        })
+    };
+    // kill -9 at spread-out moments (different phases), then let one finish.
+    let mut kills = 0;
+    for delay_ms in [150u64, 300, 500, 700, 900, 1200, 1500, 2000] {
+        let mut child = Command::new(sync_migrate_bin())
+            .arg("--database-url")
+            .arg(db.url())
+            .args(["adopt", "--apply", "--allow-not-valid"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    let (code, out) = cli(&db, &["adopt", "--apply", "--allow-not-valid"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&db, &["adopt", "--apply", "--allow-not-valid"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("already adopted"), "{out}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (runs, failures) = writer.join().unwrap();
+    eprintln!(
+        "kills: {kills}; old-writer runs: {runs}, failed: {}",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "old writers failed during adoption: {failures:?}"
+    );
+    assert!(runs > 0);
+    let (code, out) = cli(&db, &["up"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&db, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(checksums(&db).await, before, "pre-existing rows changed");
+    // No invalid index was left behind by a killed CREATE INDEX CONCURRENTLY.
+    let c = db.client().await;
+    let invalid: i64 = c
+        .query_one("SELECT count(*) FROM pg_index WHERE NOT indisvalid", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(invalid, 0);
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_on_every_table_and_partition_after_adoption() {
+    let db = deployed().await;
+    adopt_and_up(&db).await;
+    let admin = db.client().await;
+    let (role, config) = db.login_role("tenant").await;
+    admin
+        .batch_execute(&format!("GRANT authenticated TO {role}"))
+        .await
+        .unwrap();
+    let tables: Vec<String> = admin
+        .query(
+            "SELECT c.relname::text FROM pg_class c WHERE c.relname IN \
+               ('sync_preview_cache', 'sync_progress', 'sync_activity_log') \
+             UNION ALL SELECT i.inhrelid::regclass::text FROM pg_inherits i \
+              WHERE i.inhparent = 'sync_activity_log'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(tables.len() > 8, "{tables:?}");
+    let tenant = sync_tests::connect(&config).await;
+    let org1_admin = "41736019-9537-d1fc-6d33-1305cf4d6d14";
+    let mut checked = 0;
+    for as_role in ["sync_tenant", "authenticated"] {
+        for t in &tables {
+            let tx_sql = format!(
+                "BEGIN; SET LOCAL ROLE {as_role}; \
+                 SELECT set_config('request.jwt.claim.sub', '{org1_admin}', true)"
+            );
+            tenant.batch_execute(&tx_sql).await.unwrap();
+            let r = tenant
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FILTER (WHERE org_id <> md5('org-1')::uuid), count(*) FROM {t}"
+                    ),
+                    &[],
+                )
+                .await;
+            tenant.batch_execute("ROLLBACK").await.unwrap();
+            match r {
+                Ok(row) => {
+                    let (foreign, all): (i64, i64) = (row.get(0), row.get(1));
+                    assert_eq!(foreign, 0, "{as_role} sees another org's rows in {t}");
+                    if t.starts_with("sync_activity_log_") {
+                        assert_eq!(all, 0, "{as_role} reads partition {t} directly");
+                    }
+                }
+                Err(e) => assert_eq!(
+                    e.code(),
+                    Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+                    "{as_role} on {t}: {e:?}"
+                ),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, tables.len() * 2);
+    // Through the parents, the tenant sees its own org's rows.
+    tenant
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL ROLE sync_tenant; \
+             SELECT set_config('request.jwt.claim.sub', '{org1_admin}', true)"
+        ))
+        .await
+        .unwrap();
+    let own: i64 = tenant
+        .query_one("SELECT count(*) FROM sync_activity_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tenant.batch_execute("ROLLBACK").await.unwrap();
+    assert!(own > 0);
+}
+
+#[tokio::test]
+async fn the_store_reads_every_adopted_row() {
+    let db = deployed().await;
+    adopt_and_up(&db).await;
+    let admin = db.client().await;
+    let store = sync_store::Store::new(db.pool());
+    let svc = store.service();
+    let orgs: Vec<uuid::Uuid> = admin
+        .query("SELECT id FROM organization", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut others = 0;
+    for org in orgs {
+        let expected: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM sync_activity_log WHERE org_id = $1",
+                &[&org],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let (mut n, mut after) = (0i64, None);
+        loop {
+            let page = svc
+                .list_activity(org, &sync_store::ActivityFilter::default(), after, 1000)
+                .await
+                .unwrap();
+            n += page.entries.len() as i64;
+            others += page
+                .entries
+                .iter()
+                .filter(|e| !e.action.is_known() || !e.status.is_known())
+                .count();
+            match page.next {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(n, expected, "org {org}: every log row read");
+        let syncs: Vec<String> = admin
+            .query(
+                "SELECT sync_id FROM sync_progress WHERE org_id = $1",
+                &[&org],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for s in syncs {
+            assert!(svc.get_sync(org, &s).await.unwrap().is_some(), "{s}");
+        }
+    }
+    assert!(
+        others > 0,
+        "the fixture's own labels (sync_error, partial, …) were read"
+    );
+}
