@@ -455,3 +455,38 @@ async fn the_store_reads_every_adopted_row() {
         "the fixture's own labels (sync_error, partial, …) were read"
     );
 }
+
+#[tokio::test]
+async fn rollback_round_trip_on_an_adopted_database() {
+    let db = deployed().await;
+    adopt_and_up(&db).await;
+    let mut c = db.client().await;
+    let options = sync_migrations::MigrateOptions::default();
+    assert_eq!(
+        sync_migrations::rollback_0024_dropping_data(&mut c, &options)
+            .await
+            .unwrap(),
+        sync_migrations::RollbackOutcome::RolledBack
+    );
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'sync\\_%' AND relkind IN ('r', 'p')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "rollback left sync tables behind");
+    // Every embedded migration from 24 on comes back, as on a fresh database.
+    let again = sync_migrations::apply(&mut c, &options).await.unwrap();
+    let from_24: Vec<i32> = sync_migrations::embedded_migrations()
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v >= 24)
+        .collect();
+    assert_eq!(
+        again.applied.iter().map(|m| m.version).collect::<Vec<_>>(),
+        from_24
+    );
+    assert!(sync_migrations::verify(&c).await.unwrap().is_ok());
+}

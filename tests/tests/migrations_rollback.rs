@@ -75,6 +75,31 @@ async fn before_0024_dump() -> String {
     schema_dump(&db)
 }
 
+/// The embedded versions from 24 on, oldest first.
+fn from_24() -> Vec<i32> {
+    sync_migrations::embedded_migrations()
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v >= 24)
+        .collect()
+}
+
+#[test]
+fn every_migration_after_0024_has_its_rollback_newest_first() {
+    let later: Vec<i32> = from_24().into_iter().filter(|v| *v > 24).rev().collect();
+    let listed: Vec<i32> = sync_migrations::ROLLBACKS_AFTER_0024
+        .iter()
+        .map(|(v, _)| *v)
+        .collect();
+    assert_eq!(
+        listed, later,
+        "ROLLBACKS_AFTER_0024 must list every embedded migration after 0024, newest first"
+    );
+    for (v, sql) in sync_migrations::ROLLBACKS_AFTER_0024 {
+        assert!(!sql.trim().is_empty(), "rollback of V{v} is empty");
+    }
+}
+
 #[tokio::test]
 async fn up_down_up_restores_the_exact_schema() {
     let pristine = before_0024_dump().await;
@@ -118,7 +143,8 @@ async fn up_down_up_restores_the_exact_schema() {
     let again = apply(&mut c, &opts).await.unwrap();
     assert_eq!(
         again.applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![24, 25]
+        from_24(),
+        "down rolls back every migration from 0024 on; up re-applies each"
     );
     assert_eq!(
         schema_dump(&db),
