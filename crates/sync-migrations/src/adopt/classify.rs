@@ -37,6 +37,15 @@ pub(crate) enum Step {
         column: String,
     },
     ReplaceTriggers,
+    RenameIndex {
+        from: String,
+        to: String,
+    },
+    RenameConstraint {
+        table: String,
+        from: String,
+        to: String,
+    },
     EnableRls {
         table: String,
     },
@@ -337,8 +346,16 @@ pub(crate) async fn classify(
             .iter()
             .find(|l| l.table == k.table && l.kind == k.kind && l.def == k.def);
         match (found, k.kind.as_str()) {
-            (Some(l), _) => d.push(diff("constraint", format!("{}.{}", k.table, k.name), l.name.clone(), k.def.clone(), Same,
-                if l.validated { "" } else { "present but NOT VALID" })),
+            (Some(l), _) => {
+                let rename = l.name != k.name
+                    && !live.constraints.iter().any(|o| o.table == k.table && o.name == k.name)
+                    && !live.indexes.iter().any(|i| i.name == k.name);
+                d.push(diff("constraint", format!("{}.{}", k.table, k.name), l.name.clone(), k.def.clone(), Same,
+                    if !l.validated { "present but NOT VALID" } else if rename { "renamed to ours by --apply" } else { "" }));
+                if rename {
+                    steps.push(Step::RenameConstraint { table: k.table.clone(), from: l.name.clone(), to: k.name.clone() });
+                }
+            }
             (None, "c") => {
                 let Some((name, table, expr)) = ours::CHECKS.iter().find(|(n, _, _)| *n == k.name) else {
                     d.push(diff("constraint", k.name.clone(), "missing".into(), k.def.clone(), Blocking,
@@ -356,19 +373,34 @@ pub(crate) async fn classify(
 
     // Indexes, by definition.
     for i in &reference.indexes {
-        if live
+        if let Some(l) = live
             .indexes
             .iter()
-            .any(|l| l.table == i.table && l.key == i.key && l.valid)
+            .find(|l| l.table == i.table && l.key == i.key && l.valid)
         {
+            // Constraint-backed indexes follow their constraint's rename.
+            let backs_constraint = reference.constraints.iter().any(|k| k.name == i.name);
+            let rename = l.name != i.name
+                && !backs_constraint
+                && !live.indexes.iter().any(|o| o.name == i.name);
             d.push(diff(
                 "index",
                 i.name.clone(),
-                "present".into(),
+                l.name.clone(),
                 i.key.clone(),
                 Same,
-                "",
+                if rename {
+                    "renamed to ours by --apply (later migrations name it)"
+                } else {
+                    ""
+                },
             ));
+            if rename {
+                steps.push(Step::RenameIndex {
+                    from: l.name.clone(),
+                    to: i.name.clone(),
+                });
+            }
             continue;
         }
         match ours::INDEXES.iter().find(|(n, _, _)| *n == i.name) {

@@ -260,6 +260,31 @@ pub(crate) async fn apply_steps(
     .await?;
 
     for s in steps {
+        let sql = match s {
+            Step::RenameIndex { from, to } => {
+                format!("ALTER INDEX {} RENAME TO {}", q(from), q(to))
+            }
+            Step::RenameConstraint { table, from, to } => format!(
+                "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+                q(table),
+                q(from),
+                q(to)
+            ),
+            _ => continue,
+        };
+        run(
+            client,
+            &Unit::Tx {
+                utc: false,
+                sql: vec![sql],
+            },
+            "renaming an object that means the same as ours to our name",
+            limits,
+        )
+        .await?;
+    }
+
+    for s in steps {
         if let Step::CreateIndex { name, table, def } = s {
             create_index(client, name, table, def, live, limits).await?;
         }
@@ -296,6 +321,17 @@ pub(crate) async fn apply_steps(
             }
             _ => {}
         }
+    }
+    // Fresh statistics for the planner (the indexes are new); ANALYZE takes
+    // SHARE UPDATE EXCLUSIVE, which writers do not wait for.
+    for table in &tables {
+        run(
+            client,
+            &Unit::Single(format!("ANALYZE {}", q(table))),
+            &format!("analyzing {table}"),
+            limits,
+        )
+        .await?;
     }
     Ok(())
 }
