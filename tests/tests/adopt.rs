@@ -186,6 +186,19 @@ async fn adopt_reports_converges_and_up_continues() {
     let (code, out) = cli(&db, &["verify"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(checksums(&db).await, before, "up changed pre-existing rows");
+    // doctor: every check but the (org_id, job_id) plan probe passes. That probe
+    // asks for an org id that does not exist; with the adopted table's real
+    // statistics (more than 10 pages after a year of ticks) every org_id index
+    // costs the same for it and the planner may pick another one. Known, left
+    // to the doctor's owner (see the report).
+    let (_, out) = cli(&db, &["doctor"]);
+    let fails: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("FAIL") && !l.contains("progress_query_plan"))
+        .collect();
+    assert!(fails.is_empty(), "{out}");
+    assert!(out.contains("PASS  foreign_triggers"), "{out}");
+    assert!(out.contains("PASS  rls_enabled"), "{out}");
 
     // Old writers after adoption, the spec's examples.
     psql(&db, &[("sync_id", "replay-after")], &["30_old_writers.sql"]);
