@@ -44,6 +44,7 @@ async fn deployed() -> TestDb {
             "00_platform.sql",
             "10_migration_0024.sql",
             "20_year_of_rows.sql",
+            "50_more_variations.sql",
         ],
     );
     db
@@ -502,4 +503,81 @@ async fn rollback_round_trip_on_an_adopted_database() {
         from_24
     );
     assert!(sync_migrations::verify(&c).await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn an_attackers_trigger_is_removed_and_same_named_functions_elsewhere_survive() {
+    let db = deployed().await;
+    let admin = db.client().await;
+    // 50_more_variations.sql granted ALL (TRIGGER included) on sync_progress to
+    // `authenticated`: a member plants a trigger whose function lives in its own
+    // schema and carries the name of an unrelated function of `public`.
+    let (role, config) = db.login_role("attacker").await;
+    admin
+        .batch_execute(&format!(
+            "GRANT authenticated TO {role}; CREATE SCHEMA evil AUTHORIZATION authenticated; \
+             CREATE FUNCTION public.audit_helper() RETURNS int LANGUAGE sql AS 'SELECT 1';"
+        ))
+        .await
+        .unwrap();
+    let attacker = sync_tests::connect(&config).await;
+    attacker
+        .batch_execute(
+            "SET ROLE authenticated; \
+             CREATE FUNCTION evil.audit_helper() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN RETURN NULL; END $$; \
+             RESET ROLE;",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    // The trigger is created by the same role (it holds TRIGGER on the table).
+    attacker
+        .batch_execute(
+            "SET ROLE authenticated; \
+             CREATE TRIGGER \"zz_silent\"\"; DROP TABLE organization; --\" \
+               BEFORE INSERT ON sync_progress FOR EACH ROW EXECUTE FUNCTION evil.audit_helper(); \
+             RESET ROLE;",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    adopt_and_up(&db).await;
+    let planted: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'zz_silent%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(planted, 0, "the planted trigger survived adoption");
+    let helper: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_proc WHERE proname = 'audit_helper'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        helper, 2,
+        "adoption dropped a function it did not own the trigger of"
+    );
+    let orgs: i64 = admin
+        .query_one("SELECT count(*) FROM organization", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orgs, 4);
+    // After adoption no non-owner holds TRIGGER on the tables any more.
+    let trigger_grants: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a \
+              WHERE c.oid = 'sync_progress'::regclass AND a.privilege_type = 'TRIGGER' \
+                AND a.grantee <> c.relowner",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(trigger_grants, 0);
 }

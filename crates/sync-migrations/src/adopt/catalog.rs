@@ -59,6 +59,8 @@ pub(crate) struct Trigger {
     /// e.g. `BEFORE INSERT OR UPDATE FOR EACH ROW`
     pub timing: String,
     pub function: String,
+    /// Schema of the function.
+    pub function_schema: String,
     pub body_md5: String,
 }
 
@@ -82,6 +84,8 @@ pub(crate) struct Partition {
 /// The catalog of one schema, as far as 0024 is concerned.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Catalog {
+    /// The schema read.
+    pub schema: String,
     /// Table name -> (relkind, RLS enabled).
     pub tables: BTreeMap<String, (String, bool)>,
     pub partitions: Vec<Partition>,
@@ -122,7 +126,10 @@ pub(crate) async fn snapshot<C: GenericClient + Sync>(client: &C, schema: &str) 
                 .map_err(Error::db(during))
         }
     };
-    let mut cat = Catalog::default();
+    let mut cat = Catalog {
+        schema: schema.to_owned(),
+        ..Catalog::default()
+    };
     for r in q(
         "SELECT c.relname::text, c.relkind::text, c.relrowsecurity FROM pg_class c \
           WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1) \
@@ -252,7 +259,7 @@ pub(crate) async fn snapshot<C: GenericClient + Sync>(client: &C, schema: &str) 
                           CASE WHEN t.tgtype & 1 <> 0 THEN 'FOR EACH ROW' \
                                ELSE 'FOR EACH STATEMENT' END, \
                           CASE WHEN t.tgqual IS NOT NULL THEN 'WHEN (...)' END), \
-                p.proname::text, md5(p.prosrc) \
+                p.proname::text, md5(p.prosrc), p.pronamespace::regnamespace::text \
            FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
            JOIN pg_proc p ON p.oid = t.tgfoid \
           WHERE NOT t.tgisinternal \
@@ -270,6 +277,7 @@ pub(crate) async fn snapshot<C: GenericClient + Sync>(client: &C, schema: &str) 
             timing: r.get(2),
             function: r.get(3),
             body_md5: r.get(4),
+            function_schema: r.get(5),
         });
     }
     let mut wanted = functions.clone();

@@ -499,11 +499,13 @@ async fn replace_triggers(client: &mut Client, live: &Catalog, limits: &Limits) 
     }
     sql.push(ours::CLEANUP_FUNCTION.replacen("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1));
     let ours_names: Vec<&str> = ours::TRIGGERS.iter().map(|(_, n, _)| *n).collect();
+    // Functions of the dropped triggers, in the adopted schema only (a trigger
+    // may run a function of another schema: that one is left alone).
     let mut dropped_functions: Vec<String> = Vec::new();
     for t in &live.triggers {
         if ours_names.contains(&t.name.as_str()) || t.name == ours::LOG_TRUNCATE_TRIGGER {
             // Ours by name: recreated below so its definition is ours.
-        } else if !dropped_functions.contains(&t.function) {
+        } else if t.function_schema == live.schema && !dropped_functions.contains(&t.function) {
             dropped_functions.push(t.function.clone());
         }
         sql.push(format!(
@@ -538,7 +540,11 @@ async fn replace_triggers(client: &mut Client, live: &Catalog, limits: &Limits) 
         .iter()
         .filter(|f| !ours_fns.contains(&f.as_str()))
     {
-        sql.push(format!("DROP FUNCTION IF EXISTS {}()", q(f)));
+        sql.push(format!(
+            "DROP FUNCTION IF EXISTS {}.{}()",
+            q(&live.schema),
+            q(f)
+        ));
     }
     sql.push(
         "DO $pin$ DECLARE f text; BEGIN \
