@@ -136,7 +136,8 @@ pub enum Error {
     },
 
     /// The database returned an enum label this build does not know (a newer
-    /// migration added it).
+    /// migration added it). No longer returned by reads: such labels read as the
+    /// enums' `Other(label)` variant. Kept so that matches on it keep compiling.
     #[error("{operation}: the database returned label {label:?} of enum {type_name}, unknown to this build of sync-store; upgrade sync-store")]
     UnknownLabel {
         /// The operation.
