@@ -79,7 +79,7 @@ enum Command {
         #[arg(long)]
         apply: bool,
         /// Adopt even when rows break one of our constraints: the constraint is
-        /// left out with a warning (re-run later to add it).
+        /// left out with a warning (add it by hand once the rows are fixed; see the README).
         #[arg(long)]
         allow_not_valid: bool,
     },

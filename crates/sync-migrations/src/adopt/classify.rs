@@ -585,7 +585,7 @@ fn not_valid(
         let found = format!("{n} row(s) break it, e.g. id {}", ids.join(", "));
         if allow {
             d.push(diff(area, name, found, "present".into(), DiffClass::Converged,
-                "--allow-not-valid: left out (a NOT VALID constraint would still refuse the old writers' next write to these rows); re-run adopt --apply once the rows are fixed"));
+                "--allow-not-valid: left out (a NOT VALID constraint would still refuse the old writers' next write to these rows); once the rows are fixed, add it by hand: ADD CONSTRAINT … NOT VALID, then VALIDATE (README, Adopting an existing database)"));
         } else {
             d.push(diff(area, name, found, "present".into(), DiffClass::Blocking,
                 "fix or delete these rows, or pass --allow-not-valid to adopt without this constraint"));
