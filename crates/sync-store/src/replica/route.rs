@@ -221,8 +221,13 @@ const PRIMARY_LSN_SQL: &str = "SELECT pg_current_wal_insert_lsn()";
 
 /// Why a replica attempt gave up.
 enum Fallback {
-    Lag { lag_bytes: u64 },
-    Failed { reason: Reason, error: Option<Error> },
+    Lag {
+        lag_bytes: u64,
+    },
+    Failed {
+        reason: Reason,
+        error: Option<Error>,
+    },
 }
 
 impl Fallback {
@@ -425,7 +430,10 @@ impl Store {
         });
         match attempt {
             Ok(rows) => {
-                replica.counters.replica_reads.fetch_add(1, Ordering::Relaxed);
+                replica
+                    .counters
+                    .replica_reads
+                    .fetch_add(1, Ordering::Relaxed);
                 return Ok(rows);
             }
             Err(Fallback::Lag { lag_bytes }) => {
@@ -601,10 +609,7 @@ async fn wait_replayed(
             .query_typed(REPLAY_LSN_SQL, &[])
             .await
             .map_err(|e| Fallback::from_error(Error::from_pg(operation, e)))?;
-        let replayed: Option<PgLsn> = rows
-            .first()
-            .and_then(|r| r.try_get(0).ok())
-            .unwrap_or(None);
+        let replayed: Option<PgLsn> = rows.first().and_then(|r| r.try_get(0).ok()).unwrap_or(None);
         let Some(replayed) = replayed.map(u64::from) else {
             // Not a standby (or not replaying): nothing says it has the writes.
             return Err(Fallback::Failed {
