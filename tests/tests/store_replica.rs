@@ -458,3 +458,39 @@ async fn row_level_security_holds_on_the_replica() {
         assert_eq!(store.replica_stats().unwrap().fallback_empty, 2);
     }
 }
+
+mod token_props {
+    use proptest::prelude::*;
+    use sync_store::ConsistencyToken;
+
+    proptest! {
+        /// Every position survives text and JSON (the header and a body).
+        #[test]
+        fn every_position_round_trips(lsn in any::<u64>()) {
+            let t = ConsistencyToken::from_lsn(lsn);
+            prop_assert_eq!(t.to_string().parse::<ConsistencyToken>(), Ok(t));
+            let json = serde_json::to_string(&t).unwrap();
+            prop_assert_eq!(serde_json::from_str::<ConsistencyToken>(&json).unwrap(), t);
+        }
+
+        /// Accepted means readable: any text that parses names one position,
+        /// whose canonical text parses back to it; nothing else is accepted.
+        #[test]
+        fn accepted_text_is_canonicalised(text in "\\PC{0,20}|[0-9a-fA-F]{0,9}/[0-9a-fA-F]{0,9}") {
+            match text.parse::<ConsistencyToken>() {
+                Ok(t) => {
+                    let (hi, lo) = text.split_once('/').unwrap();
+                    let want = (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap();
+                    prop_assert_eq!(t.lsn(), want);
+                    prop_assert!(hi.len() <= 8 && lo.len() <= 8);
+                    prop_assert_eq!(t.to_string().parse::<ConsistencyToken>(), Ok(t));
+                }
+                Err(_) => {
+                    let ok_half = |h: &str| !h.is_empty() && h.len() <= 8 && h.bytes().all(|b| b.is_ascii_hexdigit());
+                    let well_formed = text.split_once('/').is_some_and(|(h, l)| ok_half(h) && ok_half(l));
+                    prop_assert!(!well_formed, "refused a well-formed token {:?}", text);
+                }
+            }
+        }
+    }
+}

@@ -664,3 +664,55 @@ impl TenantScope {
         self.store.consistency_token().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: &str) -> Box<crate::ServerError> {
+        let mut s = crate::ServerError::client("x");
+        s.code = Some(code.to_owned());
+        Box::new(s)
+    }
+
+    fn reason(e: Error) -> Reason {
+        match Fallback::from_error(e) {
+            Fallback::Failed { reason, .. } => reason,
+            Fallback::Lag { .. } => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn replica_errors_are_classified_for_counting() {
+        let db = |code: &str| Error::Database {
+            operation: "op",
+            server: server(code),
+        };
+        let unavailable = |code: Option<&str>| Error::Unavailable {
+            operation: "op",
+            reason: "r".into(),
+            code: code.map(str::to_owned),
+            source: None,
+        };
+        assert_eq!(reason(db("40001")), Reason::Conflict);
+        assert_eq!(reason(unavailable(Some("57014"))), Reason::Timeout);
+        assert_eq!(reason(unavailable(Some("57P01"))), Reason::Unavailable);
+        assert_eq!(reason(unavailable(None)), Reason::Unavailable);
+        assert_eq!(reason(db("42P01")), Reason::Error);
+    }
+
+    #[test]
+    fn warnings_are_rate_limited_per_reason() {
+        let pool = {
+            let mut cfg = deadpool_postgres::Config::new();
+            cfg.host = Some("127.0.0.1".into());
+            cfg.dbname = Some("unused".into());
+            cfg.create_pool(None, tokio_postgres::NoTls).unwrap()
+        };
+        let store = Store::new(pool.clone()).with_replica(pool, ReplicaOptions::default());
+        let replica = store.routing.replica.as_deref().unwrap();
+        assert!(replica.warn_due(Reason::Timeout));
+        assert!(!replica.warn_due(Reason::Timeout));
+        assert!(replica.warn_due(Reason::Conflict));
+    }
+}
