@@ -494,3 +494,69 @@ mod token_props {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terminated_replica_backends_and_forged_tokens_never_fail_a_read() {
+    let pair = ReplicaPair::start().await;
+    let t = tenants(&pair).await;
+    let mut replica = pair.standby_config();
+    replica.application_name("replica_victim");
+    let store = store_on(
+        &pair.primary_config(),
+        &replica,
+        StatementMode::CachedPerConnection,
+        options(Duration::from_secs(10)),
+    );
+    store.service().append_activity(t.org_a, &marked("victim")).await.unwrap();
+    pair.wait_caught_up().await;
+
+    // A token far past anything the primary wrote is capped at the primary's
+    // position: the replica still answers (no forced primary reads).
+    let forged = store.session();
+    forged.observe(ConsistencyToken::from_lsn(u64::MAX));
+    let page = forged.service().list_activity(t.org_a, &by_sync("victim"), None, 10).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(store.replica_stats().unwrap().replica_reads, 1);
+
+    // Replica backends killed while reads run: every read answers, intact.
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let stop = stop.clone();
+        let standby = pair.standby_client().await;
+        tokio::spawn(async move {
+            let mut killed = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                let n: i64 = standby
+                    .query_one(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE application_name = 'replica_victim'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                killed += n;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            killed
+        })
+    };
+    let (mut tries, mut failures) = (0, 0);
+    for _ in 0..200 {
+        tries += 1;
+        let stale = store.service().with_consistency(Consistency::Stale);
+        match stale.list_activity(t.org_a, &by_sync("victim"), None, 10).await {
+            Ok(page) if page.entries.len() == 1 => {}
+            other => {
+                failures += 1;
+                eprintln!("read failed or lost its row: {other:?}");
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let killed = killer.await.unwrap();
+    let stats = store.replica_stats().unwrap();
+    eprintln!("tries {tries}, failures {failures}, replica backends killed {killed}, {stats:?}");
+    assert_eq!(failures, 0);
+    assert!(killed > 0, "the attack never hit a replica backend");
+}
