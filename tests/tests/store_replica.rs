@@ -235,6 +235,24 @@ async fn stale_reads_are_served_and_lagging_reads_go_to_the_primary() {
         assert_eq!(lagged.fallback_lag, after.fallback_lag + 2, "{lagged:?}");
         assert_eq!(lagged.replica_reads, after.replica_reads);
 
+        // Another process given this store's token: its read waits, then the primary.
+        let token = store.consistency_token().await.unwrap().expect("a token");
+        let elsewhere = store_on(
+            &pair.primary_config(),
+            &pair.standby_config(),
+            mode,
+            options(Duration::from_millis(100)),
+        )
+        .session();
+        elsewhere.observe(token);
+        let page = elsewhere
+            .service()
+            .list_activity(t.org_a, &by_sync(&id), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page.entries.len(), 1, "a token reader missed the write");
+        assert_eq!(elsewhere.replica_stats().unwrap().fallback_lag, 1);
+
         // Fresh: the primary, counted as such.
         let fresh = svc.clone().with_consistency(Consistency::Fresh);
         assert!(fresh
