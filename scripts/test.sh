@@ -7,7 +7,8 @@
 # Needs only Rust and the PostgreSQL server packages. Installs (as root, with
 # apt-get) what the tests use beyond them:
 #   - pgbouncer: the pooler tests start their own PgBouncer;
-#   - postgresql-client (psql, pg_dump): the rollback tests compare schema dumps.
+#   - postgresql-client (psql, pg_dump): the rollback tests compare schema dumps;
+#     its pg_basebackup makes the streaming standby of the replica tests.
 # No sudo: throwaway clusters run as the `postgres` user through the process API.
 # When something cannot be installed, the tests that need it say SKIPPED (under
 # CI, where CI is set, they fail instead).

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub mod cut_proxy;
+pub mod replica_pair;
 
 use tokio_postgres::Config;
 

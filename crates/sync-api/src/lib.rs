@@ -94,6 +94,11 @@ impl FromRef<AppState> for Arc<Verifier> {
 /// `Authorization: Bearer <JWT>` header, verified by the state's [`Verifier`].
 /// Rejections: 401 (JSON + `WWW-Authenticate`), 400 for several headers, 503
 /// when the keys cannot be fetched.
+///
+/// Each request gets its own store session ([`Store::session`]): its reads wait
+/// for its own writes and for the position in an optional
+/// [`CONSISTENCY_HEADER`] (400 `invalid_input` when that header is repeated or
+/// not a token), never for other requests' writes.
 #[derive(Debug, Clone)]
 pub struct Tenant(pub TenantScope);
 
@@ -112,8 +117,11 @@ impl FromRequestParts<AppState> for Tenant {
             return Err(AuthError::Malformed.into());
         }
         let verified = state.verifier.verify(token.trim()).await?;
-        let scope = state
-            .store
+        let session = state.store.session();
+        if let Some(token) = consistency_token(parts)? {
+            session.observe(token);
+        }
+        let scope = session
             .tenant_with_claims(verified.user, &verified.claims)
             .map_err(|_| AuthError::Refused("claims not usable".into()))?;
         Ok(Tenant(scope))
@@ -121,6 +129,55 @@ impl FromRequestParts<AppState> for Tenant {
 }
 
 type Reply<T> = Result<Json<T>, Failure>;
+
+/// Header carrying a read-your-writes token (a `pg_lsn` such as `0/16B3748`):
+/// a write's response sets it when the service has a replica
+/// (`--replica-url`); a later request that sends it back — to any instance —
+/// reads at least that write, from the replica once it has replayed it, else
+/// from the primary.
+pub const CONSISTENCY_HEADER: &str = "x-sync-consistency";
+
+/// The request's [`CONSISTENCY_HEADER`], if any.
+fn consistency_token(parts: &Parts) -> Result<Option<sync_store::ConsistencyToken>, Failure> {
+    let mut values = parts.headers.get_all(CONSISTENCY_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("{CONSISTENCY_HEADER}: {why}"),
+        )
+    };
+    if values.next().is_some() {
+        return Err(bad("send the header at most once"));
+    }
+    let text = value.to_str().map_err(|_| bad("not ASCII"))?;
+    text.parse()
+        .map(Some)
+        .map_err(|e: sync_store::replica::BadToken| bad(&e.to_string()))
+}
+
+/// `body` as JSON, with the caller's [`CONSISTENCY_HEADER`] when the store has
+/// a replica. A token that cannot be had (the primary did not answer) is left
+/// out with a warning: the write itself succeeded.
+async fn with_token<T: serde::Serialize>(state: &AppState, t: &TenantScope, body: T) -> Response {
+    let mut resp = Json(body).into_response();
+    if state.store.replica_pool().is_none() {
+        return resp;
+    }
+    match t.consistency_token().await {
+        Ok(Some(token)) => {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&token.to_string()) {
+                resp.headers_mut().insert(CONSISTENCY_HEADER, v);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "no consistency token for this response"),
+    }
+    resp
+}
 
 fn body_failure(e: JsonRejection) -> Failure {
     match e.status() {
@@ -154,11 +211,13 @@ async fn progress(Tenant(t): Tenant, Path(sync_id): Path<String>) -> Reply<api::
 }
 
 async fn update_progress(
+    State(state): State<AppState>,
     Tenant(t): Tenant,
     body: Result<Json<ProgressUpdate>, JsonRejection>,
-) -> Reply<api::ProgressResponse> {
+) -> Result<Response, Failure> {
     let Json(update) = body.map_err(body_failure)?;
-    Ok(Json(api::post_progress(&t, &update).await?))
+    let progress = api::post_progress(&t, &update).await?;
+    Ok(with_token(&state, &t, progress).await)
 }
 
 async fn activity(

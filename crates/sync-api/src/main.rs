@@ -67,6 +67,16 @@ struct Args {
     /// How long shutdown waits for requests in flight, in ms.
     #[arg(long, env = "SYNC_API_SHUTDOWN_DRAIN_MS", default_value_t = 20000)]
     shutdown_drain_ms: u64,
+    /// A hot standby of the database (connection string, same TLS settings):
+    /// activity listings (and the store's other stale-tolerant reads) are
+    /// read there, with read-your-writes (`X-Sync-Consistency`); any replica
+    /// failure falls back to the primary.
+    #[arg(long, env = "SYNC_API_REPLICA_URL")]
+    replica_url: Option<String>,
+    /// Longest wait for the replica to replay a request's writes before its
+    /// read goes to the primary, in ms.
+    #[arg(long, env = "SYNC_API_REPLICA_MAX_WAIT_MS", default_value_t = 250)]
+    replica_max_wait_ms: u64,
     /// Log format.
     #[arg(long, env = "SYNC_API_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -119,13 +129,32 @@ async fn run(args: Args) -> Result<(), String> {
         Duration::from_millis(args.pool_timeout_ms),
     )
     .map_err(|e| format!("database pool: {e}"))?;
-    let store = sync_store::Store::new(pool.clone());
+    let mut store = sync_store::Store::new(pool.clone());
+    if let Some(url) = args.replica_url.as_deref() {
+        let replica_config =
+            sync_connect::resolve_config(Some(url)).map_err(|e| format!("--replica-url: {e}"))?;
+        let replica_tls = sync_connect::TlsOptions::resolve(Some(url), args.db_ca_file.as_deref())
+            .map_err(|e| format!("replica TLS settings: {e}"))?;
+        let replica = sync_connect::pool_with_wait(
+            &replica_config,
+            &replica_tls,
+            args.pool_size.max(1),
+            Duration::from_millis(args.pool_timeout_ms),
+        )
+        .map_err(|e| format!("replica pool: {e}"))?;
+        let mut options = sync_store::ReplicaOptions::default();
+        options.max_wait = Duration::from_millis(args.replica_max_wait_ms);
+        options.statement_timeout = Duration::from_millis(args.statement_timeout_ms);
+        options.checkout_timeout = Duration::from_millis(args.pool_timeout_ms);
+        store = store.with_replica(replica, options);
+        tracing::info!("reading activity listings from the replica");
+    }
     let limits = Limits {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         statement_timeout: Duration::from_millis(args.statement_timeout_ms),
         ..Limits::default()
     };
-    let app = sync_api::router(AppState::new(store, Arc::new(verifier), limits));
+    let app = sync_api::router(AppState::new(store.clone(), Arc::new(verifier), limits));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = args.metrics_bind {
@@ -136,7 +165,7 @@ async fn run(args: Args) -> Result<(), String> {
             .await
             .map_err(|e| format!("binding --metrics-bind {addr}: {e}"))?;
         tracing::info!(%addr, "metrics listening");
-        let metrics = sync_api::server::metrics_router(handle, pool.clone());
+        let metrics = sync_api::server::metrics_router_with_store(handle, store.clone());
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, metrics)

@@ -150,7 +150,8 @@ fn progress() {}
     request_body(content = ProgressUpdateDoc, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = ProgressResponseDoc),
+        (status = 200, body = ProgressResponseDoc, headers(("x-sync-consistency" = String,
+            description = "With --replica-url: a pg_lsn token of this write; send it back on a later read to see the write"))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
@@ -158,7 +159,9 @@ fn progress() {}
 fn update_progress() {}
 
 #[utoipa::path(get, path = "/api/v1/sync/activity",
-    params(ActivityParams),
+    params(ActivityParams,
+        ("x-sync-consistency" = Option<String>, Header,
+            description = "A token from a write's response (pg_lsn text, e.g. 0/16B3748): the listing includes that write")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = ActivityResponseDoc),

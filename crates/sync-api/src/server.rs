@@ -72,6 +72,23 @@ pub async fn serve(
     Ok(())
 }
 
+/// Sets the replica counters from the store's running totals.
+fn record_replica_stats(stats: &sync_store::ReplicaStats) {
+    metrics::counter!("db_replica_reads_total").absolute(stats.replica_reads);
+    metrics::counter!("db_replica_fresh_reads_total").absolute(stats.fresh_reads);
+    metrics::counter!("db_replica_waits_total").absolute(stats.waited);
+    for (reason, n) in [
+        ("lag", stats.fallback_lag),
+        ("unavailable", stats.fallback_unavailable),
+        ("recovery_conflict", stats.fallback_conflict),
+        ("timeout", stats.fallback_timeout),
+        ("error", stats.fallback_error),
+        ("tenant_empty", stats.fallback_empty),
+    ] {
+        metrics::counter!("db_replica_fallbacks_total", "reason" => reason).absolute(n);
+    }
+}
+
 /// Completes on SIGTERM or SIGINT.
 ///
 /// # Panics
@@ -92,13 +109,34 @@ pub fn metrics_router(
     handle: metrics_exporter_prometheus::PrometheusHandle,
     pool: deadpool_postgres::Pool,
 ) -> Router {
+    metrics_router_with_store(handle, sync_store::Store::new(pool))
+}
+
+/// [`metrics_router`] for a store, adding its replica counters when it has a
+/// replica ([`sync_store::ReplicaStats`]): `db_replica_reads_total`,
+/// `db_replica_fresh_reads_total`, `db_replica_waits_total` and
+/// `db_replica_fallbacks_total{reason=lag|unavailable|recovery_conflict|timeout|error|tenant_empty}`
+/// (reads answered by the primary instead), and the replica pool's gauges
+/// `db_replica_pool_size` / `db_replica_pool_available`.
+pub fn metrics_router_with_store(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    store: sync_store::Store,
+) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
             let handle = handle.clone();
-            let pool = pool.clone();
+            let store = store.clone();
             async move {
-                let status = pool.status();
+                if let Some(stats) = store.replica_stats() {
+                    record_replica_stats(&stats);
+                }
+                if let Some(replica) = store.replica_pool() {
+                    let status = replica.status();
+                    metrics::gauge!("db_replica_pool_size").set(status.size as f64);
+                    metrics::gauge!("db_replica_pool_available").set(status.available as f64);
+                }
+                let status = store.pool().status();
                 metrics::gauge!("db_pool_size").set(status.size as f64);
                 metrics::gauge!("db_pool_available").set(status.available as f64);
                 metrics::gauge!("db_pool_waiting").set(status.waiting as f64);

@@ -101,6 +101,11 @@ enum Command {
         /// The instant that counts as now (RFC 3339); default: the server's clock.
         #[arg(long, value_parser = ops::parse_rfc3339)]
         now: Option<time::OffsetDateTime>,
+        /// A hot standby of this database (connection string, same TLS
+        /// settings): adds the `replica_lag` check (streaming, replay paused,
+        /// bytes behind the primary).
+        #[arg(long, value_name = "URL", env = "SYNC_REPLICA_URL")]
+        replica_url: Option<String>,
     },
     /// Delete the expired previews of every org (auto_cleanup_preview_cache()).
     Cleanup,
@@ -245,13 +250,18 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             user_id,
             months_ahead,
             now,
+            replica_url,
         } => {
             let mut options =
                 sync_migrations::DoctorOptions::default().with_months_ahead(months_ahead);
             if let Some(now) = now {
                 options = options.with_now(now);
             }
-            Ok(ops::doctor(&client, user_id, &options, json).await?)
+            let replica = match replica_url.as_deref() {
+                None => None,
+                Some(url) => Some(ops::connect_replica(url, cli.ca_file.as_deref()).await),
+            };
+            Ok(ops::doctor(&client, user_id, &options, replica, json).await?)
         }
         Command::Cleanup => {
             let store = sync_store::Store::new(sync_connect::pool(&config, &tls, 1)?);

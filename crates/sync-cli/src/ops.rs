@@ -15,6 +15,21 @@ pub(crate) fn parse_rfc3339(s: &str) -> Result<OffsetDateTime, String> {
         .map_err(|e| format!("not an RFC 3339 timestamp like 2026-11-01T00:00:00Z: {e}"))
 }
 
+/// Connects to the replica of `doctor --replica-url` (bounded like every
+/// connection); a failure is the check's finding, not an error of the run.
+pub(crate) async fn connect_replica(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_postgres::Client, String> {
+    let config =
+        sync_connect::resolve_config(Some(url)).map_err(|e| format!("--replica-url: {e}"))?;
+    let tls = sync_connect::TlsOptions::resolve(Some(url), ca_file)
+        .map_err(|e| format!("--replica-url TLS settings: {e}"))?;
+    sync_connect::connect(&config, &tls)
+        .await
+        .map_err(|e| format!("connecting to the replica: {e}"))
+}
+
 fn label(v: Verdict) -> &'static str {
     match v {
         Verdict::Pass => "PASS",
@@ -29,9 +44,21 @@ pub(crate) async fn doctor(
     client: &tokio_postgres::Client,
     user_id: Option<Uuid>,
     options: &sync_migrations::DoctorOptions,
+    replica: Option<Result<tokio_postgres::Client, String>>,
     json: bool,
 ) -> Result<ExitCode, sync_migrations::Error> {
-    let findings = sync_migrations::doctor_with(client, user_id, options).await?;
+    let mut findings = sync_migrations::doctor_with(client, user_id, options).await?;
+    match replica {
+        None => {}
+        Some(Ok(replica)) => findings.push(sync_migrations::replica_lag(client, &replica).await?),
+        Some(Err(reason)) => findings.push(Finding {
+            check: "replica_lag",
+            verdict: Verdict::Fail,
+            found: reason,
+            fix: "check --replica-url, that the standby runs and that this role may log in there"
+                .to_owned(),
+        }),
+    }
     let failed = findings
         .iter()
         .filter(|f| f.verdict == Verdict::Fail)

@@ -6,6 +6,7 @@ mod adopt;
 mod apply;
 mod checksum_text;
 mod doctor;
+mod doctor_replica;
 mod embedded;
 mod error;
 mod history;
@@ -20,6 +21,7 @@ mod verify;
 pub use adopt::{adopt, AdoptOptions, AdoptReport, DiffClass, Difference};
 pub use apply::{apply, apply_pool, ApplyReport};
 pub use doctor::{doctor, doctor_with, DoctorOptions, Finding, Verdict};
+pub use doctor_replica::{replica_lag, REPLICA_LAG_WARN_BYTES};
 pub use embedded::{
     embedded_migrations, EmbeddedMigration, ROLLBACKS_AFTER_0024, ROLLBACK_0024_SQL,
     ROLLBACK_0025_SQL,

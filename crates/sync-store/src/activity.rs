@@ -351,7 +351,7 @@ async fn list(
             after.as_ref().map(|c| (&c.created_at, &c.id)),
             rows_wanted,
         );
-        let rows = store.rows(scope, OP, &sql, &params).await?;
+        let rows = store.routed_rows(scope, OP, &sql, &params).await?;
         let more = rows.len() > limit as usize;
         let page = &rows[..rows.len().min(limit as usize)];
         // A row that does not decode is skipped (see `decode_listing`); the
@@ -381,6 +381,7 @@ async fn append_many(
     entries: &[NewActivity],
 ) -> Result<BatchOutcome> {
     traced(op_span(op, Scope::Service(Some(org)), None), async {
+        let _note = store.routing.note_write();
         if entries.is_empty() {
             return Ok(BatchOutcome {
                 applied: true,

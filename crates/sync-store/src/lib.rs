@@ -14,6 +14,7 @@ mod preview;
 mod preview_types;
 mod progress;
 mod progress_types;
+pub mod replica;
 mod sql;
 mod store;
 mod trace;
@@ -26,6 +27,7 @@ pub use error::{Error, Result, ServerError};
 pub use metrics::{SyncMetrics, SyncOutcomes};
 pub use preview_types::{PreviewEntry, PutPreview};
 pub use progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress, TickOutcome};
+pub use replica::{Consistency, ConsistencyToken, ReplicaOptions, ReplicaStats};
 pub use store::{
     ServiceScope, StatementMode, Store, TenantScope, MAX_CACHED_STATEMENTS, TENANT_ROLE,
 };

@@ -132,7 +132,7 @@ async fn metrics(
 ) -> Result<SyncMetrics> {
     traced(op_span(op, scope, None), async {
         let row = store
-            .one_row(scope, op, sql, &[(&since, Type::TIMESTAMPTZ)])
+            .routed_one_row(scope, op, sql, &[(&since, Type::TIMESTAMPTZ)])
             .await?;
         let total: i64 = col(op, &row, 5)?;
         let completed: i64 = col(op, &row, 6)?;

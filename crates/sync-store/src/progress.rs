@@ -400,7 +400,7 @@ async fn recent(store: &Store, scope: Scope, limit: u32) -> Result<Vec<SyncProgr
         validate::page_size(OP, limit)?;
         let limit = i64::from(limit);
         let rows = store
-            .rows(scope, OP, &RECENT, &[(&limit, Type::INT8)])
+            .routed_rows(scope, OP, &RECENT, &[(&limit, Type::INT8)])
             .await?;
         Ok(decode_listing(OP, &rows, 0, 2, progress))
     })

@@ -28,6 +28,8 @@ pub const TENANT_ROLE: &str = "sync_tenant";
 pub struct Store {
     inner: Arc<Inner>,
     tenant: TenantSettings,
+    /// Replica, read consistency and write mark (see [`crate::replica`]).
+    pub(crate) routing: crate::replica::Routing,
 }
 
 /// What a tenant transaction sets besides the role and `sub` (see
@@ -45,7 +47,7 @@ struct TenantSettings {
 /// `{"sub": <user>}`), the legacy claim `request.jwt.claim.sub`, and the
 /// statement timeout (a NULL keeps the one in force). Every value is a
 /// parameter: nothing is formatted into the text.
-const TENANT_SETUP_SQL: &str = "SELECT set_config('role', $1::text, true), \
+pub(crate) const TENANT_SETUP_SQL: &str = "SELECT set_config('role', $1::text, true), \
      set_config('request.jwt.claims', $2::text, true), \
      set_config('request.jwt.claim.sub', $3::text, true), \
      set_config('statement_timeout', \
@@ -110,6 +112,7 @@ impl Store {
                 copy_types: tokio::sync::OnceCell::new(),
             }),
             tenant: TenantSettings::default(),
+            routing: crate::replica::Routing::default(),
         }
     }
 
@@ -263,7 +266,7 @@ async fn prepare_cached(
 /// The statement `text` prepared and cached on `obj` in
 /// [`StatementMode::CachedPerConnection`] (`$1` a uuid, then `params`' types);
 /// `None` in [`StatementMode::Unnamed`], without waiting for anything.
-async fn prepared(
+pub(crate) async fn prepared(
     obj: &Object,
     mode: StatementMode,
     text: &str,
@@ -284,7 +287,7 @@ async fn prepared(
 /// `$1` = `first` and then `params`, and collects its rows. The request is sent
 /// on the first poll, before anything is awaited, so callers can pipeline
 /// further requests behind it.
-async fn query_rows(
+pub(crate) async fn query_rows(
     client: &Client,
     stmt: Option<&tokio_postgres::Statement>,
     text: &str,
@@ -384,6 +387,9 @@ impl Store {
         sql: &ScopedSql,
         params: &[Param<'_>],
     ) -> Result<Vec<Row>> {
+        // A write (whatever its outcome) is remembered once it finished, for
+        // read-your-writes on a replica (see `crate::replica`).
+        let _note = (sql.effect() != Effect::Read).then(|| self.routing.note_write());
         match scope {
             Scope::Service(org) => {
                 let obj = self
@@ -451,6 +457,15 @@ impl Store {
                     Err(e) => outcome.and(Err(e)),
                 }
             }
+        }
+    }
+
+    /// The `request.jwt.claims` text of a tenant transaction of `user`: the
+    /// verified claims, else `{"sub": user}`.
+    pub(crate) fn tenant_claims(&self, user: Uuid) -> String {
+        match &self.tenant.claims {
+            Some(claims) => claims.to_string(),
+            None => serde_json::json!({ "sub": user }).to_string(),
         }
     }
 

@@ -175,6 +175,172 @@ impl TempCluster {
         })
     }
 
+    /// Starts a hot standby of this cluster: `pg_basebackup -R -X stream`
+    /// (run as the same operating-system user as the server) into a new
+    /// temporary directory, its own free port and socket directory, then
+    /// `pg_ctl start`, which returns once the standby accepts read-only
+    /// connections. The primary must allow replication connections from
+    /// 127.0.0.1 — a throwaway cluster does: `initdb`'s `pg_hba.conf` has the
+    /// `host replication all 127.0.0.1/32 trust` line, and the defaults
+    /// `wal_level = replica` and `max_wal_senders = 10` are kept. Wait for
+    /// [`TempCluster::wait_streaming`] before relying on replay.
+    ///
+    /// The standby is an ordinary [`TempCluster`]: dropped, it stops and its
+    /// files are removed. Stop it before the primary to keep the primary's log
+    /// free of walsender noise (not required).
+    ///
+    /// # Errors
+    /// A message naming the step that failed (`pg_basebackup`, `pg_ctl start`,
+    /// with its output and the standby's log).
+    pub fn start_standby(&self) -> Result<TempCluster, String> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let standby = TempCluster {
+                bin: self.bin.clone(),
+                dir: std::env::temp_dir().join(format!(
+                    "sync-tempcluster-standby-{}",
+                    uuid::Uuid::new_v4().simple()
+                )),
+                port: crate::free_loopback_port(),
+                run_as: self.run_as,
+                stopped: true,
+            };
+            match standby.clone_and_start(self) {
+                Ok(()) => {
+                    let mut standby = standby;
+                    standby.stopped = false;
+                    return Ok(standby);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn clone_and_start(&self, primary: &TempCluster) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir(&self.dir)
+            .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
+        let fail = |e: String| {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            e
+        };
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail(format!("chmod {}: {e}", self.dir.display())))?;
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(&self.dir, Some(uid), Some(gid))
+                .map_err(|e| fail(format!("chown {} to postgres: {e}", self.dir.display())))?;
+        }
+        let data = self.data_dir();
+        let mut backup = self.command("pg_basebackup");
+        backup
+            .arg("-D")
+            .arg(&data)
+            .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ]);
+        self.run(backup, "pg_basebackup").map_err(fail)?;
+        let port = self.port.to_string();
+        let socket_dir = self.dir.display().to_string();
+        // Later lines win: the primary's port and socket directory, copied by
+        // the backup, are overridden.
+        let mut conf = String::from("\n# sync-tests throwaway standby\n");
+        for (k, v) in [
+            ("port", port.as_str()),
+            ("unix_socket_directories", socket_dir.as_str()),
+            ("hot_standby", "on"),
+        ] {
+            conf.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
+        }
+        let path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&path)
+            .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
+        text.push_str(&conf);
+        std::fs::write(&path, text)
+            .map_err(|e| fail(format!("writing {}: {e}", path.display())))?;
+        self.start_server_inner().map_err(|e| {
+            self.stop();
+            fail(e)
+        })
+    }
+
+    fn start_server_inner(&self) -> Result<(), String> {
+        let mut start = self.command("pg_ctl");
+        start
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-w", "-t", "120", "start"]);
+        self.run(start, "pg_ctl start")
+    }
+
+    /// Waits (at most 60 s) until this standby's WAL receiver is streaming
+    /// (`pg_stat_wal_receiver.status = 'streaming'`).
+    ///
+    /// # Errors
+    /// When it does not stream within the bound (the standby's log is in the message).
+    pub async fn wait_streaming(&self) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let mut config = self.config();
+            config.connect_timeout(std::time::Duration::from_secs(5));
+            if let Ok((client, conn)) = config.connect(tokio_postgres::NoTls).await {
+                let task = tokio::spawn(conn);
+                let streaming = client
+                    .query_opt(
+                        "SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+                        &[],
+                    )
+                    .await
+                    .is_ok_and(|r| r.is_some());
+                drop(client);
+                let _ = task.await;
+                if streaming {
+                    return Ok(());
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the standby on port {} is not streaming after 60 s:\n{}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`, then immediate) and keeps its
+    /// files; [`TempCluster::start_server`] starts it again.
+    pub fn stop_server(&mut self) {
+        if !self.stopped {
+            self.stop();
+            self.stopped = true;
+        }
+    }
+
+    /// Starts a server stopped by [`TempCluster::stop_server`] (`pg_ctl start
+    /// -w`: a standby resumes replication).
+    ///
+    /// # Errors
+    /// When `pg_ctl start` fails (the server log is in the message).
+    pub fn start_server(&mut self) -> Result<(), String> {
+        if self.stopped {
+            self.start_server_inner()?;
+            self.stopped = false;
+        }
+        Ok(())
+    }
+
     fn stop(&self) {
         for mode in ["fast", "immediate"] {
             let mut stop = self.command("pg_ctl");
