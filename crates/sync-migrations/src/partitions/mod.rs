@@ -70,6 +70,7 @@ mod error;
 mod list;
 mod lock;
 mod month;
+mod online;
 mod options;
 mod parent;
 mod plan;
@@ -84,6 +85,7 @@ pub use list::{list_partitions, PartitionInfo, PartitionKind};
 pub use lock::PARTITION_LOCK_KEY;
 pub use month::{Month, PARTITION_PREFIX};
 pub use options::{
-    PartitionOptions, DEFAULT_LOCK_TIMEOUT, DEFAULT_WAIT_FOR_OTHER_RUN, MAX_MONTHS_AHEAD,
+    PartitionOptions, DEFAULT_COPY_BATCH_BLOCKS, DEFAULT_LOCK_TIMEOUT, DEFAULT_WAIT_FOR_OTHER_RUN,
+    MAX_MONTHS_AHEAD,
 };
 pub use plan::CATCH_ALL_NAME;
