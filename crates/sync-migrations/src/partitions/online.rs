@@ -445,7 +445,7 @@ pub(crate) async fn run(
                 drop(tx);
                 let tx = client
                     .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .isolation_level(IsolationLevel::ReadCommitted)
                     .start()
                     .await
                     .map_err(pg("beginning a catch-up step", options))?;
@@ -630,11 +630,16 @@ async fn copy_batch(
     Ok(moved as u64)
 }
 
-/// Applies the delta visible to this transaction's snapshot: the staging rows
-/// of its keys are replaced by the old catch-all's current rows of those keys
-/// (none when deleted), and the applied delta rows are deleted. Delta rows of
-/// transactions not visible yet stay for the next call. `indexed`: the staging
-/// tables have their indexes (use them rather than scanning).
+/// Delta rows applied per round of [`catch_up`].
+const DELTA_CHUNK: i64 = 20_000;
+
+/// Applies the delta: for the keys of the delta rows read (a chunk at a time),
+/// the staging rows are replaced by the old catch-all's current rows of those
+/// keys (none when deleted), then exactly those delta rows (by ctid) are
+/// deleted. Correct under READ COMMITTED: a change committed after the rows
+/// were re-read has a delta row of its own, not among those deleted, so a
+/// later call applies it. `indexed`: the staging tables have their indexes
+/// (look keys up rather than scanning). Returns the rows moved so far.
 async fn catch_up(
     tx: &Transaction<'_>,
     parent: &Parent,
@@ -643,63 +648,79 @@ async fn catch_up(
     indexed: bool,
 ) -> Result<i64, PartitionError> {
     let delta = parent.qualify(DELTA);
-    let any: bool = tx
-        .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {delta})"), &[])
-        .await
-        .map_err(pg("reading the delta", options))?
-        .get(0);
-    if !any {
-        return Ok(state.rows_moved);
-    }
-    if indexed {
-        for setting in ["enable_seqscan", "enable_hashjoin", "enable_mergejoin"] {
-            tx.execute("SELECT set_config($1, 'off', true)", &[&setting])
-                .await
-                .map_err(pg("preferring index lookups for the delta", options))?;
-        }
-    }
-    let old = old_name(tx, parent, state, options).await?;
     let staging = parent.qualify(STAGING);
     let cols = &parent.columns;
-    let removed = tx
-        .execute(
-            &format!(
-                "DELETE FROM {staging} s USING (SELECT DISTINCT id, created_at FROM {delta}) d \
-                  WHERE s.id = d.id AND s.created_at = d.created_at"
-            ),
-            &[],
+    let mut old: Option<String> = None;
+    let mut moved = state.rows_moved;
+    loop {
+        let rows = tx
+            .query(
+                &format!("SELECT ctid::text, id, created_at FROM {delta} LIMIT $1"),
+                &[&DELTA_CHUNK],
+            )
+            .await
+            .map_err(pg("reading the delta", options))?;
+        if rows.is_empty() {
+            return Ok(moved);
+        }
+        let old = match &old {
+            Some(o) => o.clone(),
+            None => {
+                if indexed {
+                    for setting in ["enable_seqscan", "enable_hashjoin", "enable_mergejoin"] {
+                        tx.execute("SELECT set_config($1, 'off', true)", &[&setting])
+                            .await
+                            .map_err(pg("preferring index lookups for the delta", options))?;
+                    }
+                }
+                let o = old_name(tx, parent, state, options).await?;
+                old = Some(o.clone());
+                o
+            }
+        };
+        let tids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.get(1)).collect();
+        let ats: Vec<OffsetDateTime> = rows.iter().map(|r| r.get(2)).collect();
+        let removed = tx
+            .execute(
+                &format!(
+                    "DELETE FROM {staging} s \
+                      USING (SELECT DISTINCT * FROM unnest($1::uuid[], $2::timestamptz[]) k(id, created_at)) d \
+                      WHERE s.id = d.id AND s.created_at = d.created_at"
+                ),
+                &[&ids, &ats],
+            )
+            .await
+            .map_err(pg("removing changed rows from the staging tables", options))?;
+        let added = tx
+            .execute(
+                &format!(
+                    "INSERT INTO {staging} ({cols}) SELECT {cols} FROM {old} c \
+                      WHERE (c.id, c.created_at) IN \
+                            (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]))"
+                ),
+                &[&ids, &ats],
+            )
+            .await
+            .map_err(pg("copying changed rows into the staging tables", options))?;
+        tx.execute(
+            &format!("DELETE FROM {delta} WHERE ctid = ANY($1::text[]::tid[])"),
+            &[&tids],
         )
         .await
-        .map_err(pg("removing changed rows from the staging tables", options))?;
-    let added = tx
-        .execute(
-            &format!(
-                "INSERT INTO {staging} ({cols}) SELECT {cols} FROM {old} c \
-                  WHERE (c.id, c.created_at) IN (SELECT id, created_at FROM {delta})"
-            ),
-            &[],
-        )
-        .await
-        .map_err(pg("copying changed rows into the staging tables", options))?;
-    exec(
-        tx,
-        options,
-        "emptying the applied delta",
-        &format!("DELETE FROM {delta}"),
-    )
-    .await?;
-    let moved: i64 = tx
-        .query_one(
-            &format!(
-                "UPDATE {} SET rows_moved = rows_moved + $1 - $2 RETURNING rows_moved",
-                parent.qualify(STATE)
-            ),
-            &[&(added as i64), &(removed as i64)],
-        )
-        .await
-        .map_err(pg("recording the rows moved", options))?
-        .get(0);
-    Ok(moved)
+        .map_err(pg("deleting the applied delta rows", options))?;
+        moved = tx
+            .query_one(
+                &format!(
+                    "UPDATE {} SET rows_moved = rows_moved + $1 - $2 RETURNING rows_moved",
+                    parent.qualify(STATE)
+                ),
+                &[&(added as i64), &(removed as i64)],
+            )
+            .await
+            .map_err(pg("recording the rows moved", options))?
+            .get(0);
+    }
 }
 
 /// One foreign key of the parent, as plain data for `ADD CONSTRAINT`.
