@@ -17,132 +17,10 @@ use sync_migrations::partitions::{ensure_partitions, PartitionError, PartitionOp
 use sync_tests::{connect, sync_migrate_bin, TestDb};
 use tokio_postgres::{Client, Config};
 
-/// Copies the log into `shadow` (plain table, same columns).
-async fn make_shadow(c: &Client) {
-    c.batch_execute("CREATE TABLE shadow AS SELECT * FROM sync_activity_log")
-        .await
-        .unwrap();
-}
-
-/// (count, md5 of every row's text in key order) of `table`.
-async fn checksum(c: &Client, table: &str) -> (i64, String) {
-    let r = c
-        .query_one(
-            &format!(
-                "SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t.id, t.created_at), '')) \
-                   FROM {table} t"
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
-    (r.get(0), r.get(1))
-}
-
-async fn assert_same_as_shadow(c: &Client, what: &str) {
-    let log = checksum(c, "sync_activity_log").await;
-    let shadow = checksum(c, "shadow").await;
-    assert_eq!(log, shadow, "{what}: log and shadow differ");
-}
-
-async fn no_working_objects(c: &Client) {
-    let left: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pg_class WHERE relname LIKE 'sync_activity_log_split%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0, "working tables of the split are gone");
-}
-
-/// Writers until `stop`: each statement changes the log and the shadow in one
-/// transaction. Kinds: inserts into the current month, a moved month, an old
-/// month and beyond the horizon; updates; deletes; a created_at change that
-/// moves a row between months. Returns the number of statements; any error
-/// is returned (a writer must never fail).
-fn spawn_writers(
-    config: &Config,
-    org: uuid::Uuid,
-    n: usize,
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicU64>,
-) -> Vec<tokio::task::JoinHandle<Result<u64, String>>> {
-    (0..n)
-        .map(|k| {
-            let config = config.clone();
-            let stop = stop.clone();
-            let done = done.clone();
-            tokio::spawn(async move {
-                let c = connect(&config).await;
-                let mut i: u64 = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let sql = match (i + k as u64) % 8 {
-                        0 | 1 => {
-                            let at = ["2026-11-20 09:30+00", "2026-05-15 12:00+00", "2026-01-10 08:00+00", "2027-09-01 00:00+00"]
-                                [(i as usize / 2) % 4];
-                            format!(
-                                "WITH r AS (INSERT INTO sync_activity_log (org_id, action, status, record_count, created_at) \
-                                 VALUES ('{org}', 'sync_progress', 'in_progress', {i}, '{at}') RETURNING *) \
-                                 INSERT INTO shadow SELECT * FROM r"
-                            )
-                        }
-                        2 | 3 => "WITH v AS (SELECT id, created_at FROM shadow WHERE created_at >= '2026-03-01' \
-                                   ORDER BY md5(id::text || random()::text) LIMIT 1), \
-                                 u AS (UPDATE sync_activity_log l SET record_count = l.record_count + 1 \
-                                   FROM v WHERE l.id = v.id AND l.created_at = v.created_at RETURNING l.*) \
-                                 UPDATE shadow s SET record_count = u.record_count FROM u \
-                                  WHERE s.id = u.id AND s.created_at = u.created_at"
-                            .to_owned(),
-                        4 => "WITH v AS (SELECT id, created_at FROM shadow WHERE created_at >= '2026-03-01' \
-                                   ORDER BY md5(id::text || random()::text) LIMIT 1), \
-                                 d AS (DELETE FROM sync_activity_log l USING v \
-                                   WHERE l.id = v.id AND l.created_at = v.created_at RETURNING l.id, l.created_at) \
-                                 DELETE FROM shadow s USING d WHERE s.id = d.id AND s.created_at = d.created_at"
-                            .to_owned(),
-                        5 => "WITH v AS (SELECT id, created_at FROM shadow WHERE created_at >= '2026-03-01' \
-                                   ORDER BY md5(id::text || random()::text) LIMIT 1), \
-                                 u AS (UPDATE sync_activity_log l SET created_at = l.created_at + interval '20 days' \
-                                   FROM v WHERE l.id = v.id AND l.created_at = v.created_at \
-                                   RETURNING l.id, l.created_at, v.created_at AS was) \
-                                 UPDATE shadow s SET created_at = u.created_at FROM u \
-                                  WHERE s.id = u.id AND s.created_at = u.was"
-                            .to_owned(),
-                        _ => format!(
-                            "WITH r AS (INSERT INTO sync_activity_log (org_id, action, status, created_at) \
-                             VALUES ('{org}', 'record_create', 'completed', now()) RETURNING *) \
-                             INSERT INTO shadow SELECT * FROM r"
-                        ),
-                    };
-                    c.batch_execute(&format!("BEGIN; {sql}; COMMIT"))
-                        .await
-                        .map_err(|e| format!("writer {k} statement {i}: {e:?}"))?;
-                    i += 1;
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(i)
-            })
-        })
-        .collect()
-}
-
-async fn stop_writers(
-    stop: &AtomicBool,
-    writers: Vec<tokio::task::JoinHandle<Result<u64, String>>>,
-) -> u64 {
-    stop.store(true, Ordering::Relaxed);
-    let mut n = 0;
-    for w in writers {
-        n += w.await.unwrap().expect("no writer saw an error");
-    }
-    n
-}
-
-/// The test clock, 4-block copy batches (many steps on small data), and a
+/// The test clock, 16-block copy batches (many steps on small data), and a
 /// lock timeout of `lock_timeout`.
 fn batches_with(lock_timeout: Duration) -> PartitionOptions {
-    let mut o = opts().with_copy_batch_blocks(4);
+    let mut o = opts().with_copy_batch_blocks(16);
     o.lock_timeout = lock_timeout;
     o
 }
@@ -192,8 +70,14 @@ async fn join<T: Send + 'static>(h: std::thread::JoinHandle<T>) -> T {
 async fn assert_split_done(c: &Client) {
     assert_eq!(misplaced_rows(c, "2027-02").await, 0);
     let names = partition_names(c).await;
-    assert!(names.contains(&"sync_activity_log_2027_02".to_owned()), "{names:?}");
-    assert!(names.contains(&"sync_activity_log_future".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"sync_activity_log_2027_02".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"sync_activity_log_future".to_owned()),
+        "{names:?}"
+    );
     no_working_objects(c).await;
     verify_ok(c).await;
 }
@@ -216,7 +100,10 @@ async fn writers_keep_writing_during_the_copy_and_nothing_is_lost_or_duplicated(
             let start = seen.load(Ordering::Relaxed);
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             while seen.load(Ordering::Relaxed) < start + 10 {
-                assert!(std::time::Instant::now() < deadline, "writers were blocked during the copy");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "writers were blocked during the copy"
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
@@ -281,7 +168,10 @@ async fn a_terminated_backend_at_several_points_then_a_rerun_completes() {
         });
         let err = join(ensure).await.expect_err("the backend was terminated");
         assert!(
-            matches!(err, PartitionError::ConnectionLost { .. } | PartitionError::Database { .. }),
+            matches!(
+                err,
+                PartitionError::ConnectionLost { .. } | PartitionError::Database { .. }
+            ),
             "{err}"
         );
         // Writers went on; a new run resumes.
@@ -358,7 +248,7 @@ async fn kill_9_of_the_cli_at_several_points_then_a_rerun_completes() {
     let cli = |url: &str| {
         let mut cmd = Command::new(sync_migrate_bin());
         cmd.args(["--json", "partitions", "ensure", "--months-ahead", "3"])
-            .args(["--now", "2026-11-15T12:00:00Z", "--batch-blocks", "2"])
+            .args(["--now", "2026-11-15T12:00:00Z", "--batch-blocks", "8"])
             .args(["--database-url", url])
             .env_remove("DATABASE_URL");
         cmd
@@ -401,7 +291,10 @@ async fn kill_9_of_the_cli_at_several_points_then_a_rerun_completes() {
             kills += 1;
         }
     }
-    assert!(kills >= 2, "the CLI was killed mid-run at least twice ({kills})");
+    assert!(
+        kills >= 2,
+        "the CLI was killed mid-run at least twice ({kills})"
+    );
     let out = tokio::task::spawn_blocking(move || cli(&url).output().unwrap())
         .await
         .unwrap();
@@ -439,7 +332,10 @@ async fn a_server_restart_mid_copy_then_a_rerun_completes() {
     });
     let err = join(ensure).await.expect_err("the server restarted");
     assert!(
-        matches!(err, PartitionError::ConnectionLost { .. } | PartitionError::Database { .. }),
+        matches!(
+            err,
+            PartitionError::ConnectionLost { .. } | PartitionError::Database { .. }
+        ),
         "{err}"
     );
     let mut c = connect(&config).await;
