@@ -346,3 +346,66 @@ async fn a_server_restart_mid_copy_then_a_rerun_completes() {
     assert_same_as_shadow(&c, "after a restart").await;
     assert_split_done(&c).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_cannot_touch_the_working_tables_of_an_unfinished_split() {
+    let db = TestDb::migrated().await;
+    let mut c = db.client().await;
+    let t = tenants(&c).await;
+    // Supabase-style default privileges: every new table granted to tenants.
+    c.batch_execute(
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO sync_tenant, PUBLIC; \
+         ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO sync_tenant",
+    )
+    .await
+    .unwrap();
+    seed_months(&c, &t, "2026-03-01", "2027-04-01", 100).await;
+    make_shadow(&c).await;
+    // Leave the split unfinished: a reader blocks the final step.
+    let mut holder = db.client().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.batch_execute("SELECT 1 FROM sync_activity_log LIMIT 1")
+        .await
+        .unwrap();
+    let err = ensure_partitions(&mut c, 3, &batches_with(Duration::from_millis(400)), |_| {})
+        .await
+        .unwrap_err();
+    assert!(err.is_lock_timeout(), "{err}");
+    tx.rollback().await.unwrap();
+
+    let (_, config) = db.login_role("splitattacker").await;
+    let a = connect(&config).await;
+    a.batch_execute("SET ROLE sync_tenant").await.unwrap();
+    let org = t.org_b;
+    let attempts = [
+        format!(
+            "INSERT INTO sync_activity_log_2026_05 (org_id, action, status, created_at) \
+             VALUES ('{org}', 'sync_start', 'completed', '2026-05-02')"
+        ),
+        format!(
+            "INSERT INTO sync_activity_log_split_staging (org_id, action, status, created_at) \
+             VALUES ('{org}', 'sync_start', 'completed', '2026-05-02')"
+        ),
+        "SELECT count(*) FROM sync_activity_log_2026_05".to_owned(),
+        "DELETE FROM sync_activity_log_split_delta".to_owned(),
+        "TRUNCATE sync_activity_log_split_delta".to_owned(),
+        "TRUNCATE sync_activity_log_2026_05".to_owned(),
+        "UPDATE sync_activity_log_split_state SET next_block = 0".to_owned(),
+        "INSERT INTO sync_activity_log_split_delta SELECT gen_random_uuid(), now()".to_owned(),
+        "SELECT sync_activity_log_split_capture()".to_owned(),
+    ];
+    let mut refused = 0;
+    for sql in &attempts {
+        match a.batch_execute(sql).await {
+            Ok(()) => panic!("a tenant could run: {sql}"),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!(refused, attempts.len());
+    let report = ensure_partitions(&mut c, 3, &small_batches(), |_| {})
+        .await
+        .expect("the re-run completes");
+    assert_eq!(report.created.len(), 12);
+    assert_same_as_shadow(&c, "after the attacks").await;
+    assert_split_done(&c).await;
+}

@@ -146,14 +146,14 @@ pub fn opts() -> sync_migrations::partitions::PartitionOptions {
 }
 
 /// Copies the log into `shadow` (plain table, same columns).
-async fn make_shadow(c: &Client) {
+pub async fn make_shadow(c: &Client) {
     c.batch_execute("CREATE TABLE shadow AS SELECT * FROM sync_activity_log")
         .await
         .unwrap();
 }
 
 /// (count, md5 of every row's text in key order) of `table`.
-async fn checksum(c: &Client, table: &str) -> (i64, String) {
+pub async fn checksum(c: &Client, table: &str) -> (i64, String) {
     let r = c
         .query_one(
             &format!(
@@ -167,13 +167,13 @@ async fn checksum(c: &Client, table: &str) -> (i64, String) {
     (r.get(0), r.get(1))
 }
 
-async fn assert_same_as_shadow(c: &Client, what: &str) {
+pub async fn assert_same_as_shadow(c: &Client, what: &str) {
     let log = checksum(c, "sync_activity_log").await;
     let shadow = checksum(c, "shadow").await;
     assert_eq!(log, shadow, "{what}: log and shadow differ");
 }
 
-async fn no_working_objects(c: &Client) {
+pub async fn no_working_objects(c: &Client) {
     let left: i64 = c
         .query_one(
             "SELECT count(*) FROM pg_class WHERE relname LIKE 'sync_activity_log_split%'",
@@ -190,7 +190,7 @@ async fn no_working_objects(c: &Client) {
 /// month and beyond the horizon; updates; deletes; a created_at change that
 /// moves a row between months. Returns the number of statements; any error
 /// is returned (a writer must never fail).
-fn spawn_writers(
+pub fn spawn_writers(
     config: &Config,
     org: uuid::Uuid,
     n: usize,
@@ -255,7 +255,7 @@ fn spawn_writers(
         .collect()
 }
 
-async fn stop_writers(
+pub async fn stop_writers(
     stop: &AtomicBool,
     writers: Vec<tokio::task::JoinHandle<Result<u64, String>>>,
 ) -> u64 {

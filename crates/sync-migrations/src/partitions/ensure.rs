@@ -23,10 +23,11 @@ const INDEX_STAGING: &str = "sync_activity_log_ensure_index_staging";
 /// Temporary CHECK constraint that lets ATTACH skip its validation scan.
 const BOUNDS_CHECK: &str = "sync_activity_log_ensure_bounds";
 
-/// Progress of moving rows out of the old catch-all.
+/// Progress of moving rows out of the old catch-all (reported after each
+/// committed copy batch, and once with 0 when a split starts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct MoveProgress {
-    /// Rows copied so far.
+    /// Rows copied so far (by this and earlier, interrupted runs).
     pub rows_moved: u64,
     /// The planner's estimate of all rows to move (`reltuples`), when known.
     pub rows_estimated: Option<u64>,
@@ -47,10 +48,13 @@ pub struct EnsureReport {
     /// Where the catch-all starts now.
     #[serde(with = "time::serde::rfc3339::option")]
     pub catch_all_from: Option<OffsetDateTime>,
-    /// Rows moved out of the old catch-all (into the new months or the new catch-all).
+    /// Rows moved out of the old catch-all (into the new months or the new
+    /// catch-all), including rows written to it during the split; reported by
+    /// the run that finished the split (0 for runs that only helped).
     pub rows_moved: u64,
-    /// How long the ACCESS EXCLUSIVE lock on `sync_activity_log` was held (zero
-    /// when nothing had to change). Serialised as milliseconds.
+    /// How long the ACCESS EXCLUSIVE lock on `sync_activity_log` was held: the
+    /// final step of a split (zero when nothing had to change or another run
+    /// finished). Serialised as milliseconds.
     #[serde(serialize_with = "as_millis")]
     pub exclusive_lock_held: Duration,
     /// How long SHARE ROW EXCLUSIVE was held on `organization` and
@@ -82,40 +86,37 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// (… TO MAXVALUE) starting right after them; rows of the old catch-all move into
 /// their months (rows beyond the new range stay in the new catch-all).
 ///
-/// Contract (one transaction; see the [module docs](super) for the locks): the
+/// Contract (see the [module docs](super) for the steps and locks): the
 /// current month from [`PartitionOptions::now`] or the server's `now()`;
 /// `pg_advisory_xact_lock(PARTITION_LOCK_KEY)` waiting at most
-/// [`PartitionOptions::wait_for_other_run`]; then a local `lock_timeout` of
-/// [`PartitionOptions::lock_timeout`]; read the layout from `pg_inherits`.
-/// Nothing to do → commit, report [`changed()`](EnsureReport::changed) `false`,
-/// no table lock taken. Otherwise `LOCK TABLE sync_activity_log IN ACCESS
-/// EXCLUSIVE MODE`; rename the catch-all (and its indexes) out of the way while
-/// still attached; create each new table `LIKE sync_activity_log` with a CHECK
-/// on its bounds; route the old rows into them through a staging partitioned
-/// table with `INSERT … SELECT` in 16 MiB slices (calling `progress` before the
-/// first and after each slice); have PostgreSQL build the parent's primary key
-/// and indexes on each new table in bulk (attaching them to a temporary
-/// partitioned table `LIKE sync_activity_log INCLUDING INDEXES`, then detaching
-/// them — no SQL is built from catalog text); `DETACH` the old catch-all;
-/// `ATTACH` the new tables (attaching the indexes just built, cloning and
-/// validating the foreign keys; the CHECK spares the partition-constraint
-/// scan); drop the CHECKs; enable RLS and copy owner and grants of the old
-/// catch-all; drop it; commit. Every statement is sent alone.
+/// [`PartitionOptions::wait_for_other_run`]; the layout from `pg_inherits`. An
+/// unfinished split (an earlier run interrupted) is resumed first. Nothing to
+/// do → commit, report [`changed()`](EnsureReport::changed) `false`, no table
+/// lock taken. A catch-all to split → the online split: rows copied in batches
+/// (one transaction each, `progress` called after each) while writers go on,
+/// ACCESS EXCLUSIVE only for the short final step. No catch-all → the new
+/// tables are created, indexed and attached in one transaction under ACCESS
+/// EXCLUSIVE (no rows to move). Every statement is sent alone; identifiers are
+/// quoted, values are parameters.
 ///
-/// When another run holds the advisory lock for longer than
-/// `wait_for_other_run` and [`PartitionOptions::skip_if_busy`] is set, returns
-/// `Ok` with [`EnsureReport::other_run_busy`] `true` and nothing changed.
+/// When [`PartitionOptions::skip_if_busy`] is set and another run holds the
+/// advisory lock for longer than `wait_for_other_run`, or is working on a split
+/// (live backend, heartbeat younger than 60 s), returns `Ok` with
+/// [`EnsureReport::other_run_busy`] `true`, leaving the work to that run.
 ///
 /// # Errors
 ///
-/// Any failure rolls everything back. A lock not had in time →
+/// A failure rolls back the step it happened in; steps of a split already
+/// committed stay and the next call resumes from them. A lock not had in time →
 /// [`PartitionError::LockTimeout`] (the advisory lock: after
 /// `wait_for_other_run`, unless `skip_if_busy`; a table or DDL lock: after
 /// `lock_timeout`); a partition that is neither a month nor the catch-all →
 /// [`PartitionError::UnexpectedLayout`]; a table in the way of a new name →
 /// [`PartitionError::NameTaken`]; `months_ahead` > [`MAX_MONTHS_AHEAD`] →
 /// [`PartitionError::TooManyMonthsAhead`]; a horizon reaching 9999-12 (no room
-/// for the catch-all after it) → [`PartitionError::InvalidMonth`]; no `sync_activity_log` →
+/// for the catch-all after it) → [`PartitionError::InvalidMonth`]; an
+/// unfinished split whose catch-all was detached or dropped by hand →
+/// [`PartitionError::StaleSplitState`]; no `sync_activity_log` →
 /// [`PartitionError::NotMigrated`]; a failing statement →
 /// [`PartitionError::Database`]; a broken connection →
 /// [`PartitionError::ConnectionLost`].
