@@ -663,6 +663,9 @@ async fn catch_up(
         if rows.is_empty() {
             return Ok(moved);
         }
+        // A short chunk is the last: rows committed since then wait for the
+        // next call, so writers faster than this loop cannot keep it going.
+        let last = (rows.len() as i64) < DELTA_CHUNK;
         let old = match &old {
             Some(o) => o.clone(),
             None => {
@@ -720,6 +723,9 @@ async fn catch_up(
             .await
             .map_err(pg("recording the rows moved", options))?
             .get(0);
+        if last {
+            return Ok(moved);
+        }
     }
 }
 
@@ -1060,4 +1066,62 @@ async fn finish(
         locked_at,
         fk_locked_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(first: &str, catch_all: &str) -> State {
+        State {
+            old_catch_all: 1,
+            first_month: first.parse::<Month>().unwrap().start(),
+            catch_all_from: catch_all.parse::<Month>().unwrap().start(),
+            phase: "copy".into(),
+            next_block: 0,
+            end_block: None,
+            rows_moved: 0,
+            rows_estimated: None,
+        }
+    }
+
+    #[test]
+    fn targets_are_the_months_then_the_new_catch_all() {
+        let t = state("2026-03", "2027-03").targets().unwrap();
+        assert_eq!(t.len(), 13);
+        assert_eq!(t[0].name, "sync_activity_log_2026_03");
+        assert_eq!(
+            t[0].bound_spec(),
+            "FOR VALUES FROM ('2026-03-01 00:00:00+00') TO ('2026-04-01 00:00:00+00')"
+        );
+        assert_eq!(t[11].name, "sync_activity_log_2027_02");
+        assert_eq!(t[12].name, NEW_CATCH_ALL);
+        assert_eq!(
+            t[12].bound_spec(),
+            "FOR VALUES FROM ('2027-03-01 00:00:00+00') TO (MAXVALUE)"
+        );
+        // Only the catch-all when no month is missing.
+        assert_eq!(state("2027-03", "2027-03").targets().unwrap().len(), 1);
+        // Bounds off month starts are refused.
+        let mut s = state("2026-03", "2027-03");
+        s.first_month += time::Duration::HOUR;
+        assert!(matches!(
+            s.targets(),
+            Err(PartitionError::StaleSplitState { .. })
+        ));
+    }
+
+    #[test]
+    fn foreign_key_actions_come_from_a_fixed_list() {
+        assert_eq!(action("a"), Some("NO ACTION"));
+        assert_eq!(action("r"), Some("RESTRICT"));
+        assert_eq!(action("c"), Some("CASCADE"));
+        assert_eq!(action("n"), Some("SET NULL"));
+        assert_eq!(action("d"), Some("SET DEFAULT"));
+        assert_eq!(action("x; DROP TABLE t"), None);
+        assert_eq!(
+            ident_list(&["a".into(), "b\"c".into()]),
+            "\"a\", \"b\"\"c\""
+        );
+    }
 }
