@@ -19,11 +19,6 @@ async fn inserts_during_the_copy_do_not_wait_and_are_neither_lost_nor_duplicated
     let t = tenants(&c).await;
     let seeded = seed_months(&c, &t, "2026-03-01", "2027-04-01", 300).await;
     let rows_before = all_rows(&c).await;
-    let parent_oid: u32 = c
-        .query_one("SELECT 'sync_activity_log'::regclass::oid", &[])
-        .await
-        .unwrap()
-        .get(0);
 
     // ensure runs on its own thread and runtime; its progress callback (called
     // once the split is prepared, before the first rows are copied, with no

@@ -155,7 +155,8 @@ pub(crate) async fn run(db: &BenchDb, reps: usize, rows: u64) -> Vec<Row> {
     let _ = alternate(
         reps.min(P6_MAX_ROUNDS),
         move |side: Side| async move {
-            if let Some(p) = slot.borrow_mut().take() {
+            let old = slot.borrow_mut().take();
+            if let Some(p) = old {
                 drop(p.main);
                 p.db.drop_database().await;
             }
@@ -196,7 +197,8 @@ pub(crate) async fn run(db: &BenchDb, reps: usize, rows: u64) -> Vec<Row> {
         },
     )
     .await;
-    if let Some(p) = slot.borrow_mut().take() {
+    let last = slot.borrow_mut().take();
+    if let Some(p) = last {
         drop(p.main);
         p.db.drop_database().await;
     }
