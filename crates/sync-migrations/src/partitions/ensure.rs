@@ -184,7 +184,9 @@ where
             referenced_tables_locked: Duration::ZERO,
             other_run_busy: false,
         });
-        r.catch_all_from = catch_all_now;
+        // `catch_all_from` changes only with what this call does (a split
+        // finished by another run is not this call's change).
+        let _ = r;
         if online::has_state(&tx, &parent, options).await? {
             if options.skip_if_busy && online::other_run_active(&tx, &parent, options).await? {
                 drop(tx);
@@ -221,6 +223,7 @@ where
             r.referenced_tables_locked += fk_locked_at.elapsed();
             r.created
                 .extend(plan.months.iter().map(|m| m.partition_name()));
+            r.catch_all_from = Some(plan.catch_all_from.start());
             continue;
         }
         check_names_free(&tx, &parent, &targets, options).await?;

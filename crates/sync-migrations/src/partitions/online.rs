@@ -132,9 +132,15 @@ pub(crate) async fn has_state(
     parent: &Parent,
     options: &PartitionOptions,
 ) -> Result<bool, PartitionError> {
-    let q = parent.qualify(STATE);
+    // A catalog query in this statement's snapshot (taken after the advisory
+    // lock), not `to_regclass`, which takes no lock and may see a stale cache
+    // entry of a state table another run just dropped.
     Ok(tx
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&q])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                             WHERE n.nspname = $1 AND c.relname = $2)",
+            &[&parent.schema, &STATE],
+        )
         .await
         .map_err(pg("looking for an unfinished split", options))?
         .get(0))
@@ -157,8 +163,14 @@ async fn read_state(
             ),
             &[],
         )
-        .await
-        .map_err(pg("reading the split state", options))?;
+        .await;
+    let row = match row {
+        // Dropped by a run that finished the split after our check.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            return Ok(None)
+        }
+        r => r.map_err(pg("reading the split state", options))?,
+    };
     let Some(r) = row else {
         return Err(PartitionError::StaleSplitState {
             detail: format!("{STATE} is empty"),
