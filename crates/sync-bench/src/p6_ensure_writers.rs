@@ -224,7 +224,7 @@ pub(crate) async fn run(db: &BenchDb, reps: usize, rows: u64) -> Vec<Row> {
             library_ms: max_ms(&with),
             baseline_ms: max_ms(&without),
             target: Target {
-                max_ratio: f64::MAX,
+                max_ratio: f64::INFINITY,
                 max_library_ms: Some(500.0),
             },
         },
