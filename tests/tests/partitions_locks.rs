@@ -13,21 +13,16 @@ use sync_tests::{connect, TestDb};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn inserts_during_ensure_wait_and_are_neither_lost_nor_failed() {
+async fn inserts_during_the_copy_do_not_wait_and_are_neither_lost_nor_duplicated() {
     let db = TestDb::migrated().await;
     let c = db.client().await;
     let t = tenants(&c).await;
     let seeded = seed_months(&c, &t, "2026-03-01", "2027-04-01", 300).await;
     let rows_before = all_rows(&c).await;
-    let parent_oid: u32 = c
-        .query_one("SELECT 'sync_activity_log'::regclass::oid", &[])
-        .await
-        .unwrap()
-        .get(0);
 
     // ensure runs on its own thread and runtime; its progress callback (called
-    // with the table locked, before the first rows move) tells us it holds the
-    // lock and then waits until inserts are seen queued behind it.
+    // once the split is prepared, before the first rows are copied, with no
+    // lock held) tells us so and then waits until the inserts have finished.
     let (locked_tx, locked_rx) = mpsc::channel::<()>();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let config = db.config();
@@ -92,23 +87,18 @@ async fn inserts_during_ensure_wait_and_are_neither_lost_nor_failed() {
             Ok::<_, String>(ids)
         }));
     }
-    // Wait until all four inserters are queued on the table lock, then let ensure go.
-    let mut waiting: i64 = 0;
-    for _ in 0..600 {
-        waiting = c
-            .query_one(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1",
-                &[&parent_oid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // All inserts finish while ensure sits in its copy phase: nothing waits
+    // for it (bounded: 60 s, far above any insert).
+    let mut inserted = Vec::new();
+    for h in inserters {
+        inserted.extend(
+            tokio::time::timeout(Duration::from_secs(60), h)
+                .await
+                .expect("an insert waited for ensure")
+                .unwrap()
+                .unwrap(),
+        );
     }
-    assert_eq!(waiting, 4, "all inserters wait for ensure's lock");
     // While rows move, writes to the tables the foreign keys reference are not blocked.
     c.batch_execute(
         "BEGIN; SET LOCAL lock_timeout = '5s'; \
@@ -121,12 +111,9 @@ async fn inserts_during_ensure_wait_and_are_neither_lost_nor_failed() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(report.rows_moved, seeded);
-
-    let mut inserted = Vec::new();
-    for h in inserters {
-        inserted.extend(h.await.unwrap().unwrap());
-    }
+    // The seeded rows and the 60 inserted into the old catch-all's range
+    // (2026-11, 2026-04 and 2027-09) during the copy.
+    assert_eq!(report.rows_moved, seeded + 60);
     assert_eq!(inserted.len(), 80);
     let after = all_rows(&c).await;
     assert_eq!(after.len(), rows_before.len() + inserted.len());
@@ -206,13 +193,23 @@ async fn a_held_table_lock_gives_a_prompt_lock_timeout() {
         .await
         .unwrap_err();
     match &err {
+        // The online split's first lock, the capture trigger on the catch-all.
         PartitionError::LockTimeout { step, .. } => {
-            assert!(step.contains("ACCESS EXCLUSIVE"), "{err}")
+            assert!(step.contains("capture trigger"), "{err}")
         }
         other => panic!("expected LockTimeout, got {other}"),
     }
     let before = partition_names(&c).await;
     assert_eq!(before.len(), 5, "nothing changed");
+    let state: bool = c
+        .query_one(
+            "SELECT to_regclass('sync_activity_log_split_state') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!state, "no split was started");
     tx.commit().await.unwrap();
     let report = ensure_partitions(&mut c, 3, &opts, |_| {}).await.unwrap();
     assert_eq!(report.rows_moved, 1);

@@ -21,6 +21,7 @@ mod p2_append;
 mod p3_progress;
 mod p4_list;
 mod p5_ensure;
+mod p6_ensure_writers;
 
 use measure::Row;
 
@@ -256,6 +257,12 @@ async fn main() -> ExitCode {
         if wanted("P5") {
             rows.push(p5_ensure::run(&db, reps, sizes.ensure_rows).await);
             progress(&args, rows.last());
+        }
+        if wanted("P6") {
+            for r in p6_ensure_writers::run(&db, reps, sizes.ensure_rows).await {
+                rows.push(r);
+                progress(&args, rows.last());
+            }
         }
         let secs = if args.quick { 1 } else { 10 };
         if wanted("P10") {

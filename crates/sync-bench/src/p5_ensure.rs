@@ -19,8 +19,9 @@ use crate::data::{create_tenants, exec};
 use crate::measure::{alternate, Row, Side, Target};
 use crate::BenchDb;
 
-pub(crate) async fn run(db: &BenchDb, reps: usize, rows: u64) -> Row {
-    let template = db.sibling("p5tpl").await;
+/// The template database of P5 and P6 (see the module docs), named after `tag`.
+pub(crate) async fn template(db: &BenchDb, tag: &str, rows: u64) -> BenchDb {
+    let template = db.sibling(tag).await;
     {
         let mut c = template.connect().await;
         sync_migrations::apply(&mut c, &sync_migrations::MigrateOptions::default())
@@ -54,6 +55,11 @@ pub(crate) async fn run(db: &BenchDb, reps: usize, rows: u64) -> Row {
             .get(0);
         assert_eq!(n as u64, rows);
     }
+    template
+}
+
+pub(crate) async fn run(db: &BenchDb, reps: usize, rows: u64) -> Row {
+    let template = template(db, "p5tpl", rows).await;
     let copy: RefCell<Option<(BenchDb, Client)>> = RefCell::new(None);
     let copy = &copy;
     let tpl = &template;

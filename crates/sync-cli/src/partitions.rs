@@ -16,8 +16,10 @@ pub(crate) enum PartitionsCmd {
     /// Each partition of sync_activity_log with its bounds, row estimate and size.
     List,
     /// Create monthly partitions through the current month + N and move rows out
-    /// of the catch-all `sync_activity_log_future` into their months (one
-    /// transaction; blocks reads and writes of the table while rows move).
+    /// of the catch-all `sync_activity_log_future` into their months. Rows are
+    /// copied while writers keep writing, in resumable batches; reads and writes
+    /// of the table wait only for a short final step. Interrupted (kill, server
+    /// restart), it resumes where it stopped when run again.
     Ensure {
         /// How many months after the current (UTC) month must have partitions.
         #[arg(long, default_value_t = 3)]
@@ -60,13 +62,17 @@ pub(crate) struct Common {
     /// 2026-11-15T00:00:00Z); default: the server's clock.
     #[arg(long, value_parser = crate::ops::parse_rfc3339)]
     now: Option<OffsetDateTime>,
+    /// `ensure`: 8 KiB heap blocks of the catch-all copied per transaction.
+    #[arg(long, default_value_t = sync_migrations::partitions::DEFAULT_COPY_BATCH_BLOCKS, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_blocks: u32,
 }
 
 impl Common {
     fn options(&self) -> PartitionOptions {
         let mut o =
             PartitionOptions::with_lock_timeout(Duration::from_secs(self.lock_timeout_secs))
-                .with_wait_for_other_run(Duration::from_secs(self.wait_secs));
+                .with_wait_for_other_run(Duration::from_secs(self.wait_secs))
+                .with_copy_batch_blocks(self.batch_blocks);
         if let Some(now) = self.now {
             o = o.with_now(now);
         }
@@ -102,7 +108,7 @@ pub(crate) async fn run(
                     .unwrap_or_default();
                 let _ = writeln!(
                     std::io::stderr(),
-                    "moving rows out of the catch-all: {} moved{of}",
+                    "moving rows out of the catch-all: {} copied{of}",
                     p.rows_moved
                 );
             };

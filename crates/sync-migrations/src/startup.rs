@@ -39,7 +39,8 @@ pub enum StartupError {
 ///
 /// Safe to call from every replica at start-up: both steps are serialised by
 /// advisory locks and idempotent; when there is nothing to do, no table lock is
-/// taken. When another replica is still moving rows after the wait, this
+/// taken. When another replica is still moving rows (it holds the partition
+/// lock past the wait, or is working on a split), this
 /// returns `Ok` with [`EnsureReport::other_run_busy`] set in
 /// [`StartupReport::partitions`] and logs a `tracing` warning saying so: a
 /// service must not fail its readiness because a sibling does the maintenance.

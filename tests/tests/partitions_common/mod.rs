@@ -1,7 +1,11 @@
 //! Shared seeding and checks for the partition tests.
 #![allow(dead_code)]
 
-use tokio_postgres::Client;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sync_tests::connect;
+use tokio_postgres::{Client, Config};
 use uuid::Uuid;
 
 /// Two orgs with one user each.
@@ -139,4 +143,126 @@ pub fn at(month: &str) -> time::OffsetDateTime {
 /// The default partition options going by [`test_now`].
 pub fn opts() -> sync_migrations::partitions::PartitionOptions {
     sync_migrations::partitions::PartitionOptions::default().with_now(test_now())
+}
+
+/// Copies the log into `shadow` (plain table, same columns).
+pub async fn make_shadow(c: &Client) {
+    c.batch_execute("CREATE TABLE shadow AS SELECT * FROM sync_activity_log")
+        .await
+        .unwrap();
+}
+
+/// (count, md5 of every row's text in key order) of `table`.
+pub async fn checksum(c: &Client, table: &str) -> (i64, String) {
+    let r = c
+        .query_one(
+            &format!(
+                "SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t.id, t.created_at), '')) \
+                   FROM {table} t"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+pub async fn assert_same_as_shadow(c: &Client, what: &str) {
+    let log = checksum(c, "sync_activity_log").await;
+    let shadow = checksum(c, "shadow").await;
+    assert_eq!(log, shadow, "{what}: log and shadow differ");
+}
+
+pub async fn no_working_objects(c: &Client) {
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'sync_activity_log_split%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "working tables of the split are gone");
+}
+
+/// Writers until `stop`: each statement changes the log and the shadow in one
+/// transaction. Kinds: inserts into the current month, a moved month, an old
+/// month and beyond the horizon; updates; deletes; a created_at change that
+/// moves a row between months. Returns the number of statements; any error
+/// is returned (a writer must never fail).
+pub fn spawn_writers(
+    config: &Config,
+    org: uuid::Uuid,
+    n: usize,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<Result<u64, String>>> {
+    (0..n)
+        .map(|k| {
+            let config = config.clone();
+            let stop = stop.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let c = connect(&config).await;
+                let mut i: u64 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let sql = match (i + k as u64) % 8 {
+                        0 | 1 => {
+                            let at = ["2026-11-20 09:30+00", "2026-05-15 12:00+00", "2026-01-10 08:00+00", "2027-09-01 00:00+00"]
+                                [(i as usize / 2) % 4];
+                            format!(
+                                "WITH r AS (INSERT INTO sync_activity_log (org_id, action, status, record_count, created_at) \
+                                 VALUES ('{org}', 'sync_progress', 'in_progress', {i}, '{at}') RETURNING *) \
+                                 INSERT INTO shadow SELECT * FROM r"
+                            )
+                        }
+                        2 | 3 => "WITH v AS (SELECT id, created_at FROM shadow WHERE created_at >= '2026-03-01' \
+                                   ORDER BY md5(id::text || random()::text) LIMIT 1), \
+                                 u AS (UPDATE sync_activity_log l SET record_count = l.record_count + 1 \
+                                   FROM v WHERE l.id = v.id AND l.created_at = v.created_at RETURNING l.*) \
+                                 UPDATE shadow s SET record_count = u.record_count FROM u \
+                                  WHERE s.id = u.id AND s.created_at = u.created_at"
+                            .to_owned(),
+                        4 => "WITH v AS (SELECT id, created_at FROM shadow WHERE created_at >= '2026-03-01' \
+                                   ORDER BY md5(id::text || random()::text) LIMIT 1), \
+                                 d AS (DELETE FROM sync_activity_log l USING v \
+                                   WHERE l.id = v.id AND l.created_at = v.created_at RETURNING l.id, l.created_at) \
+                                 DELETE FROM shadow s USING d WHERE s.id = d.id AND s.created_at = d.created_at"
+                            .to_owned(),
+                        5 => "WITH v AS (SELECT id, created_at FROM shadow WHERE created_at >= '2026-03-01' \
+                                   ORDER BY md5(id::text || random()::text) LIMIT 1), \
+                                 u AS (UPDATE sync_activity_log l SET created_at = l.created_at + interval '20 days' \
+                                   FROM v WHERE l.id = v.id AND l.created_at = v.created_at \
+                                   RETURNING l.id, l.created_at, v.created_at AS was) \
+                                 UPDATE shadow s SET created_at = u.created_at FROM u \
+                                  WHERE s.id = u.id AND s.created_at = u.was"
+                            .to_owned(),
+                        _ => format!(
+                            "WITH r AS (INSERT INTO sync_activity_log (org_id, action, status, created_at) \
+                             VALUES ('{org}', 'record_create', 'completed', now()) RETURNING *) \
+                             INSERT INTO shadow SELECT * FROM r"
+                        ),
+                    };
+                    c.batch_execute(&format!("BEGIN; {sql}; COMMIT"))
+                        .await
+                        .map_err(|e| format!("writer {k} statement {i}: {e:?}"))?;
+                    i += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(i)
+            })
+        })
+        .collect()
+}
+
+pub async fn stop_writers(
+    stop: &AtomicBool,
+    writers: Vec<tokio::task::JoinHandle<Result<u64, String>>>,
+) -> u64 {
+    stop.store(true, Ordering::Relaxed);
+    let mut n = 0;
+    for w in writers {
+        n += w.await.unwrap().expect("no writer saw an error");
+    }
+    n
 }

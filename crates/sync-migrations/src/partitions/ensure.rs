@@ -10,28 +10,24 @@ use super::error::PartitionError;
 use super::list::read_partitions;
 use super::lock::{begin_serialised, is_other_run_busy, lock_table_exclusive};
 use super::month::Month;
+use super::online;
 use super::options::{PartitionOptions, MAX_MONTHS_AHEAD};
-use super::parent::{current_month, find_parent, quote_ident, Parent};
-use super::plan::{plan, Plan, CATCH_ALL_NAME};
+use super::parent::{current_month, find_parent, Parent};
+use super::plan::{plan as make_plan, Plan, CATCH_ALL_NAME};
 use super::security::copy_security;
 
-/// Temporary name of the old catch-all while its rows are moved (same transaction).
-const OLD_CATCH_ALL: &str = "sync_activity_log_ensure_old_future";
-/// Temporary partitioned table the rows are routed through (same transaction).
-const STAGING: &str = "sync_activity_log_ensure_staging";
 /// Temporary partitioned table `LIKE sync_activity_log INCLUDING INDEXES`: attaching
 /// the new tables to it makes PostgreSQL build the parent's indexes on them (same
 /// transaction).
 const INDEX_STAGING: &str = "sync_activity_log_ensure_index_staging";
 /// Temporary CHECK constraint that lets ATTACH skip its validation scan.
 const BOUNDS_CHECK: &str = "sync_activity_log_ensure_bounds";
-/// Rows are copied in slices of this many heap blocks (16 MiB) to report progress.
-const CHUNK_BLOCKS: i64 = 2048;
 
-/// Progress of moving rows out of the old catch-all.
+/// Progress of moving rows out of the old catch-all (reported after each
+/// committed copy batch, and once with 0 when a split starts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct MoveProgress {
-    /// Rows copied so far.
+    /// Rows copied so far (by this and earlier, interrupted runs).
     pub rows_moved: u64,
     /// The planner's estimate of all rows to move (`reltuples`), when known.
     pub rows_estimated: Option<u64>,
@@ -52,10 +48,13 @@ pub struct EnsureReport {
     /// Where the catch-all starts now.
     #[serde(with = "time::serde::rfc3339::option")]
     pub catch_all_from: Option<OffsetDateTime>,
-    /// Rows moved out of the old catch-all (into the new months or the new catch-all).
+    /// Rows moved out of the old catch-all (into the new months or the new
+    /// catch-all), including rows written to it during the split; reported by
+    /// the run that finished the split (0 for runs that only helped).
     pub rows_moved: u64,
-    /// How long the ACCESS EXCLUSIVE lock on `sync_activity_log` was held (zero
-    /// when nothing had to change). Serialised as milliseconds.
+    /// How long the ACCESS EXCLUSIVE lock on `sync_activity_log` was held: the
+    /// final step of a split (zero when nothing had to change or another run
+    /// finished). Serialised as milliseconds.
     #[serde(serialize_with = "as_millis")]
     pub exclusive_lock_held: Duration,
     /// How long SHARE ROW EXCLUSIVE was held on `organization` and
@@ -87,40 +86,37 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// (… TO MAXVALUE) starting right after them; rows of the old catch-all move into
 /// their months (rows beyond the new range stay in the new catch-all).
 ///
-/// Contract (one transaction; see the [module docs](super) for the locks): the
+/// Contract (see the [module docs](super) for the steps and locks): the
 /// current month from [`PartitionOptions::now`] or the server's `now()`;
 /// `pg_advisory_xact_lock(PARTITION_LOCK_KEY)` waiting at most
-/// [`PartitionOptions::wait_for_other_run`]; then a local `lock_timeout` of
-/// [`PartitionOptions::lock_timeout`]; read the layout from `pg_inherits`.
-/// Nothing to do → commit, report [`changed()`](EnsureReport::changed) `false`,
-/// no table lock taken. Otherwise `LOCK TABLE sync_activity_log IN ACCESS
-/// EXCLUSIVE MODE`; rename the catch-all (and its indexes) out of the way while
-/// still attached; create each new table `LIKE sync_activity_log` with a CHECK
-/// on its bounds; route the old rows into them through a staging partitioned
-/// table with `INSERT … SELECT` in 16 MiB slices (calling `progress` before the
-/// first and after each slice); have PostgreSQL build the parent's primary key
-/// and indexes on each new table in bulk (attaching them to a temporary
-/// partitioned table `LIKE sync_activity_log INCLUDING INDEXES`, then detaching
-/// them — no SQL is built from catalog text); `DETACH` the old catch-all;
-/// `ATTACH` the new tables (attaching the indexes just built, cloning and
-/// validating the foreign keys; the CHECK spares the partition-constraint
-/// scan); drop the CHECKs; enable RLS and copy owner and grants of the old
-/// catch-all; drop it; commit. Every statement is sent alone.
+/// [`PartitionOptions::wait_for_other_run`]; the layout from `pg_inherits`. An
+/// unfinished split (an earlier run interrupted) is resumed first. Nothing to
+/// do → commit, report [`changed()`](EnsureReport::changed) `false`, no table
+/// lock taken. A catch-all to split → the online split: rows copied in batches
+/// (one transaction each, `progress` called after each) while writers go on,
+/// ACCESS EXCLUSIVE only for the short final step. No catch-all → the new
+/// tables are created, indexed and attached in one transaction under ACCESS
+/// EXCLUSIVE (no rows to move). Every statement is sent alone; identifiers are
+/// quoted, values are parameters.
 ///
-/// When another run holds the advisory lock for longer than
-/// `wait_for_other_run` and [`PartitionOptions::skip_if_busy`] is set, returns
-/// `Ok` with [`EnsureReport::other_run_busy`] `true` and nothing changed.
+/// When [`PartitionOptions::skip_if_busy`] is set and another run holds the
+/// advisory lock for longer than `wait_for_other_run`, or is working on a split
+/// (live backend, heartbeat younger than 60 s), returns `Ok` with
+/// [`EnsureReport::other_run_busy`] `true`, leaving the work to that run.
 ///
 /// # Errors
 ///
-/// Any failure rolls everything back. A lock not had in time →
+/// A failure rolls back the step it happened in; steps of a split already
+/// committed stay and the next call resumes from them. A lock not had in time →
 /// [`PartitionError::LockTimeout`] (the advisory lock: after
 /// `wait_for_other_run`, unless `skip_if_busy`; a table or DDL lock: after
 /// `lock_timeout`); a partition that is neither a month nor the catch-all →
 /// [`PartitionError::UnexpectedLayout`]; a table in the way of a new name →
 /// [`PartitionError::NameTaken`]; `months_ahead` > [`MAX_MONTHS_AHEAD`] →
 /// [`PartitionError::TooManyMonthsAhead`]; a horizon reaching 9999-12 (no room
-/// for the catch-all after it) → [`PartitionError::InvalidMonth`]; no `sync_activity_log` →
+/// for the catch-all after it) → [`PartitionError::InvalidMonth`]; an
+/// unfinished split whose catch-all was detached or dropped by hand →
+/// [`PartitionError::StaleSplitState`]; no `sync_activity_log` →
 /// [`PartitionError::NotMigrated`]; a failing statement →
 /// [`PartitionError::Database`]; a broken connection →
 /// [`PartitionError::ConnectionLost`].
@@ -151,74 +147,161 @@ where
             max: MAX_MONTHS_AHEAD,
         });
     }
-    let tx = client.transaction().await.map_err(|e| {
-        PartitionError::from_pg("beginning the transaction", options.lock_timeout, e)
-    })?;
-    // The clock first (`now()` is the transaction's start either way), so a
-    // skipped run can still say which months it was asked for.
-    let current = current_month(&tx, options).await?;
-    let through = current.plus(months_ahead);
-    if let Err(e) = begin_serialised(&tx, options).await {
-        if options.skip_if_busy && is_other_run_busy(&e) {
-            // The aborted transaction rolls back when `tx` is dropped.
-            drop(tx);
-            tracing::Span::current().record("created", 0);
-            return Ok(EnsureReport {
-                current_month: current,
-                through,
-                created: Vec::new(),
-                catch_all_from_before: None,
-                catch_all_from: None,
-                rows_moved: 0,
-                exclusive_lock_held: Duration::ZERO,
-                referenced_tables_locked: Duration::ZERO,
-                other_run_busy: true,
-            });
+    let mut report: Option<EnsureReport> = None;
+    let mut prepare_waited = Duration::ZERO;
+    // Round 1 may finish a split an earlier run left unfinished (with its own
+    // horizon); later rounds do what is still missing.
+    for _round in 0..4 {
+        let tx = client.transaction().await.map_err(|e| {
+            PartitionError::from_pg("beginning the transaction", options.lock_timeout, e)
+        })?;
+        // The clock first (`now()` is the transaction's start either way), so a
+        // skipped run can still say which months it was asked for.
+        let current = current_month(&tx, options).await?;
+        let through = current.plus(months_ahead);
+        if let Err(e) = begin_serialised(&tx, options).await {
+            if options.skip_if_busy && is_other_run_busy(&e) {
+                // The aborted transaction rolls back when `tx` is dropped.
+                drop(tx);
+                return Ok(busy(report, current, through));
+            }
+            return Err(e);
         }
-        return Err(e);
+        let parent = find_parent(&tx, options.lock_timeout).await?;
+        let before = read_partitions(&tx, &parent, options.lock_timeout).await?;
+        let catch_all_now = before
+            .iter()
+            .find(|p| p.kind == super::list::PartitionKind::CatchAll)
+            .and_then(|p| p.from);
+        let r = report.get_or_insert_with(|| EnsureReport {
+            current_month: current,
+            through,
+            created: Vec::new(),
+            catch_all_from_before: catch_all_now,
+            catch_all_from: catch_all_now,
+            rows_moved: 0,
+            exclusive_lock_held: Duration::ZERO,
+            referenced_tables_locked: Duration::ZERO,
+            other_run_busy: false,
+        });
+        // `catch_all_from` changes only with what this call does (a split
+        // finished by another run is not this call's change).
+        let _ = r;
+        if online::has_state(&tx, &parent, options).await? {
+            if options.skip_if_busy && online::other_run_active(&tx, &parent, options).await? {
+                drop(tx);
+                return Ok(busy(report, current, through));
+            }
+            commit(tx, options).await?;
+            if !drive(client, &parent, options, &mut progress, &mut report).await? {
+                return Ok(busy(report, current, through));
+            }
+            continue;
+        }
+        let Some(plan) = make_plan(&before, current, months_ahead)? else {
+            commit(tx, options).await?;
+            let r = report.expect("report set above");
+            let span = tracing::Span::current();
+            span.record("created", r.created.len());
+            span.record("rows_moved", r.rows_moved);
+            return Ok(r);
+        };
+        let targets = targets_of(&plan, online::NEW_CATCH_ALL);
+        if plan.old_catch_all.is_none() {
+            // Nothing to move: create and attach in this transaction.
+            let locked_at = Instant::now();
+            lock_table_exclusive(&tx, &parent, options).await?;
+            let partitions = read_partitions(&tx, &parent, options.lock_timeout).await?;
+            let Some(plan) = make_plan(&partitions, current, months_ahead)? else {
+                commit(tx, options).await?;
+                continue;
+            };
+            let fk_locked_at = split(&tx, &parent, &plan, options).await?;
+            commit(tx, options).await?;
+            let r = report.as_mut().expect("report set above");
+            r.exclusive_lock_held += locked_at.elapsed();
+            r.referenced_tables_locked += fk_locked_at.elapsed();
+            r.created
+                .extend(plan.months.iter().map(|m| m.partition_name()));
+            r.catch_all_from = Some(plan.catch_all_from.start());
+            continue;
+        }
+        check_names_free(&tx, &parent, &targets, options).await?;
+        match online::prepare(&tx, &parent, &plan, &targets, options).await {
+            Ok(()) => commit(tx, options).await?,
+            Err(e) if e.is_lock_timeout() => {
+                // The capture trigger waited for a writer too long: writers
+                // queued behind it are released; try again shortly.
+                drop(tx);
+                prepare_waited += online::ATTEMPT_LOCK_TIMEOUT.min(options.lock_timeout);
+                if prepare_waited >= options.lock_timeout {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        progress(MoveProgress {
+            rows_moved: 0,
+            rows_estimated: None,
+        });
+        if !drive(client, &parent, options, &mut progress, &mut report).await? {
+            let r = report.expect("report set above");
+            return Ok(busy(Some(r), current, through));
+        }
     }
-    let parent = find_parent(&tx, options.lock_timeout).await?;
-    let before = read_partitions(&tx, &parent, options.lock_timeout).await?;
-    let catch_all_before = before
-        .iter()
-        .find(|p| p.kind == super::list::PartitionKind::CatchAll)
-        .and_then(|p| p.from);
-    let mut report = EnsureReport {
+    // Each round completes a split or returns; four rounds cannot all be needed.
+    Ok(report.expect("at least one round ran"))
+}
+
+/// Runs [`online::run`] and adds what it did to `report`; `false` when another
+/// run is busy with it and `skip_if_busy` is set.
+async fn drive<F>(
+    client: &mut Client,
+    parent: &Parent,
+    options: &PartitionOptions,
+    progress: &mut F,
+    report: &mut Option<EnsureReport>,
+) -> Result<bool, PartitionError>
+where
+    F: FnMut(MoveProgress) + Send,
+{
+    match online::run(client, parent, options, progress).await? {
+        online::Outcome::Finished(f) => {
+            let r = report.as_mut().expect("report set before");
+            r.created.extend(f.created);
+            r.catch_all_from = Some(f.catch_all_from);
+            r.rows_moved += f.rows_moved;
+            r.exclusive_lock_held += f.exclusive_lock_held;
+            r.referenced_tables_locked += f.referenced_tables_locked;
+            Ok(true)
+        }
+        online::Outcome::FinishedElsewhere => Ok(true),
+        online::Outcome::Busy => Ok(false),
+    }
+}
+
+/// The report of a call that left the work to another run.
+fn busy(report: Option<EnsureReport>, current: Month, through: Month) -> EnsureReport {
+    tracing::Span::current().record("created", 0);
+    let mut r = report.unwrap_or(EnsureReport {
         current_month: current,
         through,
         created: Vec::new(),
-        catch_all_from_before: catch_all_before,
-        catch_all_from: catch_all_before,
+        catch_all_from_before: None,
+        catch_all_from: None,
         rows_moved: 0,
         exclusive_lock_held: Duration::ZERO,
         referenced_tables_locked: Duration::ZERO,
-        other_run_busy: false,
-    };
-    if plan(&before, current, months_ahead)?.is_none() {
-        commit(tx, options).await?;
-        tracing::Span::current().record("created", 0);
-        return Ok(report);
+        other_run_busy: true,
+    });
+    if r.created.is_empty() {
+        r.catch_all_from_before = None;
+        r.catch_all_from = None;
     }
-    let locked_at = Instant::now();
-    lock_table_exclusive(&tx, &parent, options).await?;
-    // Re-read under the table lock: only DDL by hand could have changed it.
-    let partitions = read_partitions(&tx, &parent, options.lock_timeout).await?;
-    let Some(plan) = plan(&partitions, current, months_ahead)? else {
-        commit(tx, options).await?;
-        tracing::Span::current().record("created", 0);
-        return Ok(report);
-    };
-    let (moved, fk_locked_at) = split(&tx, &parent, &plan, options, &mut progress).await?;
-    commit(tx, options).await?;
-    report.exclusive_lock_held = locked_at.elapsed();
-    report.referenced_tables_locked = fk_locked_at.elapsed();
-    report.rows_moved = moved;
-    report.created = plan.months.iter().map(|m| m.partition_name()).collect();
-    report.catch_all_from = Some(plan.catch_all_from.start());
-    let span = tracing::Span::current();
-    span.record("created", report.created.len());
-    span.record("rows_moved", report.rows_moved);
-    Ok(report)
+    r.other_run_busy = true;
+    r
 }
 
 async fn commit(tx: Transaction<'_>, options: &PartitionOptions) -> Result<(), PartitionError> {
@@ -228,14 +311,14 @@ async fn commit(tx: Transaction<'_>, options: &PartitionOptions) -> Result<(), P
 }
 
 /// One table to create: name, lower bound literal, upper bound literal (`None`: MAXVALUE).
-struct Target {
-    name: String,
-    from: String,
-    to: Option<String>,
+pub(super) struct Target {
+    pub(super) name: String,
+    pub(super) from: String,
+    pub(super) to: Option<String>,
 }
 
 impl Target {
-    fn bound_spec(&self) -> String {
+    pub(super) fn bound_spec(&self) -> String {
         format!(
             "FOR VALUES FROM ({}) TO ({})",
             self.from,
@@ -251,7 +334,7 @@ impl Target {
     }
 }
 
-async fn exec(
+pub(super) async fn exec(
     tx: &Transaction<'_>,
     options: &PartitionOptions,
     step: impl Into<String>,
@@ -262,34 +345,24 @@ async fn exec(
         .map_err(|e| PartitionError::from_pg(step, options.lock_timeout, e))
 }
 
-/// Carries out `plan` under the table lock; returns the rows moved and when the
-/// foreign-key bookkeeping (locking the referenced tables) started.
+/// Carries out `plan` (which has no old catch-all: no rows to move) under the
+/// table lock; returns when the foreign-key bookkeeping (locking the
+/// referenced tables) started.
 async fn split(
     tx: &Transaction<'_>,
     parent: &Parent,
     plan: &Plan,
     options: &PartitionOptions,
-    progress: &mut (dyn FnMut(MoveProgress) + Send),
-) -> Result<(u64, Instant), PartitionError> {
-    let targets = targets_of(plan);
-    check_names_free(tx, parent, plan, &targets, options).await?;
-    let mut reference = plan.reference.clone();
-    if let Some(name) = &plan.old_catch_all {
-        rename_old_catch_all(tx, parent, name, options).await?;
-        reference = Some(OLD_CATCH_ALL.to_owned());
-    }
+) -> Result<Instant, PartitionError> {
+    let targets = targets_of(plan, CATCH_ALL_NAME);
+    check_names_free(tx, parent, &targets, options).await?;
     create_targets(tx, parent, &targets, options).await?;
-    let mut moved = 0;
-    if plan.old_catch_all.is_some() {
-        moved = move_rows(tx, parent, &targets, options, progress).await?;
-    }
     build_indexes(tx, parent, &targets, options).await?;
-    let fk_locked_at = swap_in(tx, parent, plan, &targets, reference.as_deref(), options).await?;
-    Ok((moved, fk_locked_at))
+    swap_in(tx, parent, &targets, plan.reference.as_deref(), options).await
 }
 
 /// The new tables: one per missing month, then the new catch-all.
-fn targets_of(plan: &Plan) -> Vec<Target> {
+fn targets_of(plan: &Plan, catch_all: &str) -> Vec<Target> {
     let mut targets: Vec<Target> = plan
         .months
         .iter()
@@ -300,28 +373,24 @@ fn targets_of(plan: &Plan) -> Vec<Target> {
         })
         .collect();
     targets.push(Target {
-        name: CATCH_ALL_NAME.to_owned(),
+        name: catch_all.to_owned(),
         from: plan.catch_all_from.start_literal(),
         to: None,
     });
     targets
 }
 
-/// Every name about to be created must be free (the old catch-all's own name
-/// is freed by renaming it first): else [`PartitionError::NameTaken`].
+/// Every name about to be created (the targets, the working tables of a
+/// split, the capture function) must be free: else [`PartitionError::NameTaken`].
 async fn check_names_free(
     tx: &Transaction<'_>,
     parent: &Parent,
-    plan: &Plan,
     targets: &[Target],
     options: &PartitionOptions,
 ) -> Result<(), PartitionError> {
     let mut wanted: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-    wanted.extend([STAGING, INDEX_STAGING, OLD_CATCH_ALL]);
+    wanted.extend([INDEX_STAGING, online::STAGING, online::STATE, online::DELTA]);
     for name in wanted {
-        if plan.old_catch_all.as_deref() == Some(name) {
-            continue;
-        }
         let q = parent.qualify(name);
         let taken: bool = tx
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&q])
@@ -338,63 +407,27 @@ async fn check_names_free(
             return Err(PartitionError::NameTaken { name: q });
         }
     }
-
-    Ok(())
-}
-
-/// Renames the old catch-all `name` (still attached) and its indexes, whose
-/// names the new catch-all's indexes will take, out of the way. Needs no lock
-/// beyond the one already held.
-async fn rename_old_catch_all(
-    tx: &Transaction<'_>,
-    parent: &Parent,
-    name: &str,
-    options: &PartitionOptions,
-) -> Result<(), PartitionError> {
-    let q = parent.qualify(name);
-    let indexes: Vec<String> = tx
-        .query(
-            "SELECT c.relname::text FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid \
-              WHERE x.indrelid = $1::text::regclass ORDER BY c.relname",
-            &[&q],
-        )
+    let f = format!("{}()", parent.qualify(online::CAPTURE));
+    let taken: bool = tx
+        .query_one("SELECT to_regprocedure($1) IS NOT NULL", &[&f])
         .await
         .map_err(|e| {
             PartitionError::from_pg(
-                format!("reading the indexes of {name}"),
+                "checking that the capture function name is free",
                 options.lock_timeout,
                 e,
             )
         })?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for (i, index) in indexes.iter().enumerate() {
-        exec(
-            tx,
-            options,
-            format!("renaming index {index} of {name}"),
-            &format!(
-                "ALTER INDEX {} RENAME TO {}",
-                parent.qualify(index),
-                quote_ident(&format!("{OLD_CATCH_ALL}_idx{i}"))
-            ),
-        )
-        .await?;
+        .get(0);
+    if taken {
+        return Err(PartitionError::NameTaken { name: f });
     }
-    exec(
-        tx,
-        options,
-        format!("renaming {name} to {OLD_CATCH_ALL}"),
-        &format!("ALTER TABLE {q} RENAME TO {OLD_CATCH_ALL}"),
-    )
-    .await?;
     Ok(())
 }
 
 /// Creates each target as a plain table `LIKE` the parent, with a CHECK on its
 /// bounds (so the final ATTACH skips its validation scan).
-async fn create_targets(
+pub(super) async fn create_targets(
     tx: &Transaction<'_>,
     parent: &Parent,
     targets: &[Target],
@@ -420,31 +453,19 @@ async fn create_targets(
     Ok(())
 }
 
-/// Detaches the old catch-all, attaches the targets (dropping their bounds
-/// CHECKs, giving them RLS, the TRUNCATE guard, owner and grants) and drops the
-/// old catch-all. Returns when the foreign-key bookkeeping began: DETACH and
-/// ATTACH take SHARE ROW EXCLUSIVE on organization and auth.users_extended until
-/// commit.
+/// Attaches the targets (dropping their bounds CHECKs, giving them RLS, the
+/// TRUNCATE guard, owner and grants of `reference`). Returns when the
+/// foreign-key bookkeeping began: ATTACH takes SHARE ROW EXCLUSIVE on
+/// organization and auth.users_extended until commit.
 async fn swap_in(
     tx: &Transaction<'_>,
     parent: &Parent,
-    plan: &Plan,
     targets: &[Target],
     reference: Option<&str>,
     options: &PartitionOptions,
 ) -> Result<Instant, PartitionError> {
     let p = parent.qualified();
-    let old = parent.qualify(OLD_CATCH_ALL);
     let fk_locked_at = Instant::now();
-    if plan.old_catch_all.is_some() {
-        exec(
-            tx,
-            options,
-            format!("detaching {OLD_CATCH_ALL}"),
-            &format!("ALTER TABLE {p} DETACH PARTITION {old}"),
-        )
-        .await?;
-    }
     for t in targets {
         let q = parent.qualify(&t.name);
         exec(
@@ -462,16 +483,6 @@ async fn swap_in(
         )
         .await?;
         copy_security(tx, parent, reference, &t.name, options).await?;
-    }
-
-    if plan.old_catch_all.is_some() {
-        exec(
-            tx,
-            options,
-            format!("dropping the old catch-all {OLD_CATCH_ALL}"),
-            &format!("DROP TABLE {old}"),
-        )
-        .await?;
     }
     Ok(fk_locked_at)
 }
@@ -519,7 +530,7 @@ async fn build_indexes(
 
 /// Creates the staging partitioned table `staging` with `create` (what `label`
 /// names in messages) and attaches every target to it.
-async fn assemble_staging(
+pub(super) async fn assemble_staging(
     tx: &Transaction<'_>,
     parent: &Parent,
     staging: &str,
@@ -547,7 +558,7 @@ async fn assemble_staging(
 
 /// Detaches every target from the staging partitioned table `staging` (what
 /// `label` names in messages), then drops it.
-async fn dismantle_staging(
+pub(super) async fn dismantle_staging(
     tx: &Transaction<'_>,
     parent: &Parent,
     staging: &str,
@@ -575,74 +586,4 @@ async fn dismantle_staging(
     )
     .await
     .map(drop)
-}
-
-/// Routes every row of the old catch-all into the (not yet attached) targets
-/// through a staging partitioned table without indexes or foreign keys, in slices
-/// of [`CHUNK_BLOCKS`] heap blocks (TID range scans), so the whole move is one
-/// sequential pass and the indexes are built afterwards, in bulk, by ATTACH.
-async fn move_rows(
-    tx: &Transaction<'_>,
-    parent: &Parent,
-    targets: &[Target],
-    options: &PartitionOptions,
-    progress: &mut (dyn FnMut(MoveProgress) + Send),
-) -> Result<u64, PartitionError> {
-    let p = parent.qualified();
-    let old = parent.qualify(OLD_CATCH_ALL);
-    let staging = parent.qualify(STAGING);
-    let err = |step: String| move |e| PartitionError::from_pg(step, options.lock_timeout, e);
-    let row = tx
-        .query_one(
-            "SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::int8, \
-                    reltuples::int8 FROM pg_class WHERE oid = $1::text::regclass",
-            &[&old],
-        )
-        .await
-        .map_err(err(format!("measuring {OLD_CATCH_ALL}")))?;
-    let (blocks, reltuples): (i64, i64) = (row.get(0), row.get(1));
-    let rows_estimated = u64::try_from(reltuples).ok();
-    let mut moved: u64 = 0;
-    progress(MoveProgress {
-        rows_moved: 0,
-        rows_estimated,
-    });
-    if blocks == 0 {
-        return Ok(0);
-    }
-    assemble_staging(
-        tx,
-        parent,
-        &staging,
-        &format!("CREATE TABLE {staging} (LIKE {p}) PARTITION BY RANGE (created_at)"),
-        "staging table",
-        targets,
-        options,
-    )
-    .await?;
-    let cols = &parent.columns;
-    let mut start = 0i64;
-    while start < blocks {
-        let end = start + CHUNK_BLOCKS;
-        // The last slice has no upper bound, so no row can be left behind.
-        let range = if end >= blocks {
-            format!("ctid >= '({start},0)'::tid")
-        } else {
-            format!("ctid >= '({start},0)'::tid AND ctid < '({end},0)'::tid")
-        };
-        moved += exec(
-            tx,
-            options,
-            format!("moving rows of {OLD_CATCH_ALL} (blocks from {start})"),
-            &format!("INSERT INTO {staging} ({cols}) SELECT {cols} FROM {old} WHERE {range}"),
-        )
-        .await?;
-        progress(MoveProgress {
-            rows_moved: moved,
-            rows_estimated,
-        });
-        start = end;
-    }
-    dismantle_staging(tx, parent, &staging, "staging table", targets, options).await?;
-    Ok(moved)
 }

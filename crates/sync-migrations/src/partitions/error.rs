@@ -91,6 +91,14 @@ pub enum PartitionError {
         /// The schema-qualified name.
         name: String,
     },
+
+    /// An interrupted split left state that no longer matches the table (e.g.
+    /// the catch-all it was splitting was detached or dropped by hand).
+    #[error("an interrupted split of the catch-all cannot be resumed: {detail}; nothing was changed. Inspect sync_activity_log_split_state, then drop the working objects (tables sync_activity_log_split_state, sync_activity_log_split_delta, sync_activity_log_split_staging with the tables attached to it, function sync_activity_log_split_capture()) and run ensure again")]
+    StaleSplitState {
+        /// What does not match.
+        detail: String,
+    },
 }
 
 impl PartitionError {

@@ -17,7 +17,7 @@ pub(crate) const ADVISORY_STEP: &str =
 
 /// Sets `lock_timeout` to `millis` for the rest of `tx` (one statement, the
 /// value as a parameter).
-async fn set_lock_timeout(
+pub(crate) async fn set_lock_timeout(
     tx: &Transaction<'_>,
     millis: i64,
     options: &PartitionOptions,

@@ -42,7 +42,16 @@ pub struct PartitionOptions {
     /// the server's clock, `now()` (the transaction's start). Tests and
     /// operators replaying a date set it explicitly.
     pub now: Option<OffsetDateTime>,
+    /// `ensure`: heap blocks (8 KiB each) of the old catch-all copied per
+    /// transaction while writers keep writing. Larger batches mean fewer
+    /// commits, smaller ones less work lost to an interruption and shorter
+    /// waits for another replica. Default [`DEFAULT_COPY_BATCH_BLOCKS`] (16 MiB);
+    /// at least 1.
+    pub copy_batch_blocks: u32,
 }
+
+/// Default [`PartitionOptions::copy_batch_blocks`]: 2048 blocks (16 MiB).
+pub const DEFAULT_COPY_BATCH_BLOCKS: u32 = 2048;
 
 impl Default for PartitionOptions {
     fn default() -> Self {
@@ -51,6 +60,7 @@ impl Default for PartitionOptions {
             wait_for_other_run: DEFAULT_WAIT_FOR_OTHER_RUN,
             skip_if_busy: false,
             now: None,
+            copy_batch_blocks: DEFAULT_COPY_BATCH_BLOCKS,
         }
     }
 }
@@ -82,6 +92,17 @@ impl PartitionOptions {
     pub fn with_now(mut self, now: OffsetDateTime) -> Self {
         self.now = Some(now);
         self
+    }
+
+    /// These options copying `blocks` heap blocks per transaction (see
+    /// [`copy_batch_blocks`](Self::copy_batch_blocks)).
+    pub fn with_copy_batch_blocks(mut self, blocks: u32) -> Self {
+        self.copy_batch_blocks = blocks;
+        self
+    }
+
+    pub(crate) fn copy_batch_blocks(&self) -> i64 {
+        i64::from(self.copy_batch_blocks.max(1))
     }
 
     pub(crate) fn lock_timeout_millis(&self) -> i64 {

@@ -152,3 +152,50 @@ fn privilege_keyword(privilege: &str) -> Option<&'static str> {
     .into_iter()
     .find(|k| *k == privilege)
 }
+
+/// Revokes every privilege on `table` from every role but its owner (PUBLIC
+/// included): working tables of a split must not be writable, readable or
+/// truncatable by anyone else, whatever default privileges granted at CREATE.
+///
+/// SQL: grantees from `aclexplode(relacl)`, then `REVOKE ALL ON TABLE … FROM
+/// <grantee>` per grantee (role names through `quote_ident`).
+pub(crate) async fn revoke_all(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    table: &str,
+    options: &PartitionOptions,
+) -> Result<(), PartitionError> {
+    let t = parent.qualify(table);
+    let grantees: Vec<Option<String>> = tx
+        .query(
+            "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN NULL \
+                                  ELSE pg_get_userbyid(a.grantee)::text END \
+               FROM pg_class c, aclexplode(c.relacl) a \
+              WHERE c.oid = $1::text::regclass AND a.grantee <> c.relowner",
+            &[&t],
+        )
+        .await
+        .map_err(|e| {
+            PartitionError::from_pg(
+                format!("reading the grants on {table}"),
+                options.lock_timeout,
+                e,
+            )
+        })?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for g in grantees {
+        let who = g.as_deref().map_or("PUBLIC".to_owned(), quote_ident);
+        tx.execute(&format!("REVOKE ALL ON TABLE {t} FROM {who}"), &[])
+            .await
+            .map_err(|e| {
+                PartitionError::from_pg(
+                    format!("revoking the grants on {table}"),
+                    options.lock_timeout,
+                    e,
+                )
+            })?;
+    }
+    Ok(())
+}
