@@ -5,7 +5,11 @@
 //! | `GET /api/v1/sync/preview/{syncId}` | newest unexpired cached delta |
 //! | `GET /api/v1/sync/progress/{syncId}` | progress with speed and ETA |
 //! | `POST /api/v1/sync/progress` | report increments (see [`ProgressUpdate`](sync_store::api::ProgressUpdate)) |
-//! | `GET /api/v1/sync/activity?org=&entity=&cursor=&limit=` | a page of activity |
+//! | `GET /api/v1/sync/activity?org=&entity=&sync_id=&action=&cursor=&limit=` | a page of activity |
+//! | `GET /api/v1/sync/active` | the org's running syncs |
+//! | `GET /api/v1/sync/recent?limit=` | the org's most recently started syncs |
+//! | `GET /api/v1/sync/metrics?window_seconds=&bucket_seconds=` | MONITORING metrics and a series |
+//! | `GET /` | the live [`dashboard`] (HTML, script and styles embedded) |
 //! | `GET /healthz` | the process is up (no database) |
 //! | `GET /readyz` | the database is reachable and its migrations are current |
 //! | `GET /openapi.json` | the OpenAPI 3.1 document |
@@ -33,6 +37,8 @@ use sync_store::api::{self, ActivityQuery, ProgressUpdate};
 use sync_store::{Store, TenantScope};
 
 pub mod auth;
+pub mod dashboard;
+pub mod dev_token;
 pub mod error;
 pub mod openapi;
 pub mod server;
@@ -173,6 +179,35 @@ async fn activity(
         )
     })?;
     Ok(Json(api::list_activity(&t, &query).await?))
+}
+
+/// Parses a query string into `T`, a bad one being a 400 `invalid_input`.
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Failure> {
+    query.map(|Query(q)| q).map_err(|e| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("bad query: {}", e.body_text()),
+        )
+    })
+}
+
+async fn active(Tenant(t): Tenant) -> Reply<api::SyncList> {
+    Ok(Json(api::list_active(&t).await?))
+}
+
+async fn recent(
+    Tenant(t): Tenant,
+    q: Result<Query<api::RecentQuery>, QueryRejection>,
+) -> Reply<api::SyncList> {
+    Ok(Json(api::list_recent(&t, &query(q)?).await?))
+}
+
+async fn sync_metrics(
+    Tenant(t): Tenant,
+    q: Result<Query<api::MetricsQuery>, QueryRejection>,
+) -> Reply<api::MetricsResponse> {
+    Ok(Json(api::get_metrics(&t, &query(q)?).await?))
 }
 
 /// `{"status": "ok"}`.
@@ -322,6 +357,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sync/progress/{sync_id}", get(progress))
         .route("/api/v1/sync/progress", post(update_progress))
         .route("/api/v1/sync/activity", get(activity))
+        .route("/api/v1/sync/active", get(active))
+        .route("/api/v1/sync/recent", get(recent))
+        .route("/api/v1/sync/metrics", get(sync_metrics))
+        .merge(dashboard::pages())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))

@@ -16,10 +16,81 @@ enum LogFormat {
     Json,
 }
 
-/// The sync API service. Every flag can also be given as the environment
-/// variable shown in `--help`.
+/// The sync API service (and its live dashboard at `/`). Every flag can also
+/// be given as the environment variable shown in `--help`.
 #[derive(Parser, Debug)]
 #[command(name = "sync-api", version)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Option<Args>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// DEVELOPMENT ONLY: print a JWT for `--user`, signed with a local key
+    /// file, to try the dashboard and the API without an auth provider.
+    DevToken(DevTokenArgs),
+}
+
+// `sync-api dev-token …` is parsed on its own, so the service's variables in
+// the environment (`DATABASE_URL`, …) do not make the service's flags required.
+/// DEVELOPMENT ONLY: print a JWT for `--user`, signed with a local key file,
+/// to try the dashboard and the API without an auth provider.
+#[derive(Parser, Debug)]
+#[command(name = "sync-api dev-token")]
+struct DevTokenCli {
+    #[command(flatten)]
+    args: DevTokenArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct DevTokenArgs {
+    /// The user (`sub`), a UUID with an `auth.users_extended` row.
+    #[arg(long, required_unless_present = "print_jwks")]
+    user: Option<uuid::Uuid>,
+    /// A PEM private key (EC P-256, RSA, Ed25519) or an HS256 secret file (≥ 32 bytes).
+    #[arg(long)]
+    jwt_signing_key_file: PathBuf,
+    /// `iss` of the token (the service's `--jwt-issuer`).
+    #[arg(long, env = "SYNC_API_JWT_ISSUER", default_value = "sync-api-dev")]
+    jwt_issuer: String,
+    /// `aud` of the token.
+    #[arg(long, env = "SYNC_API_JWT_AUDIENCE", default_value = "authenticated")]
+    jwt_audience: String,
+    /// Lifetime in seconds (at most one day).
+    #[arg(long, default_value_t = 3600)]
+    ttl_seconds: u64,
+    /// `kid` of an asymmetric key (token header and JWKS).
+    #[arg(long, default_value = "sync-api-dev")]
+    kid: String,
+    /// Print the key's public JWKS (for the service's `--jwks-file`) instead of a token.
+    #[arg(long)]
+    print_jwks: bool,
+}
+
+fn dev_token(args: DevTokenArgs) -> Result<String, String> {
+    let path = &args.jwt_signing_key_file;
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let key = sync_api::dev_token::DevKey::from_file_bytes(&bytes, &args.kid)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if args.print_jwks {
+        return key.public_jwks();
+    }
+    let user = args.user.ok_or("give --user <uuid>")?;
+    eprintln!(
+        "sync-api dev-token: a DEVELOPMENT token ({:?}) for user {user}, valid {} s; \
+         never configure a production service to trust this key",
+        key.algorithm(),
+        args.ttl_seconds
+    );
+    key.sign(user, &args.jwt_issuer, &args.jwt_audience, args.ttl_seconds)
+}
+
+/// How the service runs.
+#[derive(clap::Args, Debug)]
 #[command(group(ArgGroup::new("keys").required(true).args(["jwks_url", "jwks_file", "jwt_hs256_secret_file"])))]
 struct Args {
     /// PostgreSQL connection string (`sslmode`, `sslrootcert` honoured).
@@ -167,7 +238,24 @@ async fn run(args: Args) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "dev-token") {
+        let cli = DevTokenCli::parse_from(std::env::args_os().skip(1));
+        return match dev_token(cli.args) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sync-api dev-token: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cli = Cli::parse();
+    let (Some(args), None) = (cli.serve, cli.command) else {
+        eprintln!("sync-api: give the service's flags (see --help), or `sync-api dev-token --help`");
+        return ExitCode::FAILURE;
+    };
     init_logs(args.log_format);
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
