@@ -300,7 +300,7 @@ async fn activity_filters_by_sync_and_action_with_the_cursor() {
 }
 
 #[tokio::test]
-async fn the_page_is_served_with_a_strict_csp_and_mounts_under_a_prefix() {
+async fn the_page_is_served_with_a_strict_csp_and_merges_into_another_router() {
     let s = service().await;
     let http = &s.http;
     for (path, ty) in [
@@ -331,10 +331,9 @@ async fn the_page_is_served_with_a_strict_csp_and_mounts_under_a_prefix() {
         }
     }
 
-    // Mounted under a prefix by another service: /ops redirects to /ops/, whose
-    // relative asset and API paths then resolve under the prefix.
+    // Merged into another service's router, beside its own routes.
     let fixture = &s.fixture;
-    let (_, login) = fixture.db.login_role("nested").await;
+    let (_, login) = fixture.db.login_role("merged").await;
     let tls = sync_connect::TlsOptions::resolve(None, None).unwrap();
     let pool =
         sync_connect::pool_with_wait(&login, &tls, 2, std::time::Duration::from_secs(5)).unwrap();
@@ -351,32 +350,19 @@ async fn the_page_is_served_with_a_strict_csp_and_mounts_under_a_prefix() {
         std::sync::Arc::new(verifier),
         sync_api::Limits::default(),
     );
-    let app = axum::Router::new().nest("/ops", sync_api::dashboard::router(state));
+    let app = axum::Router::new()
+        .route("/internal/ping", axum::routing::get(|| async { "pong" }))
+        .merge(sync_api::dashboard::router(state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let no_redirect = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let resp = no_redirect
-        .get(format!("http://{addr}/ops"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 308);
-    assert_eq!(resp.headers()["location"], "/ops/");
-    let resp = http.get(format!("http://{addr}/ops/")).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let resp = http
-        .get(format!("http://{addr}/ops/dashboard/app.js"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    for path in ["/", "/dashboard/app.js", "/internal/ping"] {
+        let resp = http.get(format!("http://{addr}{path}")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
     start(&s, fixture.org_a, "nested-sync", 3).await;
     let resp = http
-        .get(format!("http://{addr}/ops/api/v1/sync/active"))
+        .get(format!("http://{addr}/api/v1/sync/active"))
         .header("authorization", format!("Bearer {}", token(fixture.user_a)))
         .send()
         .await

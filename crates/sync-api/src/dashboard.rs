@@ -32,9 +32,8 @@
 //! nosniff`, `Referrer-Policy: no-referrer`, `X-Frame-Options: DENY`. The
 //! script writes server values only with `textContent` and attributes.
 
-use axum::extract::OriginalUri;
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
@@ -70,20 +69,8 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (headers, body)
 }
 
-/// The page; when mounted under a prefix and opened without the trailing
-/// slash (`/sync`), a redirect to `/sync/` so its relative paths resolve.
-async fn index(OriginalUri(uri): OriginalUri) -> Response {
-    let path = uri.path();
-    if !path.ends_with('/') && path.starts_with('/') && !path.starts_with("//") {
-        if let Ok(location) = HeaderValue::from_str(&format!("{path}/")) {
-            return (
-                StatusCode::PERMANENT_REDIRECT,
-                [(header::LOCATION, location)],
-            )
-                .into_response();
-        }
-    }
-    asset("text/html; charset=utf-8", INDEX_HTML).into_response()
+async fn index() -> impl IntoResponse {
+    asset("text/html; charset=utf-8", INDEX_HTML)
 }
 
 async fn script() -> impl IntoResponse {
@@ -104,15 +91,21 @@ pub(crate) fn pages<S: Clone + Send + Sync + 'static>() -> Router<S> {
 
 /// The dashboard with the JSON API it reads: the whole service router
 /// ([`crate::router`]: page, API, limits, timeouts, JSON errors, tracing).
-/// Another service mounts it as it is, or under a prefix:
+/// Another service merges it with its own routes (which must not use `/`,
+/// `/dashboard/…`, `/api/v1/sync/…`, `/healthz`, `/readyz`, `/openapi.json`,
+/// and must not set a fallback of their own):
 ///
 /// ```no_run
+/// # async fn own() -> &'static str { "" }
 /// # fn demo(state: sync_api::AppState) -> axum::Router {
-/// axum::Router::new().nest("/sync", sync_api::dashboard::router(state))
+/// axum::Router::new()
+///     .route("/internal/ping", axum::routing::get(own))
+///     .merge(sync_api::dashboard::router(state))
 /// # }
 /// ```
-/// The page calls the API with paths relative to itself, so under a prefix it
-/// must be opened with a trailing slash (`/sync/`).
+/// The page reaches its assets and the API with paths relative to itself, so
+/// a reverse proxy may also publish it under a prefix it strips (`/sync/` →
+/// `/`), opened with the trailing slash.
 pub fn router(state: AppState) -> Router {
     crate::router(state)
 }
