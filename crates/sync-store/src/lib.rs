@@ -14,6 +14,7 @@ mod preview;
 mod preview_types;
 mod progress;
 mod progress_types;
+mod progress_versions;
 mod sql;
 mod store;
 mod trace;
@@ -25,6 +26,7 @@ pub use enums::{SyncAction, SyncEntityType, SyncStatus, SyncType, UnknownLabel};
 pub use error::{Error, Result, ServerError};
 pub use metrics::{SyncMetrics, SyncOutcomes};
 pub use preview_types::{PreviewEntry, PutPreview};
+pub use progress_versions::{ProgressVersion, MAX_VERSION_IDS};
 pub use progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress, TickOutcome};
 pub use store::{
     ServiceScope, StatementMode, Store, TenantScope, MAX_CACHED_STATEMENTS, TENANT_ROLE,
