@@ -21,13 +21,18 @@ pub(crate) async fn run(
     signals: Arc<Signals>,
     mut closing: watch::Receiver<bool>,
 ) {
+    let mut config = target.config.clone();
+    if config.get_application_name().is_none() {
+        // So operators can tell it apart in pg_stat_activity.
+        config.application_name("sync-api-listen");
+    }
     let mut backoff = BACKOFF_MIN;
     loop {
         if *closing.borrow() {
             return;
         }
         let session = async {
-            let (client, mut notes) = sync_connect::connect_listening(&target.config, &target.tls)
+            let (client, mut notes) = sync_connect::connect_listening(&config, &target.tls)
                 .await
                 .map_err(|e| e.to_string())?;
             // Bounded like every statement: a LISTEN that does not answer
