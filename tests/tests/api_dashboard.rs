@@ -100,7 +100,10 @@ async fn active_and_recent_show_only_the_users_org() {
         let (status, _, body) = s
             .get(Some(&ta), &format!("/api/v1/sync/recent?limit={bad}"))
             .await;
-        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_input")));
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_input"))
+        );
     }
     for path in [
         "/api/v1/sync/active",
@@ -141,7 +144,9 @@ async fn metrics_count_the_window_and_the_series_adds_up() {
         failed: 2,
         ..ProgressDelta::default()
     };
-    svc.report_progress(org_a, "m2", &with_errors).await.unwrap(); // completed_with_errors: 3 items
+    svc.report_progress(org_a, "m2", &with_errors)
+        .await
+        .unwrap(); // completed_with_errors: 3 items
     svc.fail_sync(org_a, "m3", "boom").await.unwrap(); // failed: 0 items
     let b_tick = ProgressDelta {
         processed: 100,
@@ -173,7 +178,10 @@ async fn metrics_count_the_window_and_the_series_adds_up() {
     assert_eq!(sum("entries"), 6);
     assert_eq!(sum("errors"), 2, "failed + completed_with_errors");
     assert_eq!(sum("items"), 8, "5 + 3 + 0, org B's 100 not counted");
-    let starts: Vec<&str> = points.iter().map(|p| p["start"].as_str().unwrap()).collect();
+    let starts: Vec<&str> = points
+        .iter()
+        .map(|p| p["start"].as_str().unwrap())
+        .collect();
     assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
 
     // A three-day window sees the old row; 60 s buckets over 1 h.
@@ -311,7 +319,10 @@ async fn the_page_is_served_with_a_strict_csp_and_merges_into_another_router() {
         let resp = http.get(format!("{}{path}", s.base)).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{path}");
         let h = resp.headers();
-        assert!(h["content-type"].to_str().unwrap().starts_with(ty), "{path}");
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(ty),
+            "{path}"
+        );
         let csp = h["content-security-policy"].to_str().unwrap();
         assert_eq!(csp, sync_api::dashboard::CSP);
         assert!(!csp.contains("unsafe"), "{csp}");
@@ -322,7 +333,10 @@ async fn the_page_is_served_with_a_strict_csp_and_merges_into_another_router() {
         if path == "/" {
             // No inline script, style or handler: everything comes from the two files.
             let lower = body.to_lowercase();
-            assert!(!lower.contains("<script>") && !lower.contains("style="), "inline");
+            assert!(
+                !lower.contains("<script>") && !lower.contains("style="),
+                "inline"
+            );
             assert!(!lower.contains(" onload=") && !lower.contains(" onclick="));
             assert!(lower.contains("<table") && lower.contains("dashboard/app.js"));
         }
@@ -357,7 +371,11 @@ async fn the_page_is_served_with_a_strict_csp_and_merges_into_another_router() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     for path in ["/", "/dashboard/app.js", "/internal/ping"] {
-        let resp = http.get(format!("http://{addr}{path}")).send().await.unwrap();
+        let resp = http
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{path}");
     }
     start(&s, fixture.org_a, "nested-sync", 3).await;
@@ -377,8 +395,8 @@ async fn dev_tokens_pass_the_services_verifier() {
     let user = Uuid::new_v4();
     // Asymmetric: the service trusts the JWKS the key file prints.
     let pair = rcgen::KeyPair::generate().unwrap();
-    let key = sync_api::dev_token::DevKey::from_file_bytes(pair.serialize_pem().as_bytes(), "k")
-        .unwrap();
+    let key =
+        sync_api::dev_token::DevKey::from_file_bytes(pair.serialize_pem().as_bytes(), "k").unwrap();
     let dir = std::env::temp_dir().join(format!("dash-jwks-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let jwks = dir.join("jwks.json");
@@ -397,19 +415,24 @@ async fn dev_tokens_pass_the_services_verifier() {
     let t = key.sign(user, "someone-else", AUDIENCE, 600).unwrap();
     assert!(verifier.verify(&t).await.is_err());
     let other = rcgen::KeyPair::generate().unwrap();
-    let other =
-        sync_api::dev_token::DevKey::from_file_bytes(other.serialize_pem().as_bytes(), "k")
-            .unwrap();
+    let other = sync_api::dev_token::DevKey::from_file_bytes(other.serialize_pem().as_bytes(), "k")
+        .unwrap();
     let t = other.sign(user, ISSUER, AUDIENCE, 600).unwrap();
     assert!(verifier.verify(&t).await.is_err());
     assert!(key.sign(user, ISSUER, AUDIENCE, 0).is_err());
     assert!(key
-        .sign(user, ISSUER, AUDIENCE, sync_api::dev_token::MAX_TTL_SECS + 1)
+        .sign(
+            user,
+            ISSUER,
+            AUDIENCE,
+            sync_api::dev_token::MAX_TTL_SECS + 1
+        )
         .is_err());
 
     // HS256: the same secret file on both sides; no JWKS.
-    let hs = sync_api::dev_token::DevKey::from_file_bytes(b"0123456789abcdef0123456789abcdef\n", "k")
-        .unwrap();
+    let hs =
+        sync_api::dev_token::DevKey::from_file_bytes(b"0123456789abcdef0123456789abcdef\n", "k")
+            .unwrap();
     assert!(hs.public_jwks().is_err());
     let verifier = Verifier::new(AuthConfig {
         keys: KeySource::Hs256Secret(b"0123456789abcdef0123456789abcdef".to_vec()),

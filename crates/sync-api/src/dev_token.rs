@@ -47,7 +47,10 @@ impl DevKey {
         let text = String::from_utf8_lossy(bytes);
         if text.trim_start().starts_with("-----BEGIN") {
             let pem = text.as_bytes();
-            let tries: [(Algorithm, fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>); 3] = [
+            let tries: [(
+                Algorithm,
+                fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>,
+            ); 3] = [
                 (Algorithm::ES256, EncodingKey::from_ec_pem),
                 (Algorithm::RS256, EncodingKey::from_rsa_pem),
                 (Algorithm::EdDSA, EncodingKey::from_ed_pem),
@@ -55,7 +58,8 @@ impl DevKey {
             for (alg, parse) in tries {
                 if let Ok(key) = parse(pem) {
                     // A key that parses but cannot sign (e.g. another curve) is skipped.
-                    let probe = jsonwebtoken::encode(&Header::new(alg), &serde_json::json!({}), &key);
+                    let probe =
+                        jsonwebtoken::encode(&Header::new(alg), &serde_json::json!({}), &key);
                     if probe.is_ok() {
                         return Ok(DevKey {
                             key,

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /api/v1/sync/preview/{syncId}` | newest unexpired cached delta |
 //! | `GET /api/v1/sync/progress/{syncId}` | progress with speed and ETA |
+//! | `GET /api/v1/sync/progress/{syncId}/events` | live progress, Server-Sent Events ([`sse`]) |
 //! | `POST /api/v1/sync/progress` | report increments (see [`ProgressUpdate`](sync_store::api::ProgressUpdate)) |
 //! | `GET /api/v1/sync/activity?org=&entity=&sync_id=&action=&cursor=&limit=` | a page of activity |
 //! | `GET /api/v1/sync/active` | the org's running syncs |
@@ -42,6 +43,7 @@ pub mod dev_token;
 pub mod error;
 pub mod openapi;
 pub mod server;
+pub mod sse;
 
 use auth::{AuthError, Verifier};
 use error::Failure;
@@ -76,17 +78,35 @@ pub struct AppState {
     store: Store,
     verifier: Arc<Verifier>,
     limits: Limits,
+    feed: sse::Feed,
 }
 
 impl AppState {
     /// The state of [`router`]: `store`'s tenant transactions get
     /// `limits.statement_timeout` (see [`Store::with_tenant_statement_timeout`]).
+    /// Live progress uses a poll-only change feed with default settings;
+    /// replace it with [`AppState::with_feed`].
     pub fn new(store: Store, verifier: Arc<Verifier>, limits: Limits) -> AppState {
+        let store = store.with_tenant_statement_timeout(limits.statement_timeout);
         AppState {
-            store: store.with_tenant_statement_timeout(limits.statement_timeout),
+            feed: sse::Feed::new(sse::FeedConfig::default()),
+            store,
             verifier,
             limits,
         }
+    }
+
+    /// This state with `feed` as the change feed of live progress (e.g. one
+    /// that LISTENs, see [`sse::FeedConfig::listen`]).
+    pub fn with_feed(mut self, feed: sse::Feed) -> AppState {
+        self.feed = feed;
+        self
+    }
+
+    /// The change feed of live progress (for [`sse::Feed::shutdown`] and
+    /// [`sse::Feed::stats`]).
+    pub fn feed(&self) -> &sse::Feed {
+        &self.feed
     }
 }
 
@@ -107,23 +127,32 @@ impl FromRequestParts<AppState> for Tenant {
     type Rejection = Failure;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Tenant, Failure> {
-        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
-        let value = values.next().ok_or(AuthError::Missing)?;
-        if values.next().is_some() {
-            return Err(AuthError::Ambiguous.into());
-        }
-        let text = value.to_str().map_err(|_| AuthError::Malformed)?;
-        let (scheme, token) = text.split_once(' ').ok_or(AuthError::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthError::Malformed.into());
-        }
-        let verified = state.verifier.verify(token.trim()).await?;
-        let scope = state
-            .store
-            .tenant_with_claims(verified.user, &verified.claims)
-            .map_err(|_| AuthError::Refused("claims not usable".into()))?;
-        Ok(Tenant(scope))
+        Ok(Tenant(authenticate(&parts.headers, state).await?.0))
     }
+}
+
+/// The caller's tenant scope and verified token, from exactly one
+/// `Authorization: Bearer <JWT>` header (the rejections of [`Tenant`]).
+pub(crate) async fn authenticate(
+    headers: &axum::http::HeaderMap,
+    state: &AppState,
+) -> Result<(TenantScope, auth::Verified), Failure> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthError::Missing)?;
+    if values.next().is_some() {
+        return Err(AuthError::Ambiguous.into());
+    }
+    let text = value.to_str().map_err(|_| AuthError::Malformed)?;
+    let (scheme, token) = text.split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed.into());
+    }
+    let verified = state.verifier.verify(token.trim()).await?;
+    let scope = state
+        .store
+        .tenant_with_claims(verified.user, &verified.claims)
+        .map_err(|_| AuthError::Refused("claims not usable".into()))?;
+    Ok((scope, verified))
 }
 
 type Reply<T> = Result<Json<T>, Failure>;
@@ -355,6 +384,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/sync/preview/{sync_id}", get(preview))
         .route("/api/v1/sync/progress/{sync_id}", get(progress))
+        .route("/api/v1/sync/progress/{sync_id}/events", get(sse::events))
         .route("/api/v1/sync/progress", post(update_progress))
         .route("/api/v1/sync/activity", get(activity))
         .route("/api/v1/sync/active", get(active))

@@ -138,6 +138,25 @@ struct Args {
     /// How long shutdown waits for requests in flight, in ms.
     #[arg(long, env = "SYNC_API_SHUTDOWN_DRAIN_MS", default_value_t = 20000)]
     shutdown_drain_ms: u64,
+    /// Session connection for `LISTEN` (live progress): a direct endpoint or a
+    /// session-mode pooler, never a transaction-mode pooler. Default: the
+    /// `DATABASE_URL` host, or its direct host for a Neon `-pooler` host.
+    #[arg(long, env = "SYNC_API_LISTEN_DATABASE_URL")]
+    listen_database_url: Option<String>,
+    /// No LISTEN connection: live progress polls only (lets an idle Neon
+    /// compute scale to zero; a held LISTEN connection keeps it awake).
+    #[arg(
+        long,
+        env = "SYNC_API_NO_LISTEN",
+        conflicts_with = "listen_database_url"
+    )]
+    no_listen: bool,
+    /// How often live progress polls the versions of the subscribed syncs, in ms.
+    #[arg(long, env = "SYNC_API_SSE_POLL_MS", default_value_t = 200)]
+    sse_poll_ms: u64,
+    /// A connection whose writes make no progress for this long is closed, in ms.
+    #[arg(long, env = "SYNC_API_WRITE_TIMEOUT_MS", default_value_t = 30000)]
+    write_timeout_ms: u64,
     /// Log format.
     #[arg(long, env = "SYNC_API_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -196,7 +215,26 @@ async fn run(args: Args) -> Result<(), String> {
         statement_timeout: Duration::from_millis(args.statement_timeout_ms),
         ..Limits::default()
     };
-    let app = sync_api::router(AppState::new(store, Arc::new(verifier), limits));
+    let listen = if args.no_listen {
+        None
+    } else {
+        let url = match &args.listen_database_url {
+            Some(url) => url.clone(),
+            None => direct_url(&args.database_url, &config),
+        };
+        let config = sync_connect::resolve_config(Some(&url))
+            .map_err(|e| format!("--listen-database-url: {e}"))?;
+        let tls = sync_connect::TlsOptions::resolve(Some(&url), args.db_ca_file.as_deref())
+            .map_err(|e| format!("listen connection TLS settings: {e}"))?;
+        Some(sync_api::sse::ListenTarget { config, tls })
+    };
+    let feed = sync_api::sse::Feed::new(sync_api::sse::FeedConfig {
+        poll_interval: Duration::from_millis(args.sse_poll_ms.max(10)),
+        listen,
+        ..sync_api::sse::FeedConfig::default()
+    });
+    let app =
+        sync_api::router(AppState::new(store, Arc::new(verifier), limits).with_feed(feed.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = args.metrics_bind {
@@ -221,12 +259,20 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("binding --bind {}: {e}", args.bind))?;
     tracing::info!(addr = %args.bind, "sync-api listening");
-    sync_api::server::serve(
+    sync_api::server::serve_with(
         listener,
         app,
-        Duration::from_millis(args.header_read_timeout_ms),
-        Duration::from_millis(args.shutdown_drain_ms),
-        sync_api::server::shutdown_signal(),
+        sync_api::server::ServeOptions {
+            header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+            drain: Duration::from_millis(args.shutdown_drain_ms),
+            write_timeout: Duration::from_millis(args.write_timeout_ms.max(1)),
+        },
+        async move {
+            sync_api::server::shutdown_signal().await;
+            // Live-progress streams get a final event and end, so the drain
+            // does not wait for them.
+            feed.shutdown();
+        },
     )
     .await
     .map_err(|e| format!("serving: {e}"))?;
@@ -234,6 +280,21 @@ async fn run(args: Args) -> Result<(), String> {
     drop(stop_rx);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `url` with its Neon `-pooler` host (transaction mode: no LISTEN) replaced
+/// by the direct host; `url` itself otherwise.
+fn direct_url(url: &str, config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let mut out = url.to_owned();
+    for host in config.get_hosts() {
+        if let Host::Tcp(name) = host {
+            if let Some(direct) = sync_connect::pooler::direct_host_for(name) {
+                out = out.replacen(name.as_str(), &direct, 1);
+            }
+        }
+    }
+    out
 }
 
 #[tokio::main]
@@ -253,7 +314,9 @@ async fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let (Some(args), None) = (cli.serve, cli.command) else {
-        eprintln!("sync-api: give the service's flags (see --help), or `sync-api dev-token --help`");
+        eprintln!(
+            "sync-api: give the service's flags (see --help), or `sync-api dev-token --help`"
+        );
         return ExitCode::FAILURE;
     };
     init_logs(args.log_format);

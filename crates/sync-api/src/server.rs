@@ -16,7 +16,8 @@ use tokio::net::TcpListener;
 ///
 /// A connection must deliver a request's headers within `header_read_timeout`
 /// (also the idle limit between keep-alive requests), so slow or silent
-/// clients cannot hold connections open.
+/// clients cannot hold connections open. Writes use [`DEFAULT_WRITE_TIMEOUT`]
+/// (see [`serve_with`]).
 ///
 /// # Errors
 /// None in practice: accept errors (e.g. out of file descriptors) are logged
@@ -28,6 +29,49 @@ pub async fn serve(
     drain: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_with(
+        listener,
+        app,
+        ServeOptions {
+            header_read_timeout,
+            drain,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// A connection whose writes make no progress for this long is closed (a
+/// client that stopped reading, e.g. a stalled event stream).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bounds of [`serve_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Reading a request's headers, and idle keep-alive.
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub drain: Duration,
+    /// A write that makes no progress for this long closes the connection.
+    pub write_timeout: Duration,
+}
+
+/// [`serve`] with every bound given, including the write timeout.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let ServeOptions {
+        header_read_timeout,
+        drain,
+        write_timeout,
+    } = options;
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -47,7 +91,9 @@ pub async fn serve(
                     }
                 };
                 let service = TowerToHyperService::new(app.clone());
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+                stream.set_write_timeout(Some(write_timeout));
+                let conn = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {

@@ -14,6 +14,7 @@ mod preview;
 mod preview_types;
 mod progress;
 mod progress_types;
+mod progress_versions;
 mod series;
 mod sql;
 mod store;
@@ -26,8 +27,9 @@ pub use enums::{SyncAction, SyncEntityType, SyncStatus, SyncType, UnknownLabel};
 pub use error::{Error, Result, ServerError};
 pub use metrics::{SyncMetrics, SyncOutcomes};
 pub use preview_types::{PreviewEntry, PutPreview};
-pub use series::{ActivitySeries, SeriesPoint, MAX_SERIES_BUCKETS, MIN_BUCKET_SECONDS};
 pub use progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress, TickOutcome};
+pub use progress_versions::{ProgressVersion, MAX_VERSION_IDS};
+pub use series::{ActivitySeries, SeriesPoint, MAX_SERIES_BUCKETS, MIN_BUCKET_SECONDS};
 pub use store::{
     ServiceScope, StatementMode, Store, TenantScope, MAX_CACHED_STATEMENTS, TENANT_ROLE,
 };

@@ -162,7 +162,13 @@ impl ServiceScope {
         since: OffsetDateTime,
         bucket_seconds: i64,
     ) -> Result<ActivitySeries> {
-        series(&self.store, Scope::Service(Some(org)), since, bucket_seconds).await
+        series(
+            &self.store,
+            Scope::Service(Some(org)),
+            since,
+            bucket_seconds,
+        )
+        .await
     }
 }
 

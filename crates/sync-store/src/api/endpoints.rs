@@ -4,8 +4,8 @@ use uuid::Uuid;
 
 use super::ApiError;
 use crate::{
-    ActivityCursor, ActivityEntry, ActivityFilter, PreviewEntry, ProgressDelta, SyncAction, SyncEntityType,
-    SyncProgress, SyncStatus, TenantScope,
+    ActivityCursor, ActivityEntry, ActivityFilter, PreviewEntry, ProgressDelta, SyncAction,
+    SyncEntityType, SyncProgress, SyncStatus, TenantScope,
 };
 
 /// Page size of [`list_activity`] when the query names none (the spec's `LIMIT 100`).

@@ -24,13 +24,13 @@ mod dashboard;
 mod endpoints;
 mod error;
 
-pub use endpoints::{
-    get_preview, get_progress, list_activity, post_progress, ActivityQuery, ActivityResponse,
-    ProgressResponse, ProgressUpdate, DEFAULT_ACTIVITY_LIMIT,
-};
 pub use dashboard::{
     get_metrics, list_active, list_recent, MetricsQuery, MetricsResponse, RecentQuery, SyncList,
     DEFAULT_METRICS_BUCKET_SECONDS, DEFAULT_METRICS_WINDOW_SECONDS, DEFAULT_RECENT_LIMIT,
     MAX_METRICS_WINDOW_SECONDS,
+};
+pub use endpoints::{
+    get_preview, get_progress, list_activity, post_progress, ActivityQuery, ActivityResponse,
+    ProgressResponse, ProgressUpdate, DEFAULT_ACTIVITY_LIMIT,
 };
 pub use error::ApiError;
