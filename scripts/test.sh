@@ -7,7 +7,8 @@
 # Needs only Rust and the PostgreSQL server packages. Installs (as root, with
 # apt-get) what the tests use beyond them:
 #   - pgbouncer: the pooler tests start their own PgBouncer;
-#   - postgresql-client (psql, pg_dump): the rollback tests compare schema dumps.
+#   - postgresql-client (psql, pg_dump): the rollback tests compare schema dumps;
+#   - chromium, chromium-driver: the dashboard's browser test (dashboard_browser).
 # No sudo: throwaway clusters run as the `postgres` user through the process API.
 # When something cannot be installed, the tests that need it say SKIPPED (under
 # CI, where CI is set, they fail instead).
@@ -22,6 +23,8 @@ bouncer=$(pgbouncer_bin)
 if [ -z "$bouncer" ]; then missing+=(pgbouncer); fi
 works psql --version || missing+=(postgresql-client)
 works pg_dump --version || missing+=(postgresql-client)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ! works pg_config --bindir && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   missing+=(postgresql)
 fi

@@ -146,6 +146,7 @@
             if (body && body.message === 'no such route') { await poll(path, signal, onProgress); return; }
             return; // the sync is gone (or not this org's)
           }
+          if (r.status === 204) return; // resumed after the final event: finished
           if (!r.ok || !r.body) throw new HttpError(r.status, null);
           setLive('live', true);
           backoff = 1000;
@@ -339,7 +340,7 @@
   function drawChart(series) {
     const svg = $('chart');
     const pts = series.points;
-    const W = 600; const H = 160; const top = 14; const bottom = 16;
+    const W = 600; const H = 160; const top = 4; const bottom = 1;
     const max = Math.max(1, ...pts.map((p) => Math.max(p.items, p.errors)));
     const bw = W / Math.max(1, pts.length);
     const y = (v) => H - bottom - ((H - top - bottom) * v) / max;
@@ -352,13 +353,9 @@
       if (p.errors) g.append(svgEl('rect', { class: 'bar-errors', x: i * bw + bw / 4, y: y(p.errors), width: Math.max(1, bw / 2), height: H - bottom - y(p.errors) }));
       nodes.push(g);
     });
-    const maxLabel = svgEl('text', { class: 'axis-label', x: 2, y: 10 });
-    maxLabel.textContent = 'max ' + max.toLocaleString();
-    const first = svgEl('text', { class: 'axis-label', x: 2, y: H - 3 });
-    first.textContent = pts.length ? new Date(pts[0].start).toLocaleTimeString() : '';
-    const last = svgEl('text', { class: 'axis-label', x: W - 2, y: H - 3, 'text-anchor': 'end' });
-    last.textContent = 'now';
-    svg.replaceChildren(...nodes, maxLabel, first, last);
+    $('chart-max').textContent = 'max ' + max.toLocaleString() + ' per bucket';
+    $('chart-from').textContent = pts.length ? new Date(pts[0].start).toLocaleString() : '';
+    svg.replaceChildren(...nodes);
   }
 
   async function loadOverview() {
