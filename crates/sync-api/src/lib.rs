@@ -35,6 +35,7 @@ use sync_store::{Store, TenantScope};
 
 pub mod auth;
 pub mod error;
+pub mod monitoring;
 pub mod openapi;
 pub mod server;
 pub mod sse;
@@ -358,6 +359,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A Content-Length above the limit is refused before the body is read.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
