@@ -17,6 +17,9 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use uuid::Uuid;
 
+/// Reads a PEM private key of one kind.
+type PemParser = fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>;
+
 /// Longest lifetime of a development token: one day.
 pub const MAX_TTL_SECS: u64 = 24 * 3600;
 
@@ -47,10 +50,7 @@ impl DevKey {
         let text = String::from_utf8_lossy(bytes);
         if text.trim_start().starts_with("-----BEGIN") {
             let pem = text.as_bytes();
-            let tries: [(
-                Algorithm,
-                fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>,
-            ); 3] = [
+            let tries: [(Algorithm, PemParser); 3] = [
                 (Algorithm::ES256, EncodingKey::from_ec_pem),
                 (Algorithm::RS256, EncodingKey::from_rsa_pem),
                 (Algorithm::EdDSA, EncodingKey::from_ed_pem),

@@ -41,6 +41,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod dev_token;
 pub mod error;
+pub mod monitoring;
 pub mod openapi;
 pub mod server;
 pub mod sse;
@@ -397,6 +398,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A Content-Length above the limit is refused before the body is read.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,

@@ -138,6 +138,14 @@ struct Args {
     /// How long shutdown waits for requests in flight, in ms.
     #[arg(long, env = "SYNC_API_SHUTDOWN_DRAIN_MS", default_value_t = 20000)]
     shutdown_drain_ms: u64,
+    /// Connection for the spec's MONITORING gauges on `--metrics-bind`: a role
+    /// that sees every org (table owner or BYPASSRLS). None: no such gauges.
+    #[arg(long, env = "SYNC_API_MONITORING_DATABASE_URL")]
+    monitoring_database_url: Option<String>,
+    /// Also one MONITORING series per org (label `org`, at most 1000 orgs).
+    /// Org ids are tenant identifiers: only for operators' own Prometheus.
+    #[arg(long, env = "SYNC_API_METRICS_PER_ORG")]
+    metrics_per_org: bool,
     /// Session connection for `LISTEN` (live progress): a direct endpoint or a
     /// session-mode pooler, never a transaction-mode pooler. Default: the
     /// `DATABASE_URL` host, or its direct host for a Neon `-pooler` host.
@@ -245,7 +253,27 @@ async fn run(args: Args) -> Result<(), String> {
             .await
             .map_err(|e| format!("binding --metrics-bind {addr}: {e}"))?;
         tracing::info!(%addr, "metrics listening");
-        let metrics = sync_api::server::metrics_router(handle, pool.clone());
+        let monitoring = match &args.monitoring_database_url {
+            Some(url) => {
+                let config = sync_connect::resolve_config(Some(url))
+                    .map_err(|e| format!("--monitoring-database-url: {e}"))?;
+                let tls = sync_connect::TlsOptions::resolve(Some(url), args.db_ca_file.as_deref())
+                    .map_err(|e| format!("monitoring connection TLS settings: {e}"))?;
+                let pool = sync_connect::pool_with_wait(
+                    &config,
+                    &tls,
+                    2,
+                    Duration::from_millis(args.pool_timeout_ms),
+                )
+                .map_err(|e| format!("monitoring pool: {e}"))?;
+                Some(sync_api::monitoring::Monitoring::new(
+                    sync_store::Store::new(pool),
+                    args.metrics_per_org,
+                ))
+            }
+            None => None,
+        };
+        let metrics = sync_api::server::metrics_router(handle, pool.clone(), monitoring);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, metrics)

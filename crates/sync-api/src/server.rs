@@ -133,21 +133,28 @@ pub async fn shutdown_signal() {
 
 /// The metrics router, for a listener of its own (`--metrics-bind`), never
 /// the public one: `GET /metrics` in Prometheus text format, with the pool's
-/// size and free connections sampled at each scrape.
+/// size and free connections sampled at each scrape, and the spec's
+/// MONITORING gauges when `monitoring` is given (see [`crate::monitoring`]).
 pub fn metrics_router(
     handle: metrics_exporter_prometheus::PrometheusHandle,
     pool: deadpool_postgres::Pool,
+    monitoring: Option<crate::monitoring::Monitoring>,
 ) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
             let handle = handle.clone();
             let pool = pool.clone();
+            let monitoring = monitoring.clone();
             async move {
                 let status = pool.status();
                 metrics::gauge!("db_pool_size").set(status.size as f64);
                 metrics::gauge!("db_pool_available").set(status.available as f64);
                 metrics::gauge!("db_pool_waiting").set(status.waiting as f64);
+                if let Some(m) = monitoring {
+                    // Bounded: a slow database never hangs the scrape.
+                    let _ = tokio::time::timeout(Duration::from_secs(10), m.refresh()).await;
+                }
                 handle.render()
             }
         }),

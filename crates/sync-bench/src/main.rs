@@ -19,6 +19,8 @@ mod p2_append;
 mod p3_progress;
 mod p4_list;
 mod p5_ensure;
+mod p8_http_progress;
+mod p9_sse_fanout;
 
 use measure::Row;
 
@@ -253,6 +255,16 @@ async fn main() -> ExitCode {
         }
         if wanted("P5") {
             rows.push(p5_ensure::run(&db, reps, sizes.ensure_rows).await);
+            progress(&args, rows.last());
+        }
+        if wanted("P8") {
+            let ops = if args.quick { 1_600 } else { 16_000 };
+            rows.push(p8_http_progress::run(&db, reps, ops).await);
+            progress(&args, rows.last());
+        }
+        if wanted("P9") {
+            let (subscribers, seconds) = if args.quick { (100, 10) } else { (1_000, 30) };
+            rows.push(p9_sse_fanout::run(&db, subscribers, seconds).await);
             progress(&args, rows.last());
         }
         rows
