@@ -386,6 +386,30 @@ async fn dashboard_in_chromium() {
     std::fs::write(out.join("dashboard-375.png"), c.screenshot().await.unwrap()).unwrap();
     c.set_window_size(1280, 1000).await.unwrap();
 
+    // A payload in the URL fragment is shown as text too.
+    c.execute(
+        "location.hash = '#/sync/' + encodeURIComponent('<img src=x onerror=\"window.__xss=4\">'); return true",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until(
+        &c,
+        "return document.getElementById('detail-title').textContent === '<img src=x onerror=\"window.__xss=4\">' && document.getElementById('detail-progress').textContent.includes('No such sync')",
+        20,
+        "the fragment's payload as a title",
+    )
+    .await;
+    assert_eq!(
+        c.execute(
+            "return [window.__xss === undefined, document.querySelectorAll('main img').length]",
+            vec![]
+        )
+        .await
+        .unwrap(),
+        json!([true, 0])
+    );
+
     // One sync's page: live progress, pretty-printed preview (as text), activity.
     c.execute(
         "location.hash = '#/sync/' + encodeURIComponent('woo-products-live'); return true",
@@ -499,4 +523,125 @@ async fn dashboard_in_chromium() {
          live update (worker commit -> bar rendered) {:?} ms; screenshots in {}",
         paint["fcp"], paint["data"], paint["dcl"], live.iter().map(|v| v.round()).collect::<Vec<_>>(), out.display()
     );
+}
+
+/// The service on `addr` over `login`, until `stop` fires (graceful: the
+/// feed ends every stream, then the server drains).
+async fn serve_at(
+    addr: std::net::SocketAddr,
+    login: &tokio_postgres::Config,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    let tls = sync_connect::TlsOptions::resolve(None, None).unwrap();
+    let pool = sync_connect::pool_with_wait(login, &tls, 4, Duration::from_secs(5)).unwrap();
+    let verifier = sync_api::auth::Verifier::new(sync_api::auth::AuthConfig {
+        keys: KeySource::Hs256Secret(SECRET.to_vec()),
+        issuer: api_common::ISSUER.into(),
+        audience: api_common::AUDIENCE.into(),
+        jwks_min_refresh: sync_api::auth::JWKS_MIN_REFRESH,
+    })
+    .await
+    .unwrap();
+    let feed = sync_api::sse::Feed::new(sync_api::sse::FeedConfig::default());
+    let app = sync_api::router(
+        sync_api::AppState::new(
+            sync_store::Store::new(pool),
+            std::sync::Arc::new(verifier),
+            sync_api::Limits::default(),
+        )
+        .with_feed(feed.clone()),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let options = sync_api::server::ServeOptions {
+        header_read_timeout: Duration::from_secs(10),
+        drain: Duration::from_secs(2),
+        write_timeout: Duration::from_secs(10),
+    };
+    tokio::spawn(async move {
+        sync_api::server::serve_with(listener, app, options, async move {
+            let _ = stop.await;
+            feed.shutdown();
+        })
+        .await
+        .unwrap();
+    })
+}
+
+#[tokio::test]
+async fn the_page_reconnects_after_the_service_restarts() {
+    let Some((chromium, driver_path)) = browser() else {
+        return;
+    };
+    let fixture = api_common::Fixture::new().await;
+    let (_, login) = fixture.db.login_role("restart").await;
+    let svc = fixture.store.service();
+    let mut st = StartSync::new("restart-me", SyncEntityType::Product);
+    st.total_items = Some(100);
+    svc.start_sync(fixture.org_a, &st).await.unwrap();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let first = serve_at(addr, &login, stopped).await;
+
+    let driver = Driver::start(&driver_path).await;
+    let c = session(&driver, &chromium).await;
+    c.goto(&format!("http://{addr}/")).await.unwrap();
+    sign_in(&c, &sign_hs256(SECRET, &claims(fixture.user_a), None)).await;
+    until(&c, &row_js("restart-me", "true"), 20, "the sync").await;
+    until(
+        &c,
+        "return document.getElementById('live').textContent === 'live'",
+        20,
+        "the live stream",
+    )
+    .await;
+    c.execute("window.__marker = 7; return true", vec![])
+        .await
+        .unwrap();
+    let tick = ProgressDelta {
+        processed: 10,
+        ..ProgressDelta::default()
+    };
+
+    // The service goes away (its streams end), a tick lands while it is down,
+    // and it comes back on the same address: the page reconnects by itself.
+    let _ = stop.send(());
+    first.await.unwrap();
+    svc.report_progress(fixture.org_a, "restart-me", &tick)
+        .await
+        .unwrap();
+    until(
+        &c,
+        "return document.getElementById('live').textContent.startsWith('reconnecting')",
+        20,
+        "the page to notice",
+    )
+    .await;
+    let (_stop2, stopped2) = tokio::sync::oneshot::channel();
+    let _second = serve_at(addr, &login, stopped2).await;
+    until(
+        &c,
+        &row_js("restart-me", "tr.dataset.handled === '10'"),
+        40,
+        "the tick made while the service was down",
+    )
+    .await;
+    svc.report_progress(fixture.org_a, "restart-me", &tick)
+        .await
+        .unwrap();
+    until(
+        &c,
+        &row_js("restart-me", "tr.dataset.handled === '20'"),
+        20,
+        "a live tick after the reconnect",
+    )
+    .await;
+    assert_eq!(
+        c.execute("return window.__marker", vec![]).await.unwrap(),
+        json!(7),
+        "the page was reloaded"
+    );
+    c.close().await.unwrap();
 }
