@@ -523,8 +523,22 @@
     });
     window.addEventListener('hashchange', () => { if (signedIn) route(); });
     // A stored token, or none: then try without one, for a reverse proxy
-    // that adds the Authorization header itself.
-    signIn(token).catch(() => signOut());
+    // that adds the Authorization header itself. A service that cannot be
+    // reached keeps the stored token and is tried again.
+    const boot = () => {
+      const stored = sessionStorage.getItem(TOKEN_KEY);
+      signIn(stored).catch((e) => {
+        if (e instanceof HttpError && e.status === 401) {
+          signOut(stored ? 'Your token was refused or has expired; sign in again.' : undefined);
+        } else if (e instanceof HttpError && e.status < 500) {
+          signOut(e.message);
+        } else {
+          report(e);
+          setTimeout(boot, 5000);
+        }
+      });
+    };
+    boot();
   }
 
   init();
