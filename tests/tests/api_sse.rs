@@ -196,12 +196,7 @@ async fn events_follow_ticks_carry_the_get_json_and_completion_ends_the_stream()
     }
     assert!(events.len() >= 2, "ticks produced events: {events:?}");
     for pair in events.windows(2) {
-        assert!(
-            pair[0].0 < pair[1].0,
-            "ids grow: {} then {}",
-            pair[0].0,
-            pair[1].0
-        );
+        assert!(pair[0].0 < pair[1].0, "ids grow: {} then {}", pair[0].0, pair[1].0);
         assert!(pair[0].1["processed_count"].as_i64() <= pair[1].1["processed_count"].as_i64());
     }
     let (_, last) = events.last().unwrap();
@@ -219,10 +214,7 @@ async fn another_orgs_sync_is_the_same_404_as_a_missing_one() {
     let service = service(Duration::from_millis(50), false, |_| {}).await;
     start(&service, "org-a-sync", 5).await;
     let b = sign_hs256(SECRET, &claims(service.fixture.user_b), None);
-    let other = subscribe(&service, &b, "org-a-sync", None)
-        .await
-        .err()
-        .unwrap();
+    let other = subscribe(&service, &b, "org-a-sync", None).await.err().unwrap();
     let missing = subscribe(&service, &b, "no-such-sync", None)
         .await
         .err()
@@ -231,14 +223,8 @@ async fn another_orgs_sync_is_the_same_404_as_a_missing_one() {
     assert_eq!(missing.0, 404);
     assert_eq!(other.1["code"], missing.1["code"]);
     assert_eq!(
-        other.1["message"]
-            .as_str()
-            .unwrap()
-            .replace("org-a-sync", "X"),
-        missing.1["message"]
-            .as_str()
-            .unwrap()
-            .replace("no-such-sync", "X"),
+        other.1["message"].as_str().unwrap().replace("org-a-sync", "X"),
+        missing.1["message"].as_str().unwrap().replace("no-such-sync", "X"),
     );
     // No token, a bad token: 401 as every endpoint.
     let resp = service
@@ -251,14 +237,7 @@ async fn another_orgs_sync_is_the_same_404_as_a_missing_one() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
-    assert!(
-        subscribe(&service, "x.y.z", "org-a-sync", None)
-            .await
-            .err()
-            .unwrap()
-            .0
-            == 401
-    );
+    assert!(subscribe(&service, "x.y.z", "org-a-sync", None).await.err().unwrap().0 == 401);
     assert_eq!(service.running.feed.stats().subscribers, 0);
 }
 
@@ -409,10 +388,7 @@ async fn a_slow_client_is_dropped() {
         }
     })
     .await;
-    assert!(
-        outcome.is_ok(),
-        "the connection stayed open ({total} bytes read)"
-    );
+    assert!(outcome.is_ok(), "the connection stayed open ({total} bytes read)");
     assert_eq!(feed.stats().subscribers, 0, "{:?}", feed.stats());
     assert!(writes > 0);
 }
@@ -430,9 +406,7 @@ async fn last_event_id_resumes_and_heartbeats_flow() {
     drop(s);
     // Resuming at the current id: no repeat of the state, only heartbeats
     // until the next change.
-    let mut s = subscribe(&service, &token, "resumed", Some(id))
-        .await
-        .unwrap();
+    let mut s = subscribe(&service, &token, "resumed", Some(id)).await.unwrap();
     assert_eq!(s.next().await.unwrap(), Item::Comment("hb".into()));
     tick(&service, "resumed", 1).await;
     let (next_id, e) = s.progress().await.unwrap();
@@ -440,9 +414,7 @@ async fn last_event_id_resumes_and_heartbeats_flow() {
     assert_eq!(e["processed_count"], 1);
     drop(s);
     // Resuming at an older id: the current state at once.
-    let mut s = subscribe(&service, &token, "resumed", Some(id))
-        .await
-        .unwrap();
+    let mut s = subscribe(&service, &token, "resumed", Some(id)).await.unwrap();
     let (again, e) = s.progress().await.unwrap();
     assert_eq!((again, e["processed_count"].clone()), (next_id, 1.into()));
     tick(&service, "resumed", 1).await;
@@ -454,10 +426,7 @@ async fn last_event_id_resumes_and_heartbeats_flow() {
     // Resuming after the final event: 204, so EventSource stops reconnecting.
     let resp = service
         .http
-        .get(format!(
-            "{}/api/v1/sync/progress/resumed/events",
-            service.base
-        ))
+        .get(format!("{}/api/v1/sync/progress/resumed/events", service.base))
         .header("authorization", format!("Bearer {token}"))
         .header("last-event-id", final_id.to_string())
         .send()
@@ -482,4 +451,67 @@ async fn shutdown_closes_streams_with_a_final_event() {
         .await
         .expect("the server stopped without waiting for the stream")
         .unwrap();
+}
+
+/// Attacks from a database login: anyone may NOTIFY the channel (payloads are
+/// ignored and wake-ups are rate-limited), and the poll function answers
+/// nothing for ids the caller does not already have.
+#[tokio::test]
+async fn notify_floods_and_the_poll_function_leak_nothing() {
+    let service = service(Duration::from_secs(60), true, |_| {}).await;
+    start(&service, "flooded", 10).await;
+    let token = token_a(&service);
+    let mut s = subscribe(&service, &token, "flooded", None).await.unwrap();
+    s.progress().await.unwrap();
+    let feed = service.running.feed.clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while feed.stats().listen_connects < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (attacker, login) = service.fixture.db.login_role("attacker").await;
+    let c = sync_tests::connect(&login).await;
+    let before = feed.stats();
+    let started = std::time::Instant::now();
+    for i in 0..300 {
+        c.execute(
+            "SELECT pg_notify('sync_progress_done', $1)",
+            &[&format!("garbage {i} ' ; DROP TABLE sync_progress; --")],
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let elapsed = started.elapsed().as_millis() as u64;
+    let polls = feed.stats().polls - before.polls;
+    assert!(
+        polls <= elapsed / 20 + 3,
+        "{polls} polls in {elapsed} ms for 300 notifications"
+    );
+    assert_eq!(feed.stats().reads, before.reads, "nothing changed, nothing re-read");
+    // The stream is untouched.
+    tick(&service, "flooded", 10).await;
+    let (_, last) = s.progress().await.unwrap();
+    assert_eq!(last["status"], "completed");
+
+    // The poll function, called directly by a tenant role: random ids give
+    // nothing; without the tenant role, no access at all.
+    c.batch_execute("BEGIN; SET LOCAL ROLE sync_tenant").await.unwrap();
+    let ids: Vec<uuid::Uuid> = (0..1000).map(|_| uuid::Uuid::new_v4()).collect();
+    let n = c
+        .query("SELECT * FROM sync_progress_versions($1)", &[&ids])
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(n, 0);
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let err = c
+        .query("SELECT * FROM sync_progress_versions($1)", &[&ids])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{attacker}: {err}"
+    );
 }
