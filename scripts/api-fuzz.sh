@@ -62,17 +62,8 @@ SQL
 secret="$(head -c 48 /dev/urandom | base64 | tr -d '\n')"
 printf '%s' "$secret" >"$work/secret"
 issuer="https://fuzz.invalid/auth/v1"
-token="$(SECRET="$secret" ISSUER="$issuer" SUB="$user" python3 - <<'PY'
-import base64, hashlib, hmac, json, os, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-now = int(time.time())
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b64(json.dumps({"sub": os.environ["SUB"], "iss": os.environ["ISSUER"],
-                       "aud": "authenticated", "iat": now, "exp": now + 3600}).encode())
-sig = hmac.new(os.environ["SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
-print(f"{head}.{body}.{b64(sig)}")
-PY
-)"
+token="$("$bin/sync-api" dev-token --user "$user" --jwt-signing-key-file "$work/secret" \
+  --jwt-issuer "$issuer" --ttl-seconds 3600 2>/dev/null)"
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 DATABASE_URL="postgresql://$role:x@/$db?host=$PGHOST&port=$PGPORT" \

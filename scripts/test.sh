@@ -8,7 +8,8 @@
 # apt-get) what the tests use beyond them:
 #   - pgbouncer: the pooler tests start their own PgBouncer;
 #   - postgresql-client (psql, pg_dump): the rollback tests compare schema dumps;
-#     its pg_basebackup makes the streaming standby of the replica tests.
+#     its pg_basebackup makes the streaming standby of the replica tests;
+#   - chromium, chromium-driver: the dashboard's browser test (dashboard_browser).
 # No sudo: throwaway clusters run as the `postgres` user through the process API.
 # When something cannot be installed, the tests that need it say SKIPPED (under
 # CI, where CI is set, they fail instead).
@@ -23,6 +24,8 @@ bouncer=$(pgbouncer_bin)
 if [ -z "$bouncer" ]; then missing+=(pgbouncer); fi
 works psql --version || missing+=(postgresql-client)
 works pg_dump --version || missing+=(postgresql-client)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ! works pg_config --bindir && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   missing+=(postgresql)
 fi

@@ -67,6 +67,7 @@ async fn the_binary_runs_from_env_logs_json_serves_metrics_apart_and_stops_on_si
         .env("SYNC_API_JWT_HS256_SECRET_FILE", dir.join("secret"))
         .env("SYNC_API_JWT_ISSUER", api_common::ISSUER)
         .env("SYNC_API_LOG_FORMAT", "json")
+        .env("SYNC_API_MONITORING_DATABASE_URL", f.db.url())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -88,6 +89,16 @@ async fn the_binary_runs_from_env_logs_json_serves_metrics_apart_and_stops_on_si
     assert!(up, "sync-api did not come up");
 
     let token = sign_hs256(secret, &claims(f.user_a), None);
+    let mut start = sync_store::StartSync::new("bin-live", sync_store::SyncEntityType::Product);
+    start.total_items = Some(10);
+    f.store.service().start_sync(f.org_a, &start).await.unwrap();
+    let mut live = http
+        .get(format!("{base}/api/v1/sync/progress/bin-live/events"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status().as_u16(), 200);
     let resp = http
         .get(format!("{base}/api/v1/sync/progress/none-such"))
         .bearer_auth(&token)
@@ -113,9 +124,12 @@ async fn the_binary_runs_from_env_logs_json_serves_metrics_apart_and_stops_on_si
         scrape.contains("http_requests_total")
             && scrape.contains(r#"route="/api/v1/sync/progress/{sync_id}""#)
             && scrape.contains(r#"status="404""#)
-            && scrape.contains("db_pool_size"),
-        "{scrape}"
+            && scrape.contains("db_pool_size")
+            && scrape.contains(r#"sync_active_syncs{org="all"} 1"#)
+            && scrape.contains("sse_subscribers 1"),
+        "the MONITORING gauges, aggregated, and the live subscribers: {scrape}"
     );
+    assert!(!scrape.contains(&f.org_a.to_string()), "no per-org series unless asked");
 
     let pid = child.id().unwrap();
     let killed = Command::new("kill")
@@ -123,6 +137,16 @@ async fn the_binary_runs_from_env_logs_json_serves_metrics_apart_and_stops_on_si
         .status()
         .unwrap();
     assert!(killed.success());
+    // Shutdown closes the live stream with a final event, then the stream ends.
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(chunk)) = live.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the stream ends on SIGTERM");
+    assert_eq!(text.matches("event: progress").count(), 2, "{text}");
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .expect("sync-api exits after SIGTERM")

@@ -4,8 +4,13 @@
 //! |---|---|
 //! | `GET /api/v1/sync/preview/{syncId}` | newest unexpired cached delta |
 //! | `GET /api/v1/sync/progress/{syncId}` | progress with speed and ETA |
+//! | `GET /api/v1/sync/progress/{syncId}/events` | live progress, Server-Sent Events ([`sse`]) |
 //! | `POST /api/v1/sync/progress` | report increments (see [`ProgressUpdate`](sync_store::api::ProgressUpdate)) |
-//! | `GET /api/v1/sync/activity?org=&entity=&cursor=&limit=` | a page of activity |
+//! | `GET /api/v1/sync/activity?org=&entity=&sync_id=&action=&cursor=&limit=` | a page of activity |
+//! | `GET /api/v1/sync/active` | the org's running syncs |
+//! | `GET /api/v1/sync/recent?limit=` | the org's most recently started syncs |
+//! | `GET /api/v1/sync/metrics?window_seconds=&bucket_seconds=` | MONITORING metrics and a series |
+//! | `GET /` | the live [`dashboard`] (HTML, script and styles embedded) |
 //! | `GET /healthz` | the process is up (no database) |
 //! | `GET /readyz` | the database is reachable and its migrations are current |
 //! | `GET /openapi.json` | the OpenAPI 3.1 document |
@@ -33,9 +38,13 @@ use sync_store::api::{self, ActivityQuery, ProgressUpdate};
 use sync_store::{Store, TenantScope};
 
 pub mod auth;
+pub mod dashboard;
+pub mod dev_token;
 pub mod error;
+pub mod monitoring;
 pub mod openapi;
 pub mod server;
+pub mod sse;
 
 use auth::{AuthError, Verifier};
 use error::Failure;
@@ -70,17 +79,35 @@ pub struct AppState {
     store: Store,
     verifier: Arc<Verifier>,
     limits: Limits,
+    feed: sse::Feed,
 }
 
 impl AppState {
     /// The state of [`router`]: `store`'s tenant transactions get
     /// `limits.statement_timeout` (see [`Store::with_tenant_statement_timeout`]).
+    /// Live progress uses a poll-only change feed with default settings;
+    /// replace it with [`AppState::with_feed`].
     pub fn new(store: Store, verifier: Arc<Verifier>, limits: Limits) -> AppState {
+        let store = store.with_tenant_statement_timeout(limits.statement_timeout);
         AppState {
-            store: store.with_tenant_statement_timeout(limits.statement_timeout),
+            feed: sse::Feed::new(sse::FeedConfig::default()),
+            store,
             verifier,
             limits,
         }
+    }
+
+    /// This state with `feed` as the change feed of live progress (e.g. one
+    /// that LISTENs, see [`sse::FeedConfig::listen`]).
+    pub fn with_feed(mut self, feed: sse::Feed) -> AppState {
+        self.feed = feed;
+        self
+    }
+
+    /// The change feed of live progress (for [`sse::Feed::shutdown`] and
+    /// [`sse::Feed::stats`]).
+    pub fn feed(&self) -> &sse::Feed {
+        &self.feed
     }
 }
 
@@ -106,26 +133,35 @@ impl FromRequestParts<AppState> for Tenant {
     type Rejection = Failure;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Tenant, Failure> {
-        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
-        let value = values.next().ok_or(AuthError::Missing)?;
-        if values.next().is_some() {
-            return Err(AuthError::Ambiguous.into());
-        }
-        let text = value.to_str().map_err(|_| AuthError::Malformed)?;
-        let (scheme, token) = text.split_once(' ').ok_or(AuthError::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthError::Malformed.into());
-        }
-        let verified = state.verifier.verify(token.trim()).await?;
-        let session = state.store.session();
-        if let Some(token) = consistency_token(parts)? {
-            session.observe(token);
-        }
-        let scope = session
-            .tenant_with_claims(verified.user, &verified.claims)
-            .map_err(|_| AuthError::Refused("claims not usable".into()))?;
-        Ok(Tenant(scope))
+        Ok(Tenant(authenticate(&parts.headers, state).await?.0))
     }
+}
+
+/// The caller's tenant scope and verified token, from exactly one
+/// `Authorization: Bearer <JWT>` header (the rejections of [`Tenant`]).
+pub(crate) async fn authenticate(
+    headers: &axum::http::HeaderMap,
+    state: &AppState,
+) -> Result<(TenantScope, auth::Verified), Failure> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthError::Missing)?;
+    if values.next().is_some() {
+        return Err(AuthError::Ambiguous.into());
+    }
+    let text = value.to_str().map_err(|_| AuthError::Malformed)?;
+    let (scheme, token) = text.split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed.into());
+    }
+    let verified = state.verifier.verify(token.trim()).await?;
+    let session = state.store.session();
+    if let Some(token) = consistency_token(headers)? {
+        session.observe(token);
+    }
+    let scope = session
+        .tenant_with_claims(verified.user, &verified.claims)
+        .map_err(|_| AuthError::Refused("claims not usable".into()))?;
+    Ok((scope, verified))
 }
 
 type Reply<T> = Result<Json<T>, Failure>;
@@ -138,8 +174,10 @@ type Reply<T> = Result<Json<T>, Failure>;
 pub const CONSISTENCY_HEADER: &str = "x-sync-consistency";
 
 /// The request's [`CONSISTENCY_HEADER`], if any.
-fn consistency_token(parts: &Parts) -> Result<Option<sync_store::ConsistencyToken>, Failure> {
-    let mut values = parts.headers.get_all(CONSISTENCY_HEADER).iter();
+fn consistency_token(
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<sync_store::ConsistencyToken>, Failure> {
+    let mut values = headers.get_all(CONSISTENCY_HEADER).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
@@ -232,6 +270,35 @@ async fn activity(
         )
     })?;
     Ok(Json(api::list_activity(&t, &query).await?))
+}
+
+/// Parses a query string into `T`, a bad one being a 400 `invalid_input`.
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Failure> {
+    query.map(|Query(q)| q).map_err(|e| {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("bad query: {}", e.body_text()),
+        )
+    })
+}
+
+async fn active(Tenant(t): Tenant) -> Reply<api::SyncList> {
+    Ok(Json(api::list_active(&t).await?))
+}
+
+async fn recent(
+    Tenant(t): Tenant,
+    q: Result<Query<api::RecentQuery>, QueryRejection>,
+) -> Reply<api::SyncList> {
+    Ok(Json(api::list_recent(&t, &query(q)?).await?))
+}
+
+async fn sync_metrics(
+    Tenant(t): Tenant,
+    q: Result<Query<api::MetricsQuery>, QueryRejection>,
+) -> Reply<api::MetricsResponse> {
+    Ok(Json(api::get_metrics(&t, &query(q)?).await?))
 }
 
 /// `{"status": "ok"}`.
@@ -379,14 +446,21 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/sync/preview/{sync_id}", get(preview))
         .route("/api/v1/sync/progress/{sync_id}", get(progress))
+        .route("/api/v1/sync/progress/{sync_id}/events", get(sse::events))
         .route("/api/v1/sync/progress", post(update_progress))
         .route("/api/v1/sync/activity", get(activity))
+        .route("/api/v1/sync/active", get(active))
+        .route("/api/v1/sync/recent", get(recent))
+        .route("/api/v1/sync/metrics", get(sync_metrics))
+        .merge(dashboard::pages())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A Content-Length above the limit is refused before the body is read.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,

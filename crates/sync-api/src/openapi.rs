@@ -120,11 +120,138 @@ struct ActivityParams {
     org: Option<String>,
     /// A `sync_entity_type` label, e.g. `product`.
     entity: Option<String>,
+    /// Only this sync's entries.
+    sync_id: Option<String>,
+    /// A `sync_action` label, e.g. `sync_complete`.
+    action: Option<String>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     limit: Option<String>,
 }
+
+/// Syncs of the user's org (`active`, `recent`).
+#[derive(ToSchema)]
+#[schema(as = SyncList)]
+struct SyncListDoc {
+    /// Each as `GET /api/v1/sync/progress/{sync_id}` shows it.
+    syncs: Vec<ProgressResponseDoc>,
+}
+
+/// How the syncs that ended in the window ended (shares sum to 100 %).
+#[derive(ToSchema)]
+#[schema(as = SyncOutcomes)]
+struct SyncOutcomesDoc {
+    ended: i64,
+    completed: i64,
+    completed_with_errors: i64,
+    failed: i64,
+    cancelled: i64,
+    /// Ends with any other status.
+    other: i64,
+}
+
+/// The spec's MONITORING figures of the user's org.
+#[derive(ToSchema)]
+#[schema(as = SyncMetrics)]
+struct SyncMetricsDoc {
+    cache_live: i64,
+    cache_expired: i64,
+    active_syncs: i64,
+    avg_speed_items_per_min: Option<f64>,
+    avg_duration_seconds: Option<f64>,
+    activity_total: i64,
+    activity_completed: i64,
+    activity_errors: i64,
+    /// `activity_completed / activity_total` (the spec's formula, all entries).
+    success_rate: Option<f64>,
+    /// `activity_errors / activity_total` (the spec's formula, all entries).
+    error_rate: Option<f64>,
+    outcomes: SyncOutcomesDoc,
+}
+
+/// One bucket of the series.
+#[derive(ToSchema)]
+#[schema(as = SeriesPoint)]
+struct SeriesPointDoc {
+    #[schema(format = DateTime)]
+    start: String,
+    /// Activity rows logged in the bucket.
+    entries: i64,
+    /// Of which `failed` or `completed_with_errors`.
+    errors: i64,
+    /// Items processed by the syncs that ended in the bucket.
+    items: i64,
+}
+
+/// Buckets from the window's start to now, oldest first, empty ones included.
+#[derive(ToSchema)]
+#[schema(as = ActivitySeries)]
+struct ActivitySeriesDoc {
+    bucket_seconds: i64,
+    points: Vec<SeriesPointDoc>,
+}
+
+/// MONITORING metrics over a window, with its series.
+#[derive(ToSchema)]
+#[schema(as = MetricsResponse)]
+struct MetricsResponseDoc {
+    /// Start of the window: activity counts, rates and the series cover
+    /// `created_at >= since`; cache and progress figures are current.
+    #[schema(format = DateTime)]
+    since: String,
+    window_seconds: i64,
+    metrics: SyncMetricsDoc,
+    series: ActivitySeriesDoc,
+}
+
+/// Query of the recent syncs.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RecentParams {
+    /// How many (default 20).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// Query of the metrics.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+struct MetricsParams {
+    /// Seconds back from now (default 86400).
+    #[param(minimum = 60, maximum = 2678400)]
+    window_seconds: Option<i64>,
+    /// Bucket width in seconds, fewer than 498 buckets per window (else a
+    /// 400); default 3600, or window / 24 when wider.
+    #[param(minimum = 60, maximum = 2678400)]
+    bucket_seconds: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/sync/active",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = SyncListDoc),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+fn active() {}
+
+#[utoipa::path(get, path = "/api/v1/sync/recent",
+    params(RecentParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = SyncListDoc),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+fn recent() {}
+
+#[utoipa::path(get, path = "/api/v1/sync/metrics",
+    params(MetricsParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = MetricsResponseDoc),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+fn metrics() {}
 
 #[utoipa::path(get, path = "/api/v1/sync/preview/{sync_id}",
     params(("sync_id" = String, Path, description = "The sync")),
@@ -197,7 +324,7 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "sync-api", description = "Sync progress, previews and activity (migration 0024)."),
-    paths(preview, progress, update_progress, activity, healthz, readyz),
+    paths(preview, progress, update_progress, activity, active, recent, metrics, healthz, readyz),
     components(schemas(ErrorBody, Health)),
     modifiers(&BearerAuth)
 )]

@@ -16,7 +16,8 @@ use tokio::net::TcpListener;
 ///
 /// A connection must deliver a request's headers within `header_read_timeout`
 /// (also the idle limit between keep-alive requests), so slow or silent
-/// clients cannot hold connections open.
+/// clients cannot hold connections open. Writes use [`DEFAULT_WRITE_TIMEOUT`]
+/// (see [`serve_with`]).
 ///
 /// # Errors
 /// None in practice: accept errors (e.g. out of file descriptors) are logged
@@ -28,6 +29,49 @@ pub async fn serve(
     drain: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_with(
+        listener,
+        app,
+        ServeOptions {
+            header_read_timeout,
+            drain,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// A connection whose writes make no progress for this long is closed (a
+/// client that stopped reading, e.g. a stalled event stream).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bounds of [`serve_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Reading a request's headers, and idle keep-alive.
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub drain: Duration,
+    /// A write that makes no progress for this long closes the connection.
+    pub write_timeout: Duration,
+}
+
+/// [`serve`] with every bound given, including the write timeout.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let ServeOptions {
+        header_read_timeout,
+        drain,
+        write_timeout,
+    } = options;
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -47,7 +91,9 @@ pub async fn serve(
                     }
                 };
                 let service = TowerToHyperService::new(app.clone());
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+                stream.set_write_timeout(Some(write_timeout));
+                let conn = builder.serve_connection(TokioIo::new(Box::pin(stream)), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -104,12 +150,14 @@ pub async fn shutdown_signal() {
 
 /// The metrics router, for a listener of its own (`--metrics-bind`), never
 /// the public one: `GET /metrics` in Prometheus text format, with the pool's
-/// size and free connections sampled at each scrape.
+/// size and free connections sampled at each scrape, and the spec's
+/// MONITORING gauges when `monitoring` is given (see [`crate::monitoring`]).
 pub fn metrics_router(
     handle: metrics_exporter_prometheus::PrometheusHandle,
     pool: deadpool_postgres::Pool,
+    monitoring: Option<crate::monitoring::Monitoring>,
 ) -> Router {
-    metrics_router_with_store(handle, sync_store::Store::new(pool))
+    metrics_router_with_store(handle, sync_store::Store::new(pool), monitoring)
 }
 
 /// [`metrics_router`] for a store, adding its replica counters when it has a
@@ -121,12 +169,14 @@ pub fn metrics_router(
 pub fn metrics_router_with_store(
     handle: metrics_exporter_prometheus::PrometheusHandle,
     store: sync_store::Store,
+    monitoring: Option<crate::monitoring::Monitoring>,
 ) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
             let handle = handle.clone();
             let store = store.clone();
+            let monitoring = monitoring.clone();
             async move {
                 if let Some(stats) = store.replica_stats() {
                     record_replica_stats(&stats);
@@ -140,6 +190,10 @@ pub fn metrics_router_with_store(
                 metrics::gauge!("db_pool_size").set(status.size as f64);
                 metrics::gauge!("db_pool_available").set(status.available as f64);
                 metrics::gauge!("db_pool_waiting").set(status.waiting as f64);
+                if let Some(m) = monitoring {
+                    // Bounded: a slow database never hangs the scrape.
+                    let _ = tokio::time::timeout(Duration::from_secs(10), m.refresh()).await;
+                }
                 handle.render()
             }
         }),

@@ -22,6 +22,8 @@ mod p3_progress;
 mod p4_list;
 mod p5_ensure;
 mod p6_ensure_writers;
+mod p8_http_progress;
+mod p9_sse_fanout;
 
 use measure::Row;
 
@@ -274,6 +276,16 @@ async fn main() -> ExitCode {
         if wanted("P11") {
             let rows_n = if args.quick { 20_000 } else { 500_000 };
             rows.push(p11_replica_reads::run(reps, rows_n, secs.min(5)).await);
+            progress(&args, rows.last());
+        }
+        if wanted("P8") {
+            let ops = if args.quick { 1_600 } else { 16_000 };
+            rows.push(p8_http_progress::run(&db, reps, ops).await);
+            progress(&args, rows.last());
+        }
+        if wanted("P9") {
+            let (subscribers, seconds) = if args.quick { (100, 10) } else { (1_000, 30) };
+            rows.push(p9_sse_fanout::run(&db, subscribers, seconds).await);
             progress(&args, rows.last());
         }
         rows

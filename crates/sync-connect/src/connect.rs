@@ -178,6 +178,53 @@ pub async fn connect(config: &Config, tls: &TlsOptions) -> Result<Client> {
     Ok(client)
 }
 
+/// Like [`connect`], for a session that receives `NOTIFY`s (after the caller
+/// runs `LISTEN channel` on the client): every notification the server sends
+/// is forwarded to the returned receiver. The receiver yields `None` once the
+/// connection has ended (server restart, `pg_terminate_backend`, network
+/// loss): the caller then reconnects. Needs a session, so a direct endpoint or
+/// a session-mode pooler, never a transaction-mode pooler.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_listening(
+    config: &Config,
+    tls: &TlsOptions,
+) -> Result<(
+    Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+)> {
+    let (wire, connector) = tls_connector(&with_connect_timeout(config), tls)?;
+    let bound = connect_bound(config);
+    let (client, mut connection) = tokio::time::timeout(bound, wire.connect(connector))
+        .await
+        .map_err(|_| Error::Unavailable {
+            reason: format!(
+                "no answer from {} within {} s (connect_timeout): check the host and port, \
+                 or raise connect_timeout",
+                describe_target(config),
+                bound.as_secs_f64()
+            ),
+        })?
+        .map_err(|e| connect_error(&e, tls, config))?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if tx.send(n).is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                // The connection ended or failed: dropping `tx` tells the caller.
+                Some(Err(_)) | None => break,
+            }
+        }
+    });
+    Ok((client, rx))
+}
+
 /// A `deadpool_postgres` pool of at most `max_size` connections over `config`,
 /// each secured as `tls` says (the same connector as [`connect`]). Connections are
 /// opened lazily: a wrong certificate shows up on the first `pool.get()`.

@@ -48,7 +48,7 @@ pub(crate) const TRIGGERS: [&str; 5] = [
 /// The triggers of the migrations (0024, 0025), as (trigger, function): any
 /// other trigger on the sync tables is someone else's code. The TRUNCATE guard
 /// counts only as a TRUNCATE trigger.
-const OUR_TRIGGERS: [(&str, &str); 11] = [
+const OUR_TRIGGERS: [(&str, &str); 12] = [
     (
         "trg_sync_preview_cache_10_defaults",
         "sync_preview_cache_defaults",
@@ -89,6 +89,10 @@ const OUR_TRIGGERS: [(&str, &str); 11] = [
     (
         "trg_sync_activity_batch_10_no_truncate",
         "sync_refuse_truncate",
+    ),
+    (
+        "trg_sync_progress_60_notify_done",
+        "sync_progress_notify_done",
     ),
 ];
 

@@ -14,7 +14,9 @@ mod preview;
 mod preview_types;
 mod progress;
 mod progress_types;
+mod progress_versions;
 pub mod replica;
+mod series;
 mod sql;
 mod store;
 mod trace;
@@ -27,7 +29,9 @@ pub use error::{Error, Result, ServerError};
 pub use metrics::{SyncMetrics, SyncOutcomes};
 pub use preview_types::{PreviewEntry, PutPreview};
 pub use progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress, TickOutcome};
+pub use progress_versions::{ProgressVersion, MAX_VERSION_IDS};
 pub use replica::{Consistency, ConsistencyToken, ReplicaOptions, ReplicaStats};
+pub use series::{ActivitySeries, SeriesPoint, MAX_SERIES_BUCKETS, MIN_BUCKET_SECONDS};
 pub use store::{
     ServiceScope, StatementMode, Store, TenantScope, MAX_CACHED_STATEMENTS, TENANT_ROLE,
 };

@@ -131,6 +131,8 @@ pub struct Running {
     pub addr: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub served: Option<tokio::task::JoinHandle<()>>,
+    /// The live-progress change feed of the service.
+    pub feed: sync_api::sse::Feed,
 }
 
 impl Running {
@@ -149,6 +151,10 @@ pub struct Options {
     pub header_read_timeout: Duration,
     pub jwks_min_refresh: Duration,
     pub pool_size: usize,
+    /// The live-progress change feed's settings.
+    pub feed: sync_api::sse::FeedConfig,
+    /// A write that makes no progress for this long closes the connection.
+    pub write_timeout: Duration,
 }
 
 impl Options {
@@ -159,6 +165,8 @@ impl Options {
             header_read_timeout: Duration::from_secs(10),
             jwks_min_refresh: sync_api::auth::JWKS_MIN_REFRESH,
             pool_size: 4,
+            feed: sync_api::sse::FeedConfig::default(),
+            write_timeout: sync_api::server::DEFAULT_WRITE_TIMEOUT,
         }
     }
 }
@@ -176,25 +184,24 @@ pub async fn serve_login(login: &tokio_postgres::Config, options: Options) -> Ru
     })
     .await
     .unwrap();
-    let app = sync_api::router(AppState::new(
-        Store::new(pool),
-        Arc::new(verifier),
-        options.limits,
-    ));
+    let feed = sync_api::sse::Feed::new(options.feed);
+    let app = sync_api::router(
+        AppState::new(Store::new(pool), Arc::new(verifier), options.limits).with_feed(feed.clone()),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let header_read_timeout = options.header_read_timeout;
+    let serve_options = sync_api::server::ServeOptions {
+        header_read_timeout: options.header_read_timeout,
+        drain: Duration::from_secs(10),
+        write_timeout: options.write_timeout,
+    };
+    let closing = feed.clone();
     let served = tokio::spawn(async move {
-        sync_api::server::serve(
-            listener,
-            app,
-            header_read_timeout,
-            Duration::from_secs(10),
-            async move {
-                let _ = stopped.await;
-            },
-        )
+        sync_api::server::serve_with(listener, app, serve_options, async move {
+            let _ = stopped.await;
+            closing.shutdown();
+        })
         .await
         .unwrap();
     });
@@ -203,6 +210,7 @@ pub async fn serve_login(login: &tokio_postgres::Config, options: Options) -> Ru
         addr,
         stop: Some(stop),
         served: Some(served),
+        feed,
     }
 }
 

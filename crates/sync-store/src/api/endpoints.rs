@@ -4,8 +4,8 @@ use uuid::Uuid;
 
 use super::ApiError;
 use crate::{
-    ActivityCursor, ActivityEntry, ActivityFilter, PreviewEntry, ProgressDelta, SyncEntityType,
-    SyncProgress, SyncStatus, TenantScope,
+    ActivityCursor, ActivityEntry, ActivityFilter, PreviewEntry, ProgressDelta, SyncAction,
+    SyncEntityType, SyncProgress, SyncStatus, TenantScope,
 };
 
 /// Page size of [`list_activity`] when the query names none (the spec's `LIMIT 100`).
@@ -65,6 +65,10 @@ pub struct ActivityQuery {
     pub org: Option<String>,
     /// `entity`: a `sync_entity_type` label, e.g. `product`.
     pub entity: Option<String>,
+    /// `sync_id`: only this sync's entries.
+    pub sync_id: Option<String>,
+    /// `action`: a `sync_action` label, e.g. `sync_complete`.
+    pub action: Option<String>,
     /// `cursor`: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// `limit`: 1 to [`crate::validate::MAX_PAGE_SIZE`]; default [`DEFAULT_ACTIVITY_LIMIT`].
@@ -138,7 +142,7 @@ pub async fn post_progress(
         .ok_or_else(|| ApiError::not_found(format!("no sync {:?}", update.sync_id)))
 }
 
-/// `GET /api/v1/sync/activity?org=&entity=&cursor=&limit=`: one page of the
+/// `GET /api/v1/sync/activity?org=&entity=&sync_id=&action=&cursor=&limit=`: one page of the
 /// user's org's activity log ([`TenantScope::list_activity`]), newest first.
 /// `org`, when given, must be the user's org: another org's id is a 404.
 pub async fn list_activity(
@@ -149,6 +153,12 @@ pub async fn list_activity(
         .entity
         .as_deref()
         .map(str::parse::<SyncEntityType>)
+        .transpose()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let action = query
+        .action
+        .as_deref()
+        .map(str::parse::<SyncAction>)
         .transpose()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
     let after = query
@@ -178,6 +188,8 @@ pub async fn list_activity(
         .map_err(|_| ApiError::invalid("org must be a UUID"))?;
     let filter = ActivityFilter {
         entity_type: entity,
+        action,
+        sync_id: query.sync_id.clone(),
         ..ActivityFilter::default()
     };
     let page = tenant.list_activity(&filter, after, limit).await?;

@@ -5,7 +5,10 @@
 //! | `GET /api/v1/sync/preview/{syncId}` | [`get_preview`] | [`PreviewEntry`] |
 //! | `GET /api/v1/sync/progress/{syncId}` | [`get_progress`] | [`ProgressResponse`] |
 //! | `POST /api/v1/sync/progress` | [`post_progress`] with [`ProgressUpdate`] | [`ProgressResponse`] |
-//! | `GET /api/v1/sync/activity?org=&entity=&cursor=&limit=` | [`list_activity`] with [`ActivityQuery`] | [`ActivityResponse`] |
+//! | `GET /api/v1/sync/activity?org=&entity=&sync_id=&action=&cursor=&limit=` | [`list_activity`] with [`ActivityQuery`] | [`ActivityResponse`] |
+//! | `GET /api/v1/sync/active` | [`list_active`] | [`SyncList`] |
+//! | `GET /api/v1/sync/recent?limit=` | [`list_recent`] with [`RecentQuery`] | [`SyncList`] |
+//! | `GET /api/v1/sync/metrics?window_seconds=&bucket_seconds=` | [`get_metrics`] with [`MetricsQuery`] | [`MetricsResponse`] |
 //!
 //! Every operation runs in the tenant scope, so PostgreSQL's row-level security
 //! decides what the user sees: another org's sync id is simply not found (404),
@@ -17,9 +20,15 @@
 //! [`TenantScope`]: crate::TenantScope
 //! [`PreviewEntry`]: crate::PreviewEntry
 
+mod dashboard;
 mod endpoints;
 mod error;
 
+pub use dashboard::{
+    get_metrics, list_active, list_recent, MetricsQuery, MetricsResponse, RecentQuery, SyncList,
+    DEFAULT_METRICS_BUCKET_SECONDS, DEFAULT_METRICS_WINDOW_SECONDS, DEFAULT_RECENT_LIMIT,
+    MAX_METRICS_WINDOW_SECONDS,
+};
 pub use endpoints::{
     get_preview, get_progress, list_activity, post_progress, ActivityQuery, ActivityResponse,
     ProgressResponse, ProgressUpdate, DEFAULT_ACTIVITY_LIMIT,
