@@ -65,21 +65,32 @@
 //! non-owners), and the owner, FORCE RLS flag and grants of the old catch-all.
 
 mod archive;
+mod archive_export;
+mod copy_binary;
 mod ensure;
 mod error;
+mod export_file;
 mod list;
 mod lock;
 mod month;
 mod options;
 mod parent;
 mod plan;
+mod restore;
+mod rollups;
 mod security;
 
 pub use archive::{
     archive_partitions, archive_partitions_dropping_data, ArchiveReport, ArchivedPartition,
 };
+pub use archive_export::{
+    archive_partitions_exporting, ArchivePhase, ArchiveProgress, ExportOptions, ExportedMonth,
+};
 pub use ensure::{ensure_partitions, EnsureReport, MoveProgress};
 pub use error::PartitionError;
+pub use export_file::{
+    ArchiveColumn, ArchiveManifest, ARCHIVE_ENCODING, ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION,
+};
 pub use list::{list_partitions, PartitionInfo, PartitionKind};
 pub use lock::PARTITION_LOCK_KEY;
 pub use month::{Month, PARTITION_PREFIX};
@@ -87,3 +98,4 @@ pub use options::{
     PartitionOptions, DEFAULT_LOCK_TIMEOUT, DEFAULT_WAIT_FOR_OTHER_RUN, MAX_MONTHS_AHEAD,
 };
 pub use plan::CATCH_ALL_NAME;
+pub use restore::{restore_partition, OrphanPolicy, RestoreOptions, RestoreReport};
