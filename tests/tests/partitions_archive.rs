@@ -163,3 +163,411 @@ async fn archive_with_nothing_old_changes_nothing() {
     assert!(r.archived.is_empty());
     assert_eq!(partition_names(&c).await.len(), 5);
 }
+
+// ---------------------------------------------------------------------------
+// Archive with an export, and restore.
+// ---------------------------------------------------------------------------
+
+use std::path::{Path, PathBuf};
+use sync_migrations::partitions::{
+    archive_partitions_exporting, restore_partition, ExportOptions, OrphanPolicy, RestoreOptions,
+};
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let d = std::env::temp_dir().join(format!("sync-archive-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Rows and an order-independent-of-storage checksum of every row of the log
+/// in [from, to): md5 of the rows' text, ordered by (created_at, id).
+async fn fingerprint(c: &tokio_postgres::Client, from: &str, to: &str) -> (i64, String) {
+    let r = c
+        .query_one(
+            "SELECT count(*), coalesce(md5(string_agg(l::text, E'\\n' ORDER BY created_at, id)), '') \
+               FROM sync_activity_log l WHERE created_at >= $1::text::timestamptz \
+                AND created_at < $2::text::timestamptz",
+            &[&from, &to],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// A stub of migration 0026's recount function that records each call with the
+/// rows attached in its range at that moment.
+async fn install_recount_stub(c: &tokio_postgres::Client) {
+    c.batch_execute(
+        "CREATE TABLE recount_calls (n serial, lo timestamptz, hi timestamptz, attached_rows bigint);
+         CREATE FUNCTION sync_activity_rollup_recount(lo timestamptz, hi timestamptz) RETURNS void
+         LANGUAGE sql AS $$
+           INSERT INTO recount_calls (lo, hi, attached_rows)
+           SELECT lo, hi, count(*) FROM sync_activity_log WHERE created_at >= lo AND created_at < hi
+         $$;",
+    )
+    .await
+    .unwrap();
+}
+
+async fn recount_calls(c: &tokio_postgres::Client) -> Vec<(String, i64)> {
+    c.query(
+        "SELECT to_char(lo AT TIME ZONE 'UTC', 'YYYY-MM') || '..' || \
+                to_char(hi AT TIME ZONE 'UTC', 'YYYY-MM'), attached_rows FROM recount_calls ORDER BY n",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+fn manifests(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn export_then_restore_round_trips_every_row_and_recounts_rollups() {
+    let db = TestDb::migrated().await;
+    let mut c = db.client().await;
+    let t = tenants(&c).await;
+    seed_months(&c, &t, "2025-11-01", "2026-02-01", 40).await;
+    // Awkward values: NULLs, quotes, newlines, unicode, big numerics.
+    c.execute(
+        "INSERT INTO sync_activity_log (org_id, action, status, record_count, duration_seconds, \
+                                        error_message, user_id, created_at, entity_type, sync_id) \
+         VALUES ($1, 'sync_complete', 'failed', 7, 12345678901234567890.123456789, \
+                 E'line1\\nline2 \"q\" ''s'' \\\\ é 漢 \\t', $2, '2025-12-31 23:59:59.999999+00', NULL, NULL)",
+        &[&t.org_a, &t.user_a],
+    )
+    .await
+    .unwrap();
+    let opts = opts();
+    ensure_partitions(&mut c, 3, &opts, |_| {}).await.unwrap();
+    install_recount_stub(&c).await;
+    let before_all = fingerprint(&c, "2025-11-01", "2026-01-01").await;
+    let nov = fingerprint(&c, "2025-11-01", "2025-12-01").await;
+    let dec = fingerprint(&c, "2025-12-01", "2026-01-01").await;
+    assert!(nov.0 > 40 && dec.0 > 40);
+    let later = fingerprint(&c, "2026-01-01", "2099-01-01").await;
+
+    let dir = TempDir::new();
+    let mut phases = Vec::new();
+    let report = archive_partitions_exporting(
+        &mut c,
+        "2026-01".parse().unwrap(),
+        &ExportOptions::new(&dir.0),
+        &opts,
+        |p| phases.push((p.month, p.phase)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.archived.len(), 2);
+    assert!(report.archived.iter().all(|a| a.dropped));
+    let rows: Vec<u64> = report
+        .archived
+        .iter()
+        .map(|a| a.export.as_ref().unwrap().rows)
+        .collect();
+    assert_eq!(rows, [nov.0 as u64, dec.0 as u64]);
+    assert!(phases.len() >= 6, "progress reported: {phases:?}");
+    assert_eq!(fingerprint(&c, "2025-11-01", "2026-01-01").await.0, 0);
+    assert_eq!(fingerprint(&c, "2026-01-01", "2099-01-01").await, later);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM pg_class WHERE relname IN ('sync_activity_log_2025_11', 'sync_activity_log_2025_12')").await,
+        0,
+        "dropped after the export"
+    );
+    assert_eq!(
+        recount_calls(&c).await,
+        [
+            ("2025-11..2025-12".to_owned(), 0),
+            ("2025-12..2026-01".to_owned(), 0)
+        ],
+        "recount after each DETACH, in its transaction"
+    );
+    let files = manifests(&dir.0);
+    assert_eq!(files.len(), 2);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    assert_eq!(manifest["month"], "2025-11");
+    assert_eq!(manifest["rows"], nov.0);
+    assert_eq!(manifest["from"], "2025-11-01T00:00:00Z");
+    assert_eq!(manifest["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(manifest["columns"][0]["name"], "id");
+    assert_eq!(manifest["schema_version"], 25);
+    verify_ok(&c).await;
+
+    // Restore both, from the manifest and from the data file.
+    let r1 = restore_partition(&mut c, &files[0], &RestoreOptions::default(), &opts, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (r1.rows_in_file, r1.rows_restored),
+        (nov.0 as u64, nov.0 as u64)
+    );
+    assert!(!r1.merged && !r1.ensured_first);
+    let data1 = files[1]
+        .to_string_lossy()
+        .replace(".manifest.json", ".copy.zst");
+    let r2 = restore_partition(
+        &mut c,
+        Path::new(&data1),
+        &RestoreOptions::default(),
+        &opts,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(r2.partition, "sync_activity_log_2025_12");
+    assert_eq!(fingerprint(&c, "2025-11-01", "2025-12-01").await, nov);
+    assert_eq!(fingerprint(&c, "2025-12-01", "2026-01-01").await, dec);
+    assert_eq!(
+        fingerprint(&c, "2025-11-01", "2026-01-01").await,
+        before_all
+    );
+    assert_eq!(fingerprint(&c, "2026-01-01", "2099-01-01").await, later);
+    assert_eq!(
+        recount_calls(&c).await[2..],
+        [
+            ("2025-11..2025-12".to_owned(), nov.0),
+            ("2025-12..2026-01".to_owned(), dec.0)
+        ],
+        "recount after each ATTACH sees the restored rows"
+    );
+    // Attached like ensure attaches: RLS, TRUNCATE guard, every index; verify passes.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM pg_class c WHERE c.relname = 'sync_activity_log_2025_11' \
+               AND c.relrowsecurity AND c.relispartition \
+               AND EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid \
+                            AND g.tgname = 'trg_sync_activity_log_10_no_truncate')"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'sync_activity_log_2025_11'"
+        )
+        .await,
+        count(
+            &c,
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'sync_activity_log_2026_01'"
+        )
+        .await,
+    );
+    verify_ok(&c).await;
+
+    // Restoring the same file again is refused: its rows are there.
+    let err = restore_partition(&mut c, &files[0], &RestoreOptions::default(), &opts, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PartitionError::RowsAlreadyPresent { .. }),
+        "{err}"
+    );
+    assert_eq!(fingerprint(&c, "2025-11-01", "2025-12-01").await, nov);
+}
+
+#[tokio::test]
+async fn a_tampered_or_truncated_archive_is_refused_and_nothing_is_written() {
+    let db = TestDb::migrated().await;
+    let mut c = db.client().await;
+    let t = tenants(&c).await;
+    seed_months(&c, &t, "2025-11-01", "2025-12-01", 30).await;
+    let opts = opts();
+    let dir = TempDir::new();
+    archive_partitions_exporting(
+        &mut c,
+        "2025-12".parse().unwrap(),
+        &ExportOptions::new(&dir.0),
+        &opts,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let manifest = manifests(&dir.0).remove(0);
+    let data = PathBuf::from(
+        manifest
+            .to_string_lossy()
+            .replace(".manifest.json", ".copy.zst"),
+    );
+    let good = std::fs::read(&data).unwrap();
+    let names = partition_names(&c).await;
+    let total = count(&c, "SELECT count(*) FROM sync_activity_log").await;
+    let mut damaged: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    damaged.push(("one bit flipped", flipped));
+    damaged.push(("truncated", good[..good.len() - 7].to_vec()));
+    damaged.push(("appended", [&good[..], b"x"].concat()));
+    damaged.push(("empty", Vec::new()));
+    for (what, bytes) in damaged {
+        std::fs::write(&data, &bytes).unwrap();
+        let err = restore_partition(&mut c, &manifest, &RestoreOptions::default(), &opts, |_| {})
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PartitionError::ArchiveFileInvalid { .. }),
+            "{what}: {err}"
+        );
+        assert!(err.to_string().contains("SHA-256"), "{what}: {err}");
+        assert_eq!(partition_names(&c).await, names, "{what}");
+        assert_eq!(
+            count(&c, "SELECT count(*) FROM sync_activity_log").await,
+            total
+        );
+    }
+    // A manifest edited to match a different row count is refused too.
+    std::fs::write(&data, &good).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["rows"] = serde_json::json!(m["rows"].as_u64().unwrap() + 1);
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let err = restore_partition(&mut c, &manifest, &RestoreOptions::default(), &opts, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PartitionError::ArchiveFileInvalid { .. }),
+        "{err}"
+    );
+    assert_eq!(partition_names(&c).await, names);
+}
+
+#[tokio::test]
+async fn orphans_are_reported_and_refused_unless_told_how_to_treat_them() {
+    let db = TestDb::migrated().await;
+    let mut c = db.client().await;
+    let t = tenants(&c).await;
+    seed_months(&c, &t, "2025-11-01", "2025-11-01", 30).await;
+    // Rows of user_b (org_b) as well.
+    c.execute(
+        "UPDATE sync_activity_log SET user_id = $1 WHERE org_id = $2 AND record_count % 3 = 0",
+        &[&t.user_b, &t.org_b],
+    )
+    .await
+    .unwrap();
+    let a_rows = count(
+        &c,
+        &format!(
+            "SELECT count(*) FROM sync_activity_log WHERE org_id = '{}'",
+            t.org_a
+        ),
+    )
+    .await;
+    let b_user_rows = count(
+        &c,
+        &format!(
+            "SELECT count(*) FROM sync_activity_log WHERE user_id = '{}'",
+            t.user_b
+        ),
+    )
+    .await;
+    let a_user_rows = count(
+        &c,
+        &format!(
+            "SELECT count(*) FROM sync_activity_log WHERE user_id = '{}'",
+            t.user_a
+        ),
+    )
+    .await;
+    let total = count(&c, "SELECT count(*) FROM sync_activity_log").await;
+    let opts = opts();
+    let dir = TempDir::new();
+    archive_partitions_exporting(
+        &mut c,
+        "2025-12".parse().unwrap(),
+        &ExportOptions::new(&dir.0),
+        &opts,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let manifest = manifests(&dir.0).remove(0);
+    // org_a is deleted (its rows would have cascaded), user_b too (set null).
+    c.execute("DELETE FROM organization WHERE id = $1", &[&t.org_a])
+        .await
+        .unwrap();
+    c.execute(
+        "DELETE FROM auth.users_extended WHERE id = $1",
+        &[&t.user_b],
+    )
+    .await
+    .unwrap();
+    let err = restore_partition(&mut c, &manifest, &RestoreOptions::default(), &opts, |_| {})
+        .await
+        .unwrap_err();
+    // Deleting org_a may take user_a with it (auth.users_extended's own FK).
+    let user_a_gone = count(
+        &c,
+        &format!(
+            "SELECT count(*) FROM auth.users_extended WHERE id = '{}'",
+            t.user_a
+        ),
+    )
+    .await
+        == 0;
+    match &err {
+        PartitionError::OrphanRows {
+            org_rows,
+            user_rows,
+            sample_org_ids,
+            sample_user_ids,
+        } => {
+            assert_eq!(*org_rows as i64, a_rows);
+            assert_eq!(
+                *user_rows as i64,
+                b_user_rows + if user_a_gone { a_user_rows } else { 0 }
+            );
+            assert_eq!(sample_org_ids, &[t.org_a]);
+            assert!(sample_user_ids.contains(&t.user_b));
+        }
+        other => panic!("expected OrphanRows, got {other}"),
+    }
+    assert!(!partition_names(&c)
+        .await
+        .contains(&"sync_activity_log_2025_11".to_owned()));
+
+    // as-deleted: org_a's rows left out, user_b cleared.
+    let r = restore_partition(
+        &mut c,
+        &manifest,
+        &RestoreOptions::default().with_orphans(OrphanPolicy::AsDeleted),
+        &opts,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.rows_in_file as i64, total);
+    assert_eq!(r.rows_restored as i64, total - a_rows);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM sync_activity_log").await,
+        total - a_rows
+    );
+    assert_eq!(
+        count(&c, &format!("SELECT count(*) FROM sync_activity_log WHERE org_id = '{}' AND user_id IS NULL AND record_count % 3 = 0", t.org_b)).await,
+        b_user_rows
+    );
+    verify_ok(&c).await;
+}
