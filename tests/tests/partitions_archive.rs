@@ -571,3 +571,178 @@ async fn orphans_are_reported_and_refused_unless_told_how_to_treat_them() {
     );
     verify_ok(&c).await;
 }
+
+async fn same_tenants(c: &tokio_postgres::Client, t: &Tenants) {
+    c.execute(
+        "INSERT INTO organization (id, name) VALUES ($1, 'a'), ($2, 'b')",
+        &[&t.org_a, &t.org_b],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "INSERT INTO auth.users_extended (id, org_id) VALUES ($1, $2), ($3, $4)",
+        &[&t.user_a, &t.org_a, &t.user_b, &t.org_b],
+    )
+    .await
+    .unwrap();
+}
+
+/// md5 of the rows whose ids are `ids`, ordered.
+async fn fingerprint_of(c: &tokio_postgres::Client, ids: &[uuid::Uuid]) -> (i64, String) {
+    let r = c
+        .query_one(
+            "SELECT count(*), coalesce(md5(string_agg(l::text, E'\\n' ORDER BY created_at, id)), '') \
+               FROM sync_activity_log l WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[tokio::test]
+async fn restoring_a_month_inside_the_catch_all_splits_it_and_merges_its_rows() {
+    // The archive comes from a database whose partitions were ensured.
+    let src = TestDb::migrated().await;
+    let mut s = src.client().await;
+    let t = tenants(&s).await;
+    seed_months(&s, &t, "2026-05-01", "2026-05-01", 25).await;
+    let opts = opts();
+    ensure_partitions(&mut s, 3, &opts, |_| {}).await.unwrap();
+    let ids: Vec<uuid::Uuid> = s
+        .query("SELECT id FROM sync_activity_log", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let exported = fingerprint_of(&s, &ids).await;
+    let dir = TempDir::new();
+    archive_partitions_exporting(
+        &mut s,
+        "2026-06".parse().unwrap(),
+        &ExportOptions::new(&dir.0),
+        &opts,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let manifest = manifests(&dir.0)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("2026_05"))
+        .unwrap();
+
+    // The target still has 0024's layout: 2026-05 lies in the catch-all, which
+    // holds rows of that month and of later ones.
+    let dst = TestDb::migrated().await;
+    let mut d = dst.client().await;
+    same_tenants(&d, &t).await;
+    seed_months(&d, &t, "2026-05-01", "2026-08-01", 10).await;
+    let own = fingerprint(&d, "2026-05-01", "2026-06-01").await;
+    let others = fingerprint(&d, "2026-06-01", "2099-01-01").await;
+    let r = restore_partition(&mut d, &manifest, &RestoreOptions::default(), &opts, |_| {})
+        .await
+        .unwrap();
+    assert!(r.ensured_first && r.merged, "{r:?}");
+    assert_eq!(r.partition, "sync_activity_log_2026_05");
+    assert_eq!(fingerprint_of(&d, &ids).await, exported);
+    assert_eq!(
+        count(&d, "SELECT count(*) FROM sync_activity_log_2026_05").await,
+        own.0 + exported.0
+    );
+    assert_eq!(
+        count(
+            &d,
+            "SELECT count(*) FROM sync_activity_log_future WHERE created_at < '2027-03-01'"
+        )
+        .await,
+        0,
+        "every row is in its month"
+    );
+    assert_eq!(fingerprint(&d, "2026-06-01", "2099-01-01").await, others);
+    verify_ok(&d).await;
+}
+
+/// kill -9 of `sync-migrate partitions archive --export` at random moments: each
+/// time the month is either still attached with every row, or exported to a
+/// file that restores every row. Counts are printed.
+#[tokio::test]
+async fn killing_an_exporting_archive_never_loses_rows() {
+    use std::process::{Command, Stdio};
+    let db = TestDb::migrated().await;
+    let mut c = db.client().await;
+    let t = tenants(&c).await;
+    seed_months(&c, &t, "2025-11-01", "2025-11-01", 5_000).await;
+    let opts = opts();
+    ensure_partitions(&mut c, 3, &opts, |_| {}).await.unwrap();
+    let original = fingerprint(&c, "2025-11-01", "2025-12-01").await;
+    let dir = TempDir::new();
+    let t0 = std::time::Instant::now();
+    let bin = sync_tests::sync_migrate_bin();
+    eprintln!("built sync-migrate in {:?}", t0.elapsed());
+    let run = || {
+        Command::new(&bin)
+            .args(["partitions", "archive", "--before", "2025-12", "--export"])
+            .arg(&dir.0)
+            .args(["--now", "2026-11-15T12:00:00Z", "--database-url", &db.url()])
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // How long a whole run takes here, to spread the kills over it.
+    let started = std::time::Instant::now();
+    let status = run().wait().unwrap();
+    assert!(status.success());
+    let full = started.elapsed();
+    eprintln!("one archive --export run: {full:?}");
+    let m = manifests(&dir.0).remove(0);
+    restore_partition(&mut c, &m, &RestoreOptions::default(), &opts, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(fingerprint(&c, "2025-11-01", "2025-12-01").await, original);
+    let (mut tries, mut still_attached, mut exported, mut lost) = (0, 0, 0, 0);
+    for i in 0..10u32 {
+        tries += 1;
+        let mut child = run();
+        // Spread over the run, from right at start-up to past the end.
+        let wait = full.mul_f64(f64::from(i) / 8.0);
+        std::thread::sleep(wait);
+        let _ = child.kill();
+        let _ = child.wait();
+        let attached = partition_names(&c)
+            .await
+            .contains(&"sync_activity_log_2025_11".to_owned());
+        if attached {
+            still_attached += 1;
+            if fingerprint(&c, "2025-11-01", "2025-12-01").await != original {
+                lost += 1;
+            }
+            continue;
+        }
+        exported += 1;
+        // Not attached: the newest manifest holds every row.
+        let newest = manifests(&dir.0).into_iter().max().unwrap();
+        restore_partition(&mut c, &newest, &RestoreOptions::default(), &opts, |_| {})
+            .await
+            .unwrap();
+        if fingerprint(&c, "2025-11-01", "2025-12-01").await != original {
+            lost += 1;
+        }
+    }
+    eprintln!(
+        "kill -9 during archive --export: {tries} tries, {still_attached} still attached, \
+         {exported} exported, {lost} lost"
+    );
+    assert_eq!(lost, 0);
+    assert_eq!(still_attached + exported, tries);
+    // Leftover partial files never carry a manifest.
+    for e in std::fs::read_dir(&dir.0).unwrap() {
+        let p = e.unwrap().path().to_string_lossy().into_owned();
+        if p.ends_with(".manifest.json") {
+            assert!(Path::new(&p.replace(".manifest.json", ".copy.zst")).exists());
+        }
+    }
+    verify_ok(&c).await;
+}

@@ -304,17 +304,18 @@ pub(crate) const DATA_SUFFIX: &str = ".copy.zst";
 /// Suffix of manifests.
 pub(crate) const MANIFEST_SUFFIX: &str = ".manifest.json";
 
-/// File stem for a new export of `partition`: `<partition>-<UTC stamp>`.
+/// File stem for a new export of `partition`: `<partition>-<UTC stamp to the ms>`.
 pub(crate) fn stem(partition: &str, at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
     format!(
-        "{partition}-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        "{partition}-{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
         at.year(),
         at.month() as u8,
         at.day(),
         at.hour(),
         at.minute(),
-        at.second()
+        at.second(),
+        at.millisecond()
     )
 }
 
