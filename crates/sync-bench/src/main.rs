@@ -19,6 +19,7 @@ mod p2_append;
 mod p3_progress;
 mod p4_list;
 mod p5_ensure;
+mod p12_listing_partitions;
 
 use measure::Row;
 
@@ -254,6 +255,13 @@ async fn main() -> ExitCode {
         if wanted("P5") {
             rows.push(p5_ensure::run(&db, reps, sizes.ensure_rows).await);
             progress(&args, rows.last());
+        }
+        if wanted("P12") || wanted("P12u") || wanted("P12c") {
+            let recent = if args.quick { 50_000 } else { 400_000 };
+            for r in p12_listing_partitions::run(&db, reps, recent, sizes.list_ops).await {
+                rows.push(r);
+                progress(&args, rows.last());
+            }
         }
         rows
     });
