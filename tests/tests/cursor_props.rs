@@ -87,9 +87,8 @@ use sync_store::{ActivityFilter, StatementMode, Store, SyncStatus};
 /// the catch-all far in the future.
 async fn many_partitions(f: &store_common::Fixture) {
     let mut admin = f.db.client().await;
-    let opts = sync_migrations::partitions::PartitionOptions::default().with_now(
-        time::macros::datetime!(2026-11-15 12:00 UTC),
-    );
+    let opts = sync_migrations::partitions::PartitionOptions::default()
+        .with_now(time::macros::datetime!(2026-11-15 12:00 UTC));
     sync_migrations::partitions::ensure_partitions(&mut admin, 3, &opts, |_| {})
         .await
         .unwrap();
@@ -133,15 +132,14 @@ async fn many_partitions(f: &store_common::Fixture) {
             .await
             .unwrap();
     }
-    admin.batch_execute("ANALYZE sync_activity_log").await.unwrap();
+    admin
+        .batch_execute("ANALYZE sync_activity_log")
+        .await
+        .unwrap();
 }
 
 /// The ids of `org`'s rows matching the filter, newest first, by one query.
-async fn expected(
-    admin: &tokio_postgres::Client,
-    org: Uuid,
-    filter: &ActivityFilter,
-) -> Vec<Uuid> {
+async fn expected(admin: &tokio_postgres::Client, org: Uuid, filter: &ActivityFilter) -> Vec<Uuid> {
     admin
         .query(
             "SELECT id FROM sync_activity_log WHERE org_id = $1 \
@@ -235,9 +233,15 @@ async fn pages_over_many_partitions_equal_one_ordered_read() {
                     let tenant = which < 2;
                     for _ in 0..=want.len() + 1 {
                         let page = if tenant {
-                            store.tenant(f.user_a).list_activity(&filter, after, limit).await
+                            store
+                                .tenant(f.user_a)
+                                .list_activity(&filter, after, limit)
+                                .await
                         } else {
-                            store.service().list_activity(f.org_a, &filter, after, limit).await
+                            store
+                                .service()
+                                .list_activity(f.org_a, &filter, after, limit)
+                                .await
                         }
                         .unwrap();
                         prop_assert!(page.entries.len() <= limit as usize);
@@ -246,7 +250,11 @@ async fn pages_over_many_partitions_equal_one_ordered_read() {
                         if after.is_none() {
                             break;
                         }
-                        prop_assert_eq!(page.entries.len(), limit as usize, "a short page with a next cursor");
+                        prop_assert_eq!(
+                            page.entries.len(),
+                            limit as usize,
+                            "a short page with a next cursor"
+                        );
                     }
                     prop_assert_eq!(after, None);
                     prop_assert_eq!(got, want);

@@ -14,12 +14,12 @@ use tokio_postgres::{Client, Config};
 
 mod data;
 mod measure;
+mod p12_listing_partitions;
 mod p1_migrate;
 mod p2_append;
 mod p3_progress;
 mod p4_list;
 mod p5_ensure;
-mod p12_listing_partitions;
 
 use measure::Row;
 

@@ -88,7 +88,9 @@ async fn prepare(db: BenchDb, recent_rows: u64, old_months: i32) -> Side1 {
             &c,
             &insert(
                 old_rows,
-                &format!("('2025-11-01 00:00+00'::timestamptz - {old_months} * interval '1 month')"),
+                &format!(
+                    "('2025-11-01 00:00+00'::timestamptz - {old_months} * interval '1 month')"
+                ),
                 "'2025-11-01 00:00+00'::timestamptz",
             ),
         )

@@ -70,9 +70,12 @@ fn month_start_minus(t: OffsetDateTime, n: u32) -> Option<OffsetDateTime> {
     if year < 1 {
         return None;
     }
-    let date =
-        Date::from_calendar_date(i32::try_from(year).ok()?, Month::try_from(month as u8).ok()?, 1)
-            .ok()?;
+    let date = Date::from_calendar_date(
+        i32::try_from(year).ok()?,
+        Month::try_from(month as u8).ok()?,
+        1,
+    )
+    .ok()?;
     Some(date.with_time(Time::MIDNIGHT).assume_utc())
 }
 
