@@ -746,3 +746,89 @@ async fn killing_an_exporting_archive_never_loses_rows() {
     }
     verify_ok(&c).await;
 }
+
+/// An attacker with write access to the export directory: a manifest that
+/// names another month's (intact, correctly hashed) file, or a path outside
+/// the directory, is refused and nothing is written.
+#[tokio::test]
+async fn a_manifest_lying_about_its_month_or_file_is_refused() {
+    let db = TestDb::migrated().await;
+    let mut c = db.client().await;
+    let t = tenants(&c).await;
+    seed_months(&c, &t, "2025-11-01", "2025-12-01", 10).await;
+    let opts = opts();
+    ensure_partitions(&mut c, 3, &opts, |_| {}).await.unwrap();
+    let dir = TempDir::new();
+    archive_partitions_exporting(
+        &mut c,
+        "2026-01".parse().unwrap(),
+        &ExportOptions::new(&dir.0),
+        &opts,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let files = manifests(&dir.0);
+    let nov: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let dec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[1]).unwrap()).unwrap();
+    // Restore December first, so one lie meets an attached month, one an absent one.
+    restore_partition(&mut c, &files[1], &RestoreOptions::default(), &opts, |_| {})
+        .await
+        .unwrap();
+    let names = partition_names(&c).await;
+    let total = count(&c, "SELECT count(*) FROM sync_activity_log").await;
+    let mut tries = 0;
+    for (month, from, to) in [
+        ("2025-11", "2025-11-01T00:00:00Z", "2025-12-01T00:00:00Z"),
+        ("2025-12", "2025-12-01T00:00:00Z", "2026-01-01T00:00:00Z"),
+    ] {
+        // The other month's data, hashed correctly, under this month's name.
+        let mut lie = if month == "2025-11" {
+            dec.clone()
+        } else {
+            nov.clone()
+        };
+        lie["month"] = month.into();
+        lie["from"] = from.into();
+        lie["to"] = to.into();
+        let path = dir.0.join(format!("lie-{month}.manifest.json"));
+        std::fs::write(&path, serde_json::to_vec(&lie).unwrap()).unwrap();
+        let err = restore_partition(
+            &mut c,
+            &path,
+            &RestoreOptions::default().with_orphans(OrphanPolicy::Skip),
+            &opts,
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        tries += 1;
+        assert!(
+            matches!(err, PartitionError::Database { .. }),
+            "{month}: {err}"
+        );
+        assert_eq!(partition_names(&c).await, names);
+        assert_eq!(
+            count(&c, "SELECT count(*) FROM sync_activity_log").await,
+            total
+        );
+    }
+    for bad in ["../x.copy.zst", "/etc/passwd", ".hidden"] {
+        let mut lie = nov.clone();
+        lie["data_file"] = bad.into();
+        let path = dir.0.join("path.manifest.json");
+        std::fs::write(&path, serde_json::to_vec(&lie).unwrap()).unwrap();
+        let err = restore_partition(&mut c, &path, &RestoreOptions::default(), &opts, |_| {})
+            .await
+            .unwrap_err();
+        tries += 1;
+        assert!(
+            matches!(err, PartitionError::ArchiveFileInvalid { .. }),
+            "{bad}: {err}"
+        );
+    }
+    assert_eq!(partition_names(&c).await, names);
+    eprintln!("lying manifests: {tries} tries, {tries} refused, 0 rows written");
+}
