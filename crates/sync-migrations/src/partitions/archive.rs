@@ -55,7 +55,8 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// months and the catch-all are never touched). Nothing to archive → commit, no
 /// table lock. Otherwise `LOCK TABLE sync_activity_log IN ACCESS EXCLUSIVE MODE`,
 /// `ALTER TABLE sync_activity_log DETACH PARTITION …` per month (catalog only, no
-/// scan), commit. Idempotent: a second call finds nothing to archive.
+/// scan) followed by `sync_activity_rollup_recount(month start, next month
+/// start)` when that function (migration 0026) exists, commit. Idempotent: a second call finds nothing to archive.
 ///
 /// A kept archive table still uses 0024's enum types, so rolling 0024 back fails
 /// (naming the table) until it is dropped or its columns converted.

@@ -13,6 +13,17 @@
 //! * [`ensure_partitions`]: months through the current month + N, catch-all after.
 //! * [`archive_partitions`] / [`archive_partitions_dropping_data`]: take months
 //!   before a cut-off out of the table (kept as tables, or dropped).
+//! * [`archive_partitions_exporting`]: each such month written to a
+//!   zstd-compressed binary COPY file with a JSON manifest ([`ArchiveManifest`]:
+//!   rows, bounds, columns, SHA-256), re-read and verified, and only then
+//!   detached and dropped (or kept with [`ExportOptions::keep_table`]).
+//! * [`restore_partition`]: a month brought back from its file, attached with
+//!   RLS, the TRUNCATE guard, indexes and grants as `ensure` gives them, orphan
+//!   rows per [`OrphanPolicy`].
+//!
+//! After each DETACH and ATTACH of a month, in the same transaction,
+//! `sync_activity_rollup_recount(month start, next month start)` (migration
+//! 0026) is called when it exists.
 //!
 //! # Locks
 //!
