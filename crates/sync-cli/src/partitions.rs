@@ -432,3 +432,29 @@ fn list_table(parts: &[PartitionInfo]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_age;
+
+    #[test]
+    fn retention_ages_are_months_or_years() {
+        assert_eq!(parse_age("13mo"), Ok(13));
+        assert_eq!(parse_age("1mo"), Ok(1));
+        assert_eq!(parse_age("2y"), Ok(24));
+        assert_eq!(parse_age("100y"), Ok(1200));
+        for bad in [
+            "0mo",
+            "13",
+            "13m",
+            "mo",
+            "-1mo",
+            "101y",
+            "1.5y",
+            "13 mo",
+            "99999999999mo",
+        ] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+    }
+}
