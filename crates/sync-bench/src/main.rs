@@ -16,6 +16,7 @@ mod data;
 mod measure;
 mod p10_write_ceiling;
 mod p11_replica_reads;
+mod p12_listing_partitions;
 mod p1_migrate;
 mod p2_append;
 mod p3_progress;
@@ -259,6 +260,13 @@ async fn main() -> ExitCode {
         if wanted("P5") {
             rows.push(p5_ensure::run(&db, reps, sizes.ensure_rows).await);
             progress(&args, rows.last());
+        }
+        if wanted("P12") || wanted("P12u") || wanted("P12c") {
+            let recent = if args.quick { 50_000 } else { 400_000 };
+            for r in p12_listing_partitions::run(&db, reps, recent, sizes.list_ops).await {
+                rows.push(r);
+                progress(&args, rows.last());
+            }
         }
         if wanted("P6") {
             for r in p6_ensure_writers::run(&db, reps, sizes.ensure_rows).await {

@@ -1,12 +1,14 @@
-//! `sync-migrate partitions list | ensure | archive`.
+//! `sync-migrate partitions list | ensure | archive | restore`.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use sync_migrations::partitions::{
-    archive_partitions, archive_partitions_dropping_data, ensure_partitions, list_partitions,
-    Month, MoveProgress, PartitionInfo, PartitionOptions, PARTITION_LOCK_KEY,
+    archive_partitions, archive_partitions_dropping_data, archive_partitions_exporting,
+    ensure_partitions, list_partitions, restore_partition, ArchivePhase, ArchiveProgress,
+    ExportOptions, Month, MoveProgress, OrphanPolicy, PartitionInfo, PartitionOptions,
+    RestoreOptions, PARTITION_LOCK_KEY,
 };
 use time::OffsetDateTime;
 
@@ -27,19 +29,108 @@ pub(crate) enum PartitionsCmd {
         #[command(flatten)]
         common: Common,
     },
-    /// Detach the months before a cut-off (kept as standalone tables unless --drop).
+    /// Detach the months before a cut-off: exported to files and dropped
+    /// (--export DIR), kept as standalone tables (no flag), or dropped (--drop).
     /// Never touches the current month or the catch-all.
+    #[command(group(clap::ArgGroup::new("cutoff").required(true).args(["before", "older_than"])))]
     Archive {
         /// Cut-off month, YYYY-MM: months entirely before it are archived. At most
         /// the current month.
         #[arg(long)]
-        before: String,
+        before: Option<String>,
+        /// Retention: archive the months entirely before (current month - AGE),
+        /// i.e. keep the current month and the AGE months before it. AGE is
+        /// `<n>mo` (months) or `<n>y` (years), e.g. 13mo.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Option<u32>,
         /// DROP the archived months with all their rows instead of keeping them.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "export")]
         drop: bool,
+        /// Write each month to DIR first (a zstd-compressed binary COPY plus a
+        /// JSON manifest with rows, bounds, columns and SHA-256), re-read and
+        /// verify it, then detach and drop the table: the file is the archive.
+        #[arg(long, value_name = "DIR")]
+        export: Option<std::path::PathBuf>,
+        /// With --export: keep each detached table as well.
+        #[arg(long, requires = "export")]
+        keep_table: bool,
         #[command(flatten)]
         common: Common,
     },
+    /// Bring an exported month back (FILE: its .manifest.json or .copy.zst):
+    /// verified against the manifest, attached with RLS, indexes, TRUNCATE guard
+    /// and grants as `ensure` creates partitions; merged into the month when it
+    /// is attached already (refused if any row is already there). A month inside
+    /// the catch-all is split out by `ensure` first.
+    Restore {
+        /// The manifest (*.manifest.json) or data file (*.copy.zst).
+        file: std::path::PathBuf,
+        /// Rows whose organization or user no longer exists: refuse (report
+        /// counts and sample ids, write nothing), skip them, or as-deleted
+        /// (skip rows of missing organizations, clear user_id of missing users,
+        /// as the foreign keys' ON DELETE would have).
+        #[arg(long, value_enum, default_value_t = Orphans::Refuse)]
+        orphans: Orphans,
+        /// When the month lies in the catch-all: months ahead for the `ensure`
+        /// that splits it first.
+        #[arg(long, default_value_t = 3)]
+        months_ahead: u32,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// `--orphans` of `partitions restore`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum Orphans {
+    /// Refuse the restore, reporting counts and sample ids.
+    Refuse,
+    /// Leave those rows out.
+    Skip,
+    /// As the foreign keys' ON DELETE would have: rows of missing orgs left
+    /// out, user_id of missing users cleared.
+    AsDeleted,
+}
+
+/// Parses a retention age, `<n>mo` or `<n>y`, into months (1..=1200).
+fn parse_age(s: &str) -> Result<u32, String> {
+    let (n, per) = if let Some(n) = s.strip_suffix("mo") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('y') {
+        (n, 12)
+    } else {
+        return Err(format!("{s:?}: expected <n>mo or <n>y, e.g. 13mo"));
+    };
+    let n: u32 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected <n>mo or <n>y, e.g. 13mo"))?;
+    match n.checked_mul(per) {
+        Some(m) if (1..=1200).contains(&m) => Ok(m),
+        _ => Err(format!("{s:?}: the age must be 1 to 1200 months")),
+    }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:32} [{bar:30}] {pos}/{len} rows ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn show_progress(bar: &indicatif::ProgressBar, p: &ArchiveProgress) {
+    let phase = match p.phase {
+        ArchivePhase::Exporting => "writing",
+        ArchivePhase::Verifying => "verifying",
+        ArchivePhase::Detaching => "detaching",
+        _ => "working",
+    };
+    bar.set_message(format!("{} ({}/{}) {phase}", p.month, p.index, p.of));
+    bar.set_length(p.rows_expected.unwrap_or(0).max(p.rows));
+    bar.set_position(p.rows);
 }
 
 /// Default `--wait-secs`: 30 minutes, long enough for another run to move a
@@ -141,13 +232,35 @@ pub(crate) async fn run(
         }
         PartitionsCmd::Archive {
             before,
+            older_than,
             drop,
+            export,
+            keep_table,
             common,
         } => {
             let options = common.options();
-            let before: Month = before.parse()?;
+            let before: Month = match (before, older_than) {
+                (Some(b), _) => b.parse()?,
+                (None, Some(age)) => {
+                    let now: OffsetDateTime = match options.now {
+                        Some(now) => now,
+                        None => client.query_one("SELECT now()", &[]).await?.get(0),
+                    };
+                    Month::containing(now)?.minus(age)
+                }
+                (None, None) => unreachable!("clap requires --before or --older-than"),
+            };
             announce_other_run(client, &options).await;
-            let report = if drop {
+            let report = if let Some(dir) = export {
+                let bar = progress_bar();
+                let export = ExportOptions::new(dir).keep_table(keep_table);
+                let r = archive_partitions_exporting(client, before, &export, &options, |p| {
+                    show_progress(&bar, p)
+                })
+                .await;
+                bar.finish_and_clear();
+                r?
+            } else if drop {
                 archive_partitions_dropping_data(client, before, &options).await?
             } else {
                 archive_partitions(client, before, &options).await?
@@ -158,15 +271,74 @@ pub(crate) async fn run(
                 println!("nothing to do: no attached month before {before}");
             } else {
                 for a in &report.archived {
+                    let what = match (&a.export, a.dropped) {
+                        (Some(e), dropped) => format!(
+                            "exported {} row(s) to {} (sha256 {}){}",
+                            e.rows,
+                            e.manifest_file.display(),
+                            e.sha256,
+                            if dropped {
+                                ", dropped"
+                            } else {
+                                ", detached, kept as table"
+                            }
+                        ),
+                        (None, true) => "dropped".to_owned(),
+                        (None, false) => "detached, kept as table".to_owned(),
+                    };
+                    println!("{} ({}): {what}", a.name, a.month);
+                }
+            }
+        }
+        PartitionsCmd::Restore {
+            file,
+            orphans,
+            months_ahead,
+            common,
+        } => {
+            let options = common.options();
+            let mut restore = RestoreOptions::default().with_orphans(match orphans {
+                Orphans::Refuse => OrphanPolicy::Refuse,
+                Orphans::Skip => OrphanPolicy::Skip,
+                Orphans::AsDeleted => OrphanPolicy::AsDeleted,
+            });
+            restore.months_ahead = months_ahead;
+            announce_other_run(client, &options).await;
+            let bar = progress_bar();
+            let r = restore_partition(client, &file, &restore, &options, |p| {
+                show_progress(&bar, p)
+            })
+            .await;
+            bar.finish_and_clear();
+            let report = r?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "restored {} of {} row(s) of {} into {}{}{}",
+                    report.rows_restored,
+                    report.rows_in_file,
+                    report.month,
+                    report.partition,
+                    if report.merged {
+                        " (merged with its rows)"
+                    } else {
+                        ""
+                    },
+                    if report.ensured_first {
+                        "; ensure split the catch-all first"
+                    } else {
+                        ""
+                    },
+                );
+                if report.orphan_org_rows + report.orphan_user_rows > 0 {
                     println!(
-                        "{} {} ({})",
-                        if a.dropped {
-                            "dropped"
-                        } else {
-                            "detached, kept as table"
-                        },
-                        a.name,
-                        a.month
+                        "{} row(s) of missing organizations (e.g. {:?}), {} of missing users (e.g. {:?}) treated as --orphans {:?}",
+                        report.orphan_org_rows,
+                        report.sample_org_ids,
+                        report.orphan_user_rows,
+                        report.sample_user_ids,
+                        orphans
                     );
                 }
             }
@@ -265,4 +437,30 @@ fn list_table(parts: &[PartitionInfo]) -> String {
         out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_age;
+
+    #[test]
+    fn retention_ages_are_months_or_years() {
+        assert_eq!(parse_age("13mo"), Ok(13));
+        assert_eq!(parse_age("1mo"), Ok(1));
+        assert_eq!(parse_age("2y"), Ok(24));
+        assert_eq!(parse_age("100y"), Ok(1200));
+        for bad in [
+            "0mo",
+            "13",
+            "13m",
+            "mo",
+            "-1mo",
+            "101y",
+            "1.5y",
+            "13 mo",
+            "99999999999mo",
+        ] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+    }
 }

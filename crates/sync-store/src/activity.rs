@@ -15,6 +15,7 @@ use crate::copy_types::Label;
 use crate::cursor::ActivityCursor;
 use crate::enums::{parse_label, SyncAction, SyncEntityType, SyncStatus};
 use crate::error::{Error, Result};
+use crate::listing_window::{windows, Window};
 use crate::sql::ScopedSql;
 use crate::store::{
     col, decode_listing, name_row, ConnGuard, Param, Scope, ServiceScope, StatementMode, Store,
@@ -76,24 +77,26 @@ const BATCH_KEY: &str =
 /// Page sizes a cached listing statement is written for (see [`list_query`]).
 const PAGE_BUCKETS: [u32; 9] = [10, 20, 25, 50, 100, 200, 250, 500, 1000];
 
-/// The listing statement for one filter shape, and its parameters after `$1`
-/// (the org in service scope, an unused NULL in tenant scope): each filter
-/// given becomes one condition and one parameter (so the plan needs no
-/// `$n IS NULL OR …` terms), the keyset cursor becomes `(created_at, id) <
-/// ($a, $b)` (an index condition on sync_activity_log_org_created_idx (org_id,
-/// created_at DESC, id DESC)), and the row count is the literal `LIMIT fetch`.
+/// The listing statement for one filter shape and window, and its parameters
+/// after `$1` (the org in service scope, an unused NULL in tenant scope): each
+/// filter given becomes one condition and one parameter (so the plan needs no
+/// `$n IS NULL OR …` terms), the keyset cursor becomes `created_at <= $a AND
+/// (created_at, id) < ($a, $b)` (the row comparison is an index condition on
+/// sync_activity_log_org_created_idx (org_id, created_at DESC, id DESC), the
+/// plain bound lets the planner prune newer partitions), the window's bounds
+/// (see [`crate::listing_window`]) become `created_at >= $lo` / `created_at <
+/// $hi`, and the row count is the literal `LIMIT fetch`.
 ///
-/// Why this shape: a cached statement should settle on a generic plan after
-/// its first five executions, and PostgreSQL keeps one only if it costs no more
-/// than the custom plans. With `LIMIT $n` the generic plan is costed for 10% of
-/// the rows, and a `created_at` bound on the cursor would let custom plans prune
-/// partitions at plan time: either way every call would be planned again
-/// (1–2 ms over 14 partitions). The cursor needs no pruning: partitions are
-/// read newest first and one index descent finds a newer partition empty. The
-/// `since` / `until` filters do prune, so those shapes are planned per call.
+/// Unnamed statements are planned per call with the parameters' values, so
+/// the planner prunes to the window's partitions and never opens the others:
+/// planning costs the same with 17 or 53 partitions. Cached statements are
+/// planned per call too while a custom plan is cheaper than the generic one
+/// (whose partitions are all locked at each execution); the windows keep the
+/// custom plan small.
 fn list_query<'a>(
     filters: [(&'static str, Option<&'a (dyn ToSql + Sync)>, Type); 6],
     cursor: Option<(&'a OffsetDateTime, &'a Uuid)>,
+    window: &'a Window,
     fetch: u32,
 ) -> (ScopedSql, Vec<Param<'a>>) {
     let mut sql = String::from(concat!(
@@ -113,7 +116,18 @@ fn list_query<'a>(
         params.push((at, Type::TIMESTAMPTZ));
         params.push((id, Type::UUID));
         let n = params.len();
-        sql.push_str(&format!(" AND (created_at, id) < (${n}, ${})", n + 1));
+        sql.push_str(&format!(
+            " AND created_at <= ${n} AND (created_at, id) < (${n}, ${})",
+            n + 1
+        ));
+    }
+    if let Some(lo) = &window.lo {
+        params.push((lo, Type::TIMESTAMPTZ));
+        sql.push_str(&format!(" AND created_at >= ${}", params.len() + 1));
+    }
+    if let Some(hi) = &window.hi {
+        params.push((hi, Type::TIMESTAMPTZ));
+        sql.push_str(&format!(" AND created_at < ${}", params.len() + 1));
     }
     sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {fetch}"));
     (ScopedSql::owned(sql), params)
@@ -316,42 +330,59 @@ async fn list(
         let status = filter.status.map(SyncStatus::as_str);
         // One extra row tells whether another page follows. Cached statements
         // are written for a page-size bucket (see `list_query`); unnamed ones are
-        // planned per call anyway and ask for exactly limit + 1.
-        let rows_wanted = match store.statement_mode() {
+        // planned per call anyway and ask for exactly what is still missing.
+        let mode = store.statement_mode();
+        let fetch_for = |need: u32| match mode {
             StatementMode::CachedPerConnection => PAGE_BUCKETS
                 .into_iter()
-                .find(|&b| b >= limit)
-                .unwrap_or(limit),
-            StatementMode::Unnamed => limit,
-        } + 1;
+                .find(|&b| b + 1 >= need)
+                .map_or(need, |b| b + 1),
+            StatementMode::Unnamed => need,
+        };
+        let rows_wanted = fetch_for(limit + 1);
         fn given<T: ToSql + Sync>(v: &Option<T>) -> Option<&(dyn ToSql + Sync)> {
             v.as_ref().map(|v| v as _)
         }
-        let (sql, params) = list_query(
-            [
-                (
-                    "entity_type = ${}::text::sync_entity_type",
-                    given(&entity),
-                    Type::TEXT,
-                ),
-                (
-                    "action = ${}::text::sync_action",
-                    given(&action),
-                    Type::TEXT,
-                ),
-                (
-                    "status = ${}::text::sync_status_type",
-                    given(&status),
-                    Type::TEXT,
-                ),
-                ("sync_id = ${}", given(&filter.sync_id), Type::VARCHAR),
-                ("created_at >= ${}", given(&filter.since), Type::TIMESTAMPTZ),
-                ("created_at < ${}", given(&filter.until), Type::TIMESTAMPTZ),
-            ],
-            after.as_ref().map(|c| (&c.created_at, &c.id)),
-            rows_wanted,
-        );
-        let rows = store.routed_rows(scope, OP, &sql, &params).await?;
+        // Newest windows first (see `listing_window`), until the page is full.
+        let top = match (after.map(|c| c.created_at), filter.until) {
+            (Some(a), Some(u)) => Some(a.min(u)),
+            (a, u) => a.or(u),
+        };
+        let windows = windows(top, filter.since, OffsetDateTime::now_utc());
+        let mut rows = Vec::new();
+        for window in &windows {
+            let need = rows_wanted - rows.len() as u32;
+            let (sql, params) = list_query(
+                [
+                    (
+                        "entity_type = ${}::text::sync_entity_type",
+                        given(&entity),
+                        Type::TEXT,
+                    ),
+                    (
+                        "action = ${}::text::sync_action",
+                        given(&action),
+                        Type::TEXT,
+                    ),
+                    (
+                        "status = ${}::text::sync_status_type",
+                        given(&status),
+                        Type::TEXT,
+                    ),
+                    ("sync_id = ${}", given(&filter.sync_id), Type::VARCHAR),
+                    ("created_at >= ${}", given(&filter.since), Type::TIMESTAMPTZ),
+                    ("created_at < ${}", given(&filter.until), Type::TIMESTAMPTZ),
+                ],
+                after.as_ref().map(|c| (&c.created_at, &c.id)),
+                window,
+                fetch_for(need),
+            );
+            let got = store.routed_rows(scope, OP, &sql, &params).await?;
+            rows.extend(got.into_iter().take(need as usize));
+            if rows.len() as u32 >= rows_wanted {
+                break;
+            }
+        }
         let more = rows.len() > limit as usize;
         let page = &rows[..rows.len().min(limit as usize)];
         // A row that does not decode is skipped (see `decode_listing`); the

@@ -9,6 +9,7 @@ mod copy_types;
 mod cursor;
 mod enums;
 mod error;
+mod listing_window;
 mod metrics;
 mod preview;
 mod preview_types;

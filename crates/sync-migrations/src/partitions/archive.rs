@@ -10,6 +10,7 @@ use super::lock::{begin_serialised, lock_table_exclusive};
 use super::month::Month;
 use super::options::PartitionOptions;
 use super::parent::{current_month, find_parent};
+use super::rollups::recount_rollups;
 
 /// One month an archive call took out of `sync_activity_log`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -21,6 +22,8 @@ pub struct ArchivedPartition {
     /// `true` when the table and its rows were dropped; `false` when it was kept
     /// as a standalone table.
     pub dropped: bool,
+    /// The files the month was exported to (`None`: archived without export).
+    pub export: Option<super::archive_export::ExportedMonth>,
 }
 
 /// What an archive call found and did.
@@ -52,7 +55,8 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 /// months and the catch-all are never touched). Nothing to archive → commit, no
 /// table lock. Otherwise `LOCK TABLE sync_activity_log IN ACCESS EXCLUSIVE MODE`,
 /// `ALTER TABLE sync_activity_log DETACH PARTITION …` per month (catalog only, no
-/// scan), commit. Idempotent: a second call finds nothing to archive.
+/// scan) followed by `sync_activity_rollup_recount(month start, next month
+/// start)` when that function (migration 0026) exists, commit. Idempotent: a second call finds nothing to archive.
 ///
 /// A kept archive table still uses 0024's enum types, so rolling 0024 back fails
 /// (naming the table) until it is dropped or its columns converted.
@@ -135,6 +139,7 @@ async fn archive(
         tx.execute(&format!("ALTER TABLE {p} DETACH PARTITION {q}"), &[])
             .await
             .map_err(err(format!("detaching {name}")))?;
+        recount_rollups(&tx, &parent, month, options).await?;
         if drop {
             tx.execute(&format!("DROP TABLE {q}"), &[])
                 .await
@@ -144,6 +149,7 @@ async fn archive(
             name,
             month,
             dropped: drop,
+            export: None,
         });
     }
     tx.commit().await.map_err(err("committing".into()))?;

@@ -99,6 +99,73 @@ pub enum PartitionError {
         /// What does not match.
         detail: String,
     },
+
+    /// An export file or directory could not be written or read.
+    #[error("{path}: {reason}; nothing was detached or restored — check the path, its permissions and free space, then run again")]
+    ExportIo {
+        /// The file or directory.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// An archive file or manifest is not what it claims (changed, damaged,
+    /// truncated, another format).
+    #[error("archive file {path} is invalid: {reason}; nothing was written — restore from an intact copy of the file and its manifest")]
+    ArchiveFileInvalid {
+        /// The file.
+        path: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// The archive's columns differ from `sync_activity_log`'s (another schema version).
+    #[error("archive {path} has columns {archive} but sync_activity_log has {table}; nothing was written — restore into a database at the archive's schema version (manifest schema_version), or convert the file")]
+    SchemaMismatch {
+        /// The manifest.
+        path: String,
+        /// The archive's columns, `name type, …`.
+        archive: String,
+        /// The table's columns, `name type, …`.
+        table: String,
+    },
+
+    /// Rows of the archive name organizations or users that no longer exist,
+    /// and the restore was told to refuse them (the default).
+    #[error("{org_rows} row(s) name organizations that no longer exist (e.g. {sample_org_ids:?}) and {user_rows} row(s) users that no longer exist (e.g. {sample_user_ids:?}); nothing was written — choose how to treat them: skip (leave those rows out) or as-deleted (leave out rows of missing organizations, clear user_id of missing users, as the foreign keys' ON DELETE would have)")]
+    OrphanRows {
+        /// Rows whose `org_id` is not in `organization`.
+        org_rows: u64,
+        /// Rows whose `user_id` is set but not in `auth.users_extended`.
+        user_rows: u64,
+        /// Up to 5 of the missing organization ids.
+        sample_org_ids: Vec<uuid::Uuid>,
+        /// Up to 5 of the missing user ids.
+        sample_user_ids: Vec<uuid::Uuid>,
+    },
+
+    /// Some rows of the archive are already in `sync_activity_log` (same id
+    /// and created_at): the file was restored before, or the month was never
+    /// dropped.
+    #[error("rows of archive {path} are already in {partition} ({server}); nothing was written — the month was already restored; to restore it again, archive it first")]
+    RowsAlreadyPresent {
+        /// The manifest.
+        path: String,
+        /// The partition holding them.
+        partition: String,
+        /// What the server reported (SQLSTATE 23505).
+        server: Box<ServerError>,
+    },
+
+    /// The month to restore lies in the catch-all even after `ensure` (it is
+    /// more than the months-ahead horizon after the current month).
+    #[error("month {month} lies in the catch-all partition (from {catch_all_from}) beyond the partitions ensure keeps; nothing was written — restore it when it is within the current month + months ahead")]
+    MonthInCatchAll {
+        /// The archive's month.
+        month: Month,
+        /// The catch-all's lower bound.
+        catch_all_from: String,
+    },
 }
 
 impl PartitionError {
@@ -111,7 +178,8 @@ impl PartitionError {
     pub fn server(&self) -> Option<&ServerError> {
         match self {
             PartitionError::LockTimeout { server, .. }
-            | PartitionError::Database { server, .. } => Some(server),
+            | PartitionError::Database { server, .. }
+            | PartitionError::RowsAlreadyPresent { server, .. } => Some(server),
             _ => None,
         }
     }

@@ -13,6 +13,17 @@
 //! * [`ensure_partitions`]: months through the current month + N, catch-all after.
 //! * [`archive_partitions`] / [`archive_partitions_dropping_data`]: take months
 //!   before a cut-off out of the table (kept as tables, or dropped).
+//! * [`archive_partitions_exporting`]: each such month written to a
+//!   zstd-compressed binary COPY file with a JSON manifest ([`ArchiveManifest`]:
+//!   rows, bounds, columns, SHA-256), re-read and verified, and only then
+//!   detached and dropped (or kept with [`ExportOptions::keep_table`]).
+//! * [`restore_partition`]: a month brought back from its file, attached with
+//!   RLS, the TRUNCATE guard, indexes and grants as `ensure` gives them, orphan
+//!   rows per [`OrphanPolicy`].
+//!
+//! After each DETACH and ATTACH of a month, in the same transaction,
+//! `sync_activity_rollup_recount(month start, next month start)` (migration
+//! 0026) is called when it exists.
 //!
 //! # The online split (ensure with a non-empty layout)
 //!
@@ -128,8 +139,11 @@
 //! months).
 
 mod archive;
+mod archive_export;
+mod copy_binary;
 mod ensure;
 mod error;
+mod export_file;
 mod list;
 mod lock;
 mod month;
@@ -138,13 +152,21 @@ mod options;
 mod parent;
 pub(crate) use parent::quote_ident;
 mod plan;
+mod restore;
+mod rollups;
 mod security;
 
 pub use archive::{
     archive_partitions, archive_partitions_dropping_data, ArchiveReport, ArchivedPartition,
 };
+pub use archive_export::{
+    archive_partitions_exporting, ArchivePhase, ArchiveProgress, ExportOptions, ExportedMonth,
+};
 pub use ensure::{ensure_partitions, EnsureReport, MoveProgress};
 pub use error::PartitionError;
+pub use export_file::{
+    ArchiveColumn, ArchiveManifest, ARCHIVE_ENCODING, ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION,
+};
 pub use list::{list_partitions, PartitionInfo, PartitionKind};
 pub use lock::PARTITION_LOCK_KEY;
 pub use month::{Month, PARTITION_PREFIX};
@@ -153,3 +175,4 @@ pub use options::{
     MAX_MONTHS_AHEAD,
 };
 pub use plan::CATCH_ALL_NAME;
+pub use restore::{restore_partition, OrphanPolicy, RestoreOptions, RestoreReport};

@@ -56,6 +56,16 @@ impl Month {
         }
     }
 
+    /// The month `n` months earlier (saturating at 1000-01).
+    pub fn minus(self, n: u32) -> Month {
+        let index = self.year as i64 * 12 + (self.month as i64 - 1) - n as i64;
+        let index = index.max(1000 * 12);
+        Month {
+            year: (index / 12) as i32,
+            month: (index % 12 + 1) as u8,
+        }
+    }
+
     /// The name of this month's partition, `sync_activity_log_YYYY_MM`.
     pub fn partition_name(self) -> String {
         format!("{PARTITION_PREFIX}{:04}_{:02}", self.year, self.month)
@@ -137,6 +147,14 @@ mod tests {
         let m: Month = "2026-11".parse().unwrap();
         assert_eq!(m.to_string(), "2026-11");
         assert_eq!(m.plus(3).to_string(), "2027-02");
+        assert_eq!(m.minus(13).to_string(), "2025-10");
+        assert_eq!(m.minus(11).to_string(), "2025-12");
+        assert_eq!(m.minus(10).to_string(), "2026-01");
+        assert_eq!(m.minus(0), m);
+        assert_eq!(
+            "1000-02".parse::<Month>().unwrap().minus(5).to_string(),
+            "1000-01"
+        );
         assert_eq!(m.next().partition_name(), "sync_activity_log_2026_12");
         assert_eq!(m.start_literal(), "'2026-11-01 00:00:00+00'");
         assert_eq!(Month::starting_at(m.start()), Some(m));
