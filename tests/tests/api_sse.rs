@@ -452,3 +452,66 @@ async fn shutdown_closes_streams_with_a_final_event() {
         .expect("the server stopped without waiting for the stream")
         .unwrap();
 }
+
+/// Attacks from a database login: anyone may NOTIFY the channel (payloads are
+/// ignored and wake-ups are rate-limited), and the poll function answers
+/// nothing for ids the caller does not already have.
+#[tokio::test]
+async fn notify_floods_and_the_poll_function_leak_nothing() {
+    let service = service(Duration::from_secs(60), true, |_| {}).await;
+    start(&service, "flooded", 10).await;
+    let token = token_a(&service);
+    let mut s = subscribe(&service, &token, "flooded", None).await.unwrap();
+    s.progress().await.unwrap();
+    let feed = service.running.feed.clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while feed.stats().listen_connects < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (attacker, login) = service.fixture.db.login_role("attacker").await;
+    let c = sync_tests::connect(&login).await;
+    let before = feed.stats();
+    let started = std::time::Instant::now();
+    for i in 0..300 {
+        c.execute(
+            "SELECT pg_notify('sync_progress_done', $1)",
+            &[&format!("garbage {i} ' ; DROP TABLE sync_progress; --")],
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let elapsed = started.elapsed().as_millis() as u64;
+    let polls = feed.stats().polls - before.polls;
+    assert!(
+        polls <= elapsed / 20 + 3,
+        "{polls} polls in {elapsed} ms for 300 notifications"
+    );
+    assert_eq!(feed.stats().reads, before.reads, "nothing changed, nothing re-read");
+    // The stream is untouched.
+    tick(&service, "flooded", 10).await;
+    let (_, last) = s.progress().await.unwrap();
+    assert_eq!(last["status"], "completed");
+
+    // The poll function, called directly by a tenant role: random ids give
+    // nothing; without the tenant role, no access at all.
+    c.batch_execute("BEGIN; SET LOCAL ROLE sync_tenant").await.unwrap();
+    let ids: Vec<uuid::Uuid> = (0..1000).map(|_| uuid::Uuid::new_v4()).collect();
+    let n = c
+        .query("SELECT * FROM sync_progress_versions($1)", &[&ids])
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(n, 0);
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let err = c
+        .query("SELECT * FROM sync_progress_versions($1)", &[&ids])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{attacker}: {err}"
+    );
+}

@@ -410,6 +410,9 @@ impl Feed {
     }
 }
 
+/// Least time between two polls, whatever wakes the driver.
+const MIN_POLL_GAP: Duration = Duration::from_millis(20);
+
 async fn drive(
     weak: Weak<Inner>,
     signals: Arc<Signals>,
@@ -417,6 +420,7 @@ async fn drive(
     interval: Duration,
 ) {
     let mut failures = 0u32;
+    let mut last_poll = tokio::time::Instant::now();
     loop {
         let pause = if failures == 0 {
             interval
@@ -430,6 +434,13 @@ async fn drive(
             _ = closing.wait_for(|c| *c) => return,
         }
         let Some(inner) = weak.upgrade() else { return };
+        // Anyone may NOTIFY the channel: wake-ups never poll more often than
+        // every MIN_POLL_GAP, however many notifications arrive.
+        let since = last_poll.elapsed();
+        if since < MIN_POLL_GAP {
+            tokio::time::sleep(MIN_POLL_GAP - since).await;
+        }
+        last_poll = tokio::time::Instant::now();
         if poll_once(&inner).await {
             failures = 0;
         } else {
