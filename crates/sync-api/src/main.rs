@@ -82,7 +82,11 @@ struct Args {
     listen_database_url: Option<String>,
     /// No LISTEN connection: live progress polls only (lets an idle Neon
     /// compute scale to zero; a held LISTEN connection keeps it awake).
-    #[arg(long, env = "SYNC_API_NO_LISTEN", conflicts_with = "listen_database_url")]
+    #[arg(
+        long,
+        env = "SYNC_API_NO_LISTEN",
+        conflicts_with = "listen_database_url"
+    )]
     no_listen: bool,
     /// How often live progress polls the versions of the subscribed syncs, in ms.
     #[arg(long, env = "SYNC_API_SSE_POLL_MS", default_value_t = 200)]
@@ -166,9 +170,8 @@ async fn run(args: Args) -> Result<(), String> {
         listen,
         ..sync_api::sse::FeedConfig::default()
     });
-    let app = sync_api::router(
-        AppState::new(store, Arc::new(verifier), limits).with_feed(feed.clone()),
-    );
+    let app =
+        sync_api::router(AppState::new(store, Arc::new(verifier), limits).with_feed(feed.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = args.metrics_bind {

@@ -75,7 +75,16 @@ pub(crate) async fn run(db: &BenchDb, subscribers: usize, seconds: u64) -> Row {
     let mut counts = vec![0i64; syncs.len()];
     for (subs, secs) in [(small, (seconds / 3).max(3)), (subscribers, seconds)] {
         let before = feed.stats();
-        let mut phase = phase(db, &base, &store, &syncs, &mut counts, subs, Duration::from_secs(secs)).await;
+        let mut phase = phase(
+            db,
+            &base,
+            &store,
+            &syncs,
+            &mut counts,
+            subs,
+            Duration::from_secs(secs),
+        )
+        .await;
         let after = feed.stats();
         phase.statements = after.statements() - before.statements();
         phases.push(phase);
@@ -189,10 +198,14 @@ async fn phase(
             let service = service.clone();
             async move {
                 service
-                    .report_progress(tenant.org, sync_id, &ProgressDelta {
-                        processed: 1,
-                        ..ProgressDelta::default()
-                    })
+                    .report_progress(
+                        tenant.org,
+                        sync_id,
+                        &ProgressDelta {
+                            processed: 1,
+                            ..ProgressDelta::default()
+                        },
+                    )
                     .await
                     .expect("tick");
             }
@@ -204,7 +217,10 @@ async fn phase(
         ticks += syncs.len() as u64;
         seq += 1;
         let key = seq.to_string();
-        probe_sent.lock().expect("probe").insert(key.clone(), Instant::now());
+        probe_sent
+            .lock()
+            .expect("probe")
+            .insert(key.clone(), Instant::now());
         notifier
             .query("SELECT pg_notify('bench_p9_probe', $1)", &[&key])
             .await

@@ -343,8 +343,7 @@ impl Feed {
         expires: Instant,
     ) -> Result<Subscription, Full> {
         let inner = &self.inner;
-        if inner.signals.subscribers.load(Ordering::SeqCst) as usize
-            >= inner.config.max_subscribers
+        if inner.signals.subscribers.load(Ordering::SeqCst) as usize >= inner.config.max_subscribers
         {
             return Err(Full);
         }
