@@ -2,7 +2,7 @@
 -- Events, issue 14).
 --
 -- The API keeps ONE change feed per process, whatever the number of
--- subscribers: every ~200 ms it asks for the versions of the syncs someone is
+-- subscribers: every ~100 ms it asks for the versions of the syncs someone is
 -- subscribed to (sync_progress_versions, one statement), and reads a sync again
 -- only when its version moved. On top of that a NOTIFY on completion lets the
 -- final event go out at once.

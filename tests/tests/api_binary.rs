@@ -129,7 +129,10 @@ async fn the_binary_runs_from_env_logs_json_serves_metrics_apart_and_stops_on_si
             && scrape.contains("sse_subscribers 1"),
         "the MONITORING gauges, aggregated, and the live subscribers: {scrape}"
     );
-    assert!(!scrape.contains(&f.org_a.to_string()), "no per-org series unless asked");
+    assert!(
+        !scrape.contains(&f.org_a.to_string()),
+        "no per-org series unless asked"
+    );
 
     let pid = child.id().unwrap();
     let killed = Command::new("kill")

@@ -54,5 +54,7 @@ async fn a_huge_content_length_gets_a_json_413_before_any_body() {
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     let body: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
     assert_eq!(body["code"], "payload_too_large", "{text}");
-    assert!(text.to_ascii_lowercase().contains("content-type: application/json"));
+    assert!(text
+        .to_ascii_lowercase()
+        .contains("content-type: application/json"));
 }

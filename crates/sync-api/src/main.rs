@@ -170,7 +170,7 @@ struct Args {
     )]
     no_listen: bool,
     /// How often live progress polls the versions of the subscribed syncs, in ms.
-    #[arg(long, env = "SYNC_API_SSE_POLL_MS", default_value_t = 200)]
+    #[arg(long, env = "SYNC_API_SSE_POLL_MS", default_value_t = 100)]
     sse_poll_ms: u64,
     /// A connection whose writes make no progress for this long is closed, in ms.
     #[arg(long, env = "SYNC_API_WRITE_TIMEOUT_MS", default_value_t = 30000)]

@@ -90,7 +90,9 @@ impl Monitoring {
 }
 
 fn set(m: &SyncMetrics, org: Option<Uuid>) {
-    let org = org.map(|o| o.to_string()).unwrap_or_else(|| "all".to_owned());
+    let org = org
+        .map(|o| o.to_string())
+        .unwrap_or_else(|| "all".to_owned());
     let g = |name: &'static str, v: f64| {
         metrics::gauge!(name, "org" => org.clone()).set(v);
     };
@@ -108,7 +110,10 @@ fn set(m: &SyncMetrics, org: Option<Uuid>) {
     g("sync_activity_entries", m.activity_total as f64);
     g("sync_activity_completed", m.activity_completed as f64);
     g("sync_activity_errors", m.activity_errors as f64);
-    g("sync_activity_success_rate", m.success_rate.unwrap_or(f64::NAN));
+    g(
+        "sync_activity_success_rate",
+        m.success_rate.unwrap_or(f64::NAN),
+    );
     g("sync_activity_error_rate", m.error_rate.unwrap_or(f64::NAN));
     let o = &m.outcomes;
     for (outcome, n) in [

@@ -117,7 +117,8 @@ pub(crate) async fn run(db: &BenchDb, reps: usize, ops: usize) -> Row {
     for round in 0..reps + 1 {
         for http_side in [round % 2 == 0, round % 2 == 1] {
             let tasks = (0..CLIENTS).map(|_| {
-                let (http, url, auth, scope) = (http.clone(), url.clone(), auth.clone(), scope.clone());
+                let (http, url, auth, scope) =
+                    (http.clone(), url.clone(), auth.clone(), scope.clone());
                 async move {
                     let mut out = Vec::with_capacity(per_client);
                     for _ in 0..per_client {
@@ -160,8 +161,9 @@ pub(crate) async fn run(db: &BenchDb, reps: usize, ops: usize) -> Row {
         id: "P8",
         what: format!(
             "GET progress over HTTP (JWT verified, tenant scope) vs TenantScope::get_sync in \
-             process: p50 per request, {CLIENTS} concurrent clients, {} requests per side"
-        , lib.len()),
+             process: p50 per request, {CLIENTS} concurrent clients, {} requests per side",
+            lib.len()
+        ),
         library_ms: p50(lib),
         baseline_ms: p50(base_lat),
         target: Target {

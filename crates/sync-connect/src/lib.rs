@@ -9,8 +9,8 @@ pub mod pooler;
 mod tls;
 
 pub use connect::{
-    connect, connect_listening, connect_timeout, os_user_name, pool, pool_with_wait, resolve_config,
-    DEFAULT_CONNECT_TIMEOUT, POOL_WAIT_TIMEOUT,
+    connect, connect_listening, connect_timeout, os_user_name, pool, pool_with_wait,
+    resolve_config, DEFAULT_CONNECT_TIMEOUT, POOL_WAIT_TIMEOUT,
 };
 pub use error::{source_chain, Error, Result, ServerError};
 pub use tls::{SslMode, TlsOptions};

@@ -108,11 +108,7 @@ pub(crate) async fn events(
         next.map(|e| (Ok::<Event, std::io::Error>(e), (rx, dropped)))
     });
     let mut resp = Sse::new(stream)
-        .keep_alive(
-            KeepAlive::new()
-                .interval(config.heartbeat)
-                .text("hb"),
-        )
+        .keep_alive(KeepAlive::new().interval(config.heartbeat).text("hb"))
         .into_response();
     resp.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
