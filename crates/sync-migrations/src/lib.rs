@@ -20,7 +20,7 @@ pub use apply::{apply, apply_pool, ApplyReport};
 pub use doctor::{doctor, doctor_with, DoctorOptions, Finding, Verdict};
 pub use embedded::{
     embedded_migrations, EmbeddedMigration, ROLLBACKS_AFTER_0024, ROLLBACK_0024_SQL,
-    ROLLBACK_0025_SQL,
+    ROLLBACK_0025_SQL, ROLLBACK_0027_SQL,
 };
 pub use error::{Error, Result, ServerError};
 pub use options::MigrateOptions;

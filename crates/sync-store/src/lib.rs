@@ -14,6 +14,9 @@ mod preview;
 mod preview_types;
 mod progress;
 mod progress_types;
+mod reporter;
+mod reporter_sql;
+mod reporter_task;
 mod sql;
 mod store;
 mod trace;
@@ -25,6 +28,7 @@ pub use enums::{SyncAction, SyncEntityType, SyncStatus, SyncType, UnknownLabel};
 pub use error::{Error, Result, ServerError};
 pub use metrics::{SyncMetrics, SyncOutcomes};
 pub use preview_types::{PreviewEntry, PutPreview};
+pub use reporter::{Attached, ProgressReporter, ReporterConfig, StopReason};
 pub use progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress, TickOutcome};
 pub use store::{
     ServiceScope, StatementMode, Store, TenantScope, MAX_CACHED_STATEMENTS, TENANT_ROLE,
