@@ -5,6 +5,7 @@
 //! | `GET /api/v1/sync/preview/{syncId}` | newest unexpired cached delta |
 //! | `GET /api/v1/sync/progress/{syncId}` | progress with speed and ETA |
 //! | `POST /api/v1/sync/progress` | report increments (see [`ProgressUpdate`](sync_store::api::ProgressUpdate)) |
+//! | `POST /api/v1/sync/progress/{syncId}/cancel` | ask the sync's worker to stop (it ends the sync `cancelled`) |
 //! | `GET /api/v1/sync/activity?org=&entity=&cursor=&limit=` | a page of activity |
 //! | `GET /healthz` | the process is up (no database) |
 //! | `GET /readyz` | the database is reachable and its migrations are current |
@@ -151,6 +152,13 @@ async fn preview(
 
 async fn progress(Tenant(t): Tenant, Path(sync_id): Path<String>) -> Reply<api::ProgressResponse> {
     Ok(Json(api::get_progress(&t, &sync_id).await?))
+}
+
+async fn cancel_progress(
+    Tenant(t): Tenant,
+    Path(sync_id): Path<String>,
+) -> Reply<api::ProgressResponse> {
+    Ok(Json(api::cancel_progress(&t, &sync_id).await?))
 }
 
 async fn update_progress(
@@ -321,6 +329,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sync/preview/{sync_id}", get(preview))
         .route("/api/v1/sync/progress/{sync_id}", get(progress))
         .route("/api/v1/sync/progress", post(update_progress))
+        .route("/api/v1/sync/progress/{sync_id}/cancel", post(cancel_progress))
         .route("/api/v1/sync/activity", get(activity))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

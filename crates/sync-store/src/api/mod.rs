@@ -5,6 +5,7 @@
 //! | `GET /api/v1/sync/preview/{syncId}` | [`get_preview`] | [`PreviewEntry`] |
 //! | `GET /api/v1/sync/progress/{syncId}` | [`get_progress`] | [`ProgressResponse`] |
 //! | `POST /api/v1/sync/progress` | [`post_progress`] with [`ProgressUpdate`] | [`ProgressResponse`] |
+//! | `POST /api/v1/sync/progress/{syncId}/cancel` | [`cancel_progress`] | [`ProgressResponse`] |
 //! | `GET /api/v1/sync/activity?org=&entity=&cursor=&limit=` | [`list_activity`] with [`ActivityQuery`] | [`ActivityResponse`] |
 //!
 //! Every operation runs in the tenant scope, so PostgreSQL's row-level security
@@ -21,7 +22,7 @@ mod endpoints;
 mod error;
 
 pub use endpoints::{
-    get_preview, get_progress, list_activity, post_progress, ActivityQuery, ActivityResponse,
+    cancel_progress, get_preview, get_progress, list_activity, post_progress, ActivityQuery, ActivityResponse,
     ProgressResponse, ProgressUpdate, DEFAULT_ACTIVITY_LIMIT,
 };
 pub use error::ApiError;
