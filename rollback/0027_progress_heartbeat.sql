@@ -8,17 +8,25 @@
 -- checkpoints and pending cancel requests: a worker resumed after this
 -- rollback starts from the beginning.
 
-DROP FUNCTION IF EXISTS sync_progress_stalled(sync_progress);
-ALTER TABLE sync_progress
-    DROP CONSTRAINT IF EXISTS sync_progress_checkpoint_counts,
-    DROP CONSTRAINT IF EXISTS sync_progress_checkpoint_size,
-    DROP CONSTRAINT IF EXISTS sync_progress_stall_after_positive,
-    DROP COLUMN IF EXISTS cancel_requested_at,
-    DROP COLUMN IF EXISTS checkpoint_failed,
-    DROP COLUMN IF EXISTS checkpoint_processed,
-    DROP COLUMN IF EXISTS checkpoint,
-    DROP COLUMN IF EXISTS stall_after,
-    DROP COLUMN IF EXISTS heartbeat_at;
+-- Guarded: on a database without sync_progress (0024 not applied) there is
+-- nothing to drop, and naming the function's argument type would fail.
+DO $drop$
+BEGIN
+    IF to_regclass('sync_progress') IS NOT NULL THEN
+        DROP FUNCTION IF EXISTS sync_progress_stalled(sync_progress);
+        ALTER TABLE sync_progress
+            DROP CONSTRAINT IF EXISTS sync_progress_checkpoint_counts,
+            DROP CONSTRAINT IF EXISTS sync_progress_checkpoint_size,
+            DROP CONSTRAINT IF EXISTS sync_progress_stall_after_positive,
+            DROP COLUMN IF EXISTS cancel_requested_at,
+            DROP COLUMN IF EXISTS checkpoint_failed,
+            DROP COLUMN IF EXISTS checkpoint_processed,
+            DROP COLUMN IF EXISTS checkpoint,
+            DROP COLUMN IF EXISTS stall_after,
+            DROP COLUMN IF EXISTS heartbeat_at;
+    END IF;
+END
+$drop$;
 
 DO $history$
 BEGIN

@@ -29,7 +29,7 @@ async fn up_on_empty_database_applies_both_and_verifies() {
     let db = TestDb::empty().await;
     let mut c = db.client().await;
     let report = apply(&mut c, &MigrateOptions::default()).await.unwrap();
-    assert_eq!(versions(&report), vec![1, 24, 25]);
+    assert_eq!(versions(&report), vec![1, 24, 25, 27]);
     assert_eq!(report.already_applied, 0);
     let verify = sync_migrations::verify(&c).await.unwrap();
     assert!(verify.is_ok(), "{}", verify.to_table());
@@ -43,13 +43,13 @@ async fn up_twice_is_a_no_op() {
     apply(&mut c, &MigrateOptions::default()).await.unwrap();
     let second = apply(&mut c, &MigrateOptions::default()).await.unwrap();
     assert!(second.applied.is_empty());
-    assert_eq!(second.already_applied, 3);
+    assert_eq!(second.already_applied, 4);
     let rows: i64 = c
         .query_one("SELECT count(*) FROM refinery_schema_history", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(rows, 3);
+    assert_eq!(rows, 4);
 }
 
 /// A Supabase-style database that already has organization, auth.users_extended
@@ -77,7 +77,7 @@ async fn up_on_database_with_existing_prerequisites_keeps_theirs() {
     let uid_src_before = uid_source(&c).await;
 
     let report = apply(&mut c, &MigrateOptions::default()).await.unwrap();
-    assert_eq!(versions(&report), vec![1, 24, 25]);
+    assert_eq!(versions(&report), vec![1, 24, 25, 27]);
 
     assert_eq!(columns(&c).await, before, "0001 altered existing tables");
     assert_eq!(
@@ -167,7 +167,7 @@ async fn eight_concurrent_migrators_all_succeed_and_one_applies() {
     let appliers: Vec<_> = applied_by.iter().filter(|v| !v.is_empty()).collect();
     assert_eq!(
         appliers,
-        vec![&vec![1, 24, 25]],
+        vec![&vec![1, 24, 25, 27]],
         "exactly one migrator applies: {applied_by:?}"
     );
     // The eight sessions are still open: none of them may still hold the lock.
@@ -178,7 +178,7 @@ async fn eight_concurrent_migrators_all_succeed_and_one_applies() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(rows, 3);
+    assert_eq!(rows, 4);
     drop(keep);
 }
 
@@ -190,9 +190,9 @@ async fn apply_pool_never_returns_a_locked_connection_to_the_pool() {
     let pool = db.pool();
     // Make the second run fail: a conflicting table before 0024.
     let report = apply_pool(&pool, &MigrateOptions::default()).await.unwrap();
-    assert_eq!(versions(&report), vec![1, 24, 25]);
+    assert_eq!(versions(&report), vec![1, 24, 25, 27]);
     let c = db.client().await;
-    c.batch_execute("DELETE FROM refinery_schema_history WHERE version IN (24, 25)")
+    c.batch_execute("DELETE FROM refinery_schema_history WHERE version IN (24, 25, 27)")
         .await
         .unwrap();
     let err = apply_pool(&pool, &MigrateOptions::default())
@@ -280,7 +280,7 @@ async fn failing_migration_then_successful_run() {
     .await
     .expect("the second run must not hang on a leftover lock")
     .unwrap();
-    assert_eq!(versions(&report), vec![24, 25]);
+    assert_eq!(versions(&report), vec![24, 25, 27]);
 }
 
 #[tokio::test]
@@ -323,13 +323,13 @@ async fn migration_unknown_to_this_build_is_refused() {
     let mut c = db.client().await;
     c.batch_execute(
         "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
-         VALUES (26, 'from_a_newer_build', '2026-11-01T00:00:00Z', '1')",
+         VALUES (99, 'from_a_newer_build', '2026-11-01T00:00:00Z', '1')",
     )
     .await
     .unwrap();
     let err = apply(&mut c, &MigrateOptions::default()).await.unwrap_err();
     assert!(
-        matches!(&err, Error::UnknownApplied { version: 26, name } if name == "from_a_newer_build"),
+        matches!(&err, Error::UnknownApplied { version: 99, name } if name == "from_a_newer_build"),
         "{err:?}"
     );
     let status = sync_migrations::status(&mut c).await.unwrap();

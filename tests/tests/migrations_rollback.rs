@@ -118,7 +118,7 @@ async fn up_down_up_restores_the_exact_schema() {
     let again = apply(&mut c, &opts).await.unwrap();
     assert_eq!(
         again.applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![24, 25]
+        vec![24, 25, 27]
     );
     assert_eq!(
         schema_dump(&db),
@@ -140,7 +140,13 @@ async fn up_down_up_restores_the_exact_schema() {
 async fn standalone_psql_rollback_then_up_again() {
     let pristine = before_0024_dump().await;
     let db = TestDb::migrated().await;
-    // Newest first: 0025 (one transaction, -1), then 0024.
+    // Newest first: 0027, 0025 (one transaction each, -1), then 0024.
+    let out = psql_file_single_transaction(&db, "rollback/0027_progress_heartbeat.sql");
+    assert!(
+        out.status.success(),
+        "psql rollback of 0027 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = psql_file_single_transaction(&db, "rollback/0025_idempotent_writes.sql");
     assert!(
         out.status.success(),
@@ -173,7 +179,7 @@ async fn standalone_psql_rollback_then_up_again() {
     let report = apply(&mut c, &MigrateOptions::default()).await.unwrap();
     assert_eq!(
         report.applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        vec![24, 25]
+        vec![24, 25, 27]
     );
 }
 
