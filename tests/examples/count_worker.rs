@@ -20,19 +20,28 @@ async fn main() {
     let store = Store::new(pool);
     let reporter = store
         .service()
-        .reporter(org, &env("SYNC_ID"), ReporterConfig::default().with_interval(interval))
+        .reporter(
+            org,
+            &env("SYNC_ID"),
+            ReporterConfig::default().with_interval(interval),
+        )
         .await
         .unwrap();
     let mut out = std::io::stdout().lock();
     let mut n: u64 = 0;
     loop {
         n += 1;
-        let micros = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros();
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
         writeln!(out, "{n} {micros}").unwrap();
         out.flush().unwrap();
         reporter.inc(1, 0);
         if n.is_multiple_of(50) {
-            reporter.checkpoint(serde_json::json!({ "done": n })).unwrap();
+            reporter
+                .checkpoint(serde_json::json!({ "done": n }))
+                .unwrap();
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

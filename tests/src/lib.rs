@@ -465,8 +465,13 @@ pub fn sync_worker_bin() -> PathBuf {
 /// worker), built once per test process.
 pub fn count_worker_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| built(&["-p", "sync-tests", "--example", "count_worker"], "count_worker"))
-        .clone()
+    BIN.get_or_init(|| {
+        built(
+            &["-p", "sync-tests", "--example", "count_worker"],
+            "count_worker",
+        )
+    })
+    .clone()
 }
 
 /// `cargo build <args>` of this workspace; the executable of target `name`.

@@ -222,7 +222,7 @@ async fn stats_reports_the_monitoring_metrics_for_all_orgs_or_one() {
     svc.start_sync(b, &StartSync::new("b-2", SyncEntityType::Order))
         .await
         .unwrap(); // still running: sync_start
-    // Its worker's reporter went silent an hour ago: stalled (migration 0027).
+                   // Its worker's reporter went silent an hour ago: stalled (migration 0027).
     db.client()
         .await
         .execute(

@@ -86,7 +86,11 @@ async fn doctor_reports_each_symptom_of_the_troubleshooting_section() {
     assert!(expired.found.starts_with("1 expired"));
     let stalled = get(&f, "stalled_syncs");
     assert_eq!(stalled.verdict, Verdict::Warn);
-    assert!(stalled.found.contains(&format!("{org}/silent-worker")), "{}", stalled.found);
+    assert!(
+        stalled.found.contains(&format!("{org}/silent-worker")),
+        "{}",
+        stalled.found
+    );
     let triggers = get(&f, "triggers");
     assert_eq!(triggers.verdict, Verdict::Fail);
     assert!(triggers.found.contains("trg_sync_progress_20_metrics"));

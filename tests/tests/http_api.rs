@@ -455,8 +455,8 @@ async fn authentication_is_required_and_users_without_org_are_forbidden() {
 async fn cancel_endpoint_reaches_the_worker_and_hides_other_orgs() {
     let api = Api::start().await;
     let svc = api.fixture.store.service();
-    let cfg = sync_store::ReporterConfig::default()
-        .with_interval(std::time::Duration::from_millis(30));
+    let cfg =
+        sync_store::ReporterConfig::default().with_interval(std::time::Duration::from_millis(30));
     let reporter = svc.reporter(api.org_a, "shared-id", cfg).await.unwrap();
     let mut only_b = StartSync::new("only-b", SyncEntityType::Product);
     only_b.total_items = Some(3);
@@ -504,7 +504,10 @@ async fn cancel_endpoint_reaches_the_worker_and_hides_other_orgs() {
         .expect("the worker learns the cancel");
     assert!(reporter.is_cancelled());
     reporter.inc(2, 0);
-    let p = reporter.cancel(Some("cancelled from the API")).await.unwrap();
+    let p = reporter
+        .cancel(Some("cancelled from the API"))
+        .await
+        .unwrap();
     assert_eq!(p.status(), SyncStatus::Cancelled);
     let (status, body) = api
         .get(Some(api.user_a), "/api/v1/sync/progress/shared-id")

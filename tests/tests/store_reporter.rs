@@ -104,15 +104,32 @@ async fn batch_done_flushes_before_the_interval() {
     let cfg = ReporterConfig::default()
         .with_interval(Duration::from_secs(3600))
         .with_min_gap(Duration::from_millis(1));
-    let r = f.store.service().reporter(f.org_a, "b1", cfg).await.unwrap();
+    let r = f
+        .store
+        .service()
+        .reporter(f.org_a, "b1", cfg)
+        .await
+        .unwrap();
     r.inc(7, 0);
     r.batch_done(Some(3));
     wait_for(&f, "b1", "batch-boundary flush", |p, _| p == 7).await;
-    let p = f.store.service().get_sync(f.org_a, "b1").await.unwrap().unwrap();
+    let p = f
+        .store
+        .service()
+        .get_sync(f.org_a, "b1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(p.batch_number, Some(3));
     r.close().await.unwrap();
     // Closing leaves it running.
-    let p = f.store.service().get_sync(f.org_a, "b1").await.unwrap().unwrap();
+    let p = f
+        .store
+        .service()
+        .get_sync(f.org_a, "b1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(p.completed_at, None);
 }
 
@@ -120,7 +137,12 @@ async fn batch_done_flushes_before_the_interval() {
 async fn total_reached_by_a_flush_completes_and_finish_answers_the_row() {
     let f = Fixture::new().await;
     start(&f, "t1", Some(10)).await;
-    let r = f.store.service().reporter(f.org_a, "t1", fast()).await.unwrap();
+    let r = f
+        .store
+        .service()
+        .reporter(f.org_a, "t1", fast())
+        .await
+        .unwrap();
     r.inc(10, 0);
     tokio::time::timeout(Duration::from_secs(20), r.stopped())
         .await
@@ -155,16 +177,34 @@ async fn stalled_is_computed_from_the_heartbeat_and_counted() {
     let p = svc.get_sync(f.org_a, "s1").await.unwrap().unwrap();
     assert!(p.stalled);
     let active = svc.list_active_syncs(f.org_a).await.unwrap();
-    let stalled: Vec<_> = active.iter().filter(|p| p.stalled).map(|p| p.sync_id.as_str()).collect();
+    let stalled: Vec<_> = active
+        .iter()
+        .filter(|p| p.stalled)
+        .map(|p| p.sync_id.as_str())
+        .collect();
     assert_eq!(stalled, ["s1"]);
     // The tenant sees the same; the other org sees nothing.
-    let t = f.store.tenant(f.user_a).get_sync("s1").await.unwrap().unwrap();
+    let t = f
+        .store
+        .tenant(f.user_a)
+        .get_sync("s1")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(t.stalled);
     assert_eq!(f.store.tenant(f.user_b).get_sync("s1").await.unwrap(), None);
     assert_eq!(svc.metrics(f.org_a, None).await.unwrap().stalled_syncs, 1);
     assert_eq!(svc.metrics(f.org_b, None).await.unwrap().stalled_syncs, 0);
     assert_eq!(svc.metrics_all_orgs(None).await.unwrap().stalled_syncs, 1);
-    assert_eq!(f.store.tenant(f.user_a).metrics(None).await.unwrap().stalled_syncs, 1);
+    assert_eq!(
+        f.store
+            .tenant(f.user_a)
+            .metrics(None)
+            .await
+            .unwrap()
+            .stalled_syncs,
+        1
+    );
     // A finished sync is never stalled.
     svc.cancel_sync(f.org_a, "s1", None).await.unwrap();
     assert!(!svc.get_sync(f.org_a, "s1").await.unwrap().unwrap().stalled);
@@ -191,7 +231,12 @@ async fn cancel_reaches_the_worker(tenant_cancels: bool) {
     assert!(!r.is_cancelled());
     let asked = if tenant_cancels {
         // Another org's user cannot, and learns nothing.
-        let err = f.store.tenant(f.user_b).request_cancel(id).await.unwrap_err();
+        let err = f
+            .store
+            .tenant(f.user_b)
+            .request_cancel(id)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::NotFound { .. }), "{err}");
         f.store.tenant(f.user_a).request_cancel(id).await.unwrap()
     } else {
@@ -212,7 +257,10 @@ async fn cancel_reaches_the_worker(tenant_cancels: bool) {
     r.inc(2, 0);
     let p = r.cancel(Some("asked by the user")).await.unwrap();
     assert_eq!(p.status(), SyncStatus::Cancelled);
-    assert_eq!(p.processed_count, 5, "the last counts were flushed before ending");
+    assert_eq!(
+        p.processed_count, 5,
+        "the last counts were flushed before ending"
+    );
     let log = svc
         .list_activity(
             f.org_a,
@@ -232,7 +280,10 @@ async fn cancel_reaches_the_worker(tenant_cancels: bool) {
         .collect();
     assert_eq!(cancel.len(), 1);
     assert_eq!(cancel[0].status, SyncStatus::Cancelled);
-    assert_eq!(cancel[0].error_message.as_deref(), Some("asked by the user"));
+    assert_eq!(
+        cancel[0].error_message.as_deref(),
+        Some("asked by the user")
+    );
     // A finished sync takes no request.
     let err = svc.request_cancel(f.org_a, id).await.unwrap_err();
     assert!(matches!(err, Error::SyncFinished { .. }), "{err}");
@@ -254,7 +305,9 @@ async fn sync_ended_elsewhere_stops_the_worker() {
     let svc = f.store.service();
     start(&f, "e1", None).await;
     let r = svc.reporter(f.org_a, "e1", fast()).await.unwrap();
-    svc.cancel_sync(f.org_a, "e1", Some("operator")).await.unwrap();
+    svc.cancel_sync(f.org_a, "e1", Some("operator"))
+        .await
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(20), r.stopped())
         .await
         .expect("stop seen");
@@ -271,7 +324,8 @@ async fn checkpoint_resume_rewinds_to_the_checkpoint_counts() {
     let r = svc.reporter(f.org_a, "k1", fast()).await.unwrap();
     assert_eq!(r.attached().checkpoint, None);
     r.inc(8, 2);
-    r.checkpoint(json!({"cursor": "page-2", "n": [1, 2.5, null]})).unwrap();
+    r.checkpoint(json!({"cursor": "page-2", "n": [1, 2.5, null]}))
+        .unwrap();
     // Processed after the checkpoint, flushed, then the worker dies.
     r.inc(4, 1);
     r.close().await.unwrap();
@@ -284,7 +338,11 @@ async fn checkpoint_resume_rewinds_to_the_checkpoint_counts() {
         Some(json!({"cursor": "page-2", "n": [1, 2.5, null]}))
     );
     let at = &r2.attached().progress;
-    assert_eq!((at.processed_count, at.failed_count), (8, 2), "rewound to the checkpoint");
+    assert_eq!(
+        (at.processed_count, at.failed_count),
+        (8, 2),
+        "rewound to the checkpoint"
+    );
     // The items after the checkpoint are done again, and counted once.
     r2.inc(90, 0);
     let p = r2.finish().await.unwrap();
@@ -316,12 +374,20 @@ async fn refused_inputs_write_nothing() {
     let svc = f.store.service();
     start(&f, "v1", None).await;
     let err = svc
-        .reporter(f.org_a, "v1", ReporterConfig::default().with_interval(Duration::ZERO))
+        .reporter(
+            f.org_a,
+            "v1",
+            ReporterConfig::default().with_interval(Duration::ZERO),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
     let err = svc
-        .reporter(f.org_a, "v1", ReporterConfig::default().with_stall_after(Duration::ZERO))
+        .reporter(
+            f.org_a,
+            "v1",
+            ReporterConfig::default().with_stall_after(Duration::ZERO),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
@@ -340,7 +406,10 @@ async fn refused_inputs_write_nothing() {
     r.close().await.unwrap();
     let c: Option<serde_json::Value> = f
         .admin
-        .query_one("SELECT checkpoint FROM sync_progress WHERE sync_id = 'v1'", &[])
+        .query_one(
+            "SELECT checkpoint FROM sync_progress WHERE sync_id = 'v1'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -371,7 +440,11 @@ async fn a_failed_flush_is_reported_and_stops_the_worker() {
         .expect("stop seen");
     assert_eq!(r.stop_reason(), Some(StopReason::Failed));
     assert!(r.last_error().is_some());
-    assert_eq!(r.unflushed(), (6, 0), "counts given back, not lost silently");
+    assert_eq!(
+        r.unflushed(),
+        (6, 0),
+        "counts given back, not lost silently"
+    );
     let err = r.finish().await.unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
     let p = svc.get_sync(f.org_a, "x1").await.unwrap().unwrap();
@@ -425,7 +498,13 @@ async fn lost_replies_are_retried_and_count_once() {
         "lossy link: {} replies lost, {flushes} flushes, {retries} retries",
         proxy.lost()
     );
-    assert!(proxy.lost() > 0, "the proxy lost no reply: nothing was tested");
+    assert!(
+        proxy.lost() > 0,
+        "the proxy lost no reply: nothing was tested"
+    );
     assert!(retries > 0);
-    assert_eq!(p.processed_count as u64, sent, "every increment counted exactly once");
+    assert_eq!(
+        p.processed_count as u64, sent,
+        "every increment counted exactly once"
+    );
 }

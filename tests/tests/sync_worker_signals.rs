@@ -209,7 +209,10 @@ async fn cancel_request_from_another_terminal_stops_the_worker() {
     // Wait for its reporter's first heartbeat.
     loop {
         let attached = c
-            .query_opt("SELECT 1 FROM sync_progress WHERE heartbeat_at IS NOT NULL", &[])
+            .query_opt(
+                "SELECT 1 FROM sync_progress WHERE heartbeat_at IS NOT NULL",
+                &[],
+            )
             .await
             .map(|r| r.is_some())
             .unwrap_or(false);
@@ -257,10 +260,15 @@ async fn cancel_request_from_another_terminal_stops_the_worker() {
         .await
         .unwrap();
     assert!(row.get::<_, bool>(0), "{stderr}");
-    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("cancelled"));
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("cancelled")
+    );
     let msg: Option<String> = row.get(2);
     assert!(
-        msg.as_deref().unwrap_or_default().contains("cancel requested"),
+        msg.as_deref()
+            .unwrap_or_default()
+            .contains("cancel requested"),
         "{msg:?}"
     );
 }

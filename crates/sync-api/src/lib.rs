@@ -329,7 +329,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sync/preview/{sync_id}", get(preview))
         .route("/api/v1/sync/progress/{sync_id}", get(progress))
         .route("/api/v1/sync/progress", post(update_progress))
-        .route("/api/v1/sync/progress/{sync_id}/cancel", post(cancel_progress))
+        .route(
+            "/api/v1/sync/progress/{sync_id}/cancel",
+            post(cancel_progress),
+        )
         .route("/api/v1/sync/activity", get(activity))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -14,6 +14,7 @@ use tokio_postgres::{Client, Config};
 
 mod data;
 mod measure;
+mod p13_reporter;
 mod p1_migrate;
 mod p2_append;
 mod p3_progress;
@@ -254,6 +255,13 @@ async fn main() -> ExitCode {
         if wanted("P5") {
             rows.push(p5_ensure::run(&db, reps, sizes.ensure_rows).await);
             progress(&args, rows.last());
+        }
+        if wanted("P13") {
+            let s = p13_reporter::P13Sizes::new(args.quick);
+            for r in p13_reporter::run(&db, reps, &s).await {
+                rows.push(r);
+                progress(&args, rows.last());
+            }
         }
         rows
     });

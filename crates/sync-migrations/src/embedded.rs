@@ -29,7 +29,8 @@ pub const ROLLBACK_0027_SQL: &str = include_str!("../../../rollback/0027_progres
 /// entry is (version, script without `BEGIN`/`COMMIT`). Rolling back 0024 first
 /// runs every one of these, in this order, in the same transaction. A migration
 /// added after 0024 adds its script at the front of this list.
-pub const ROLLBACKS_AFTER_0024: &[(i32, &str)] = &[(27, ROLLBACK_0027_SQL), (25, ROLLBACK_0025_SQL)];
+pub const ROLLBACKS_AFTER_0024: &[(i32, &str)] =
+    &[(27, ROLLBACK_0027_SQL), (25, ROLLBACK_0025_SQL)];
 
 /// A fresh refinery runner over the embedded migrations, refusing divergent
 /// (edited after apply) and missing (applied but unknown) migrations.

@@ -28,8 +28,8 @@ pub use enums::{SyncAction, SyncEntityType, SyncStatus, SyncType, UnknownLabel};
 pub use error::{Error, Result, ServerError};
 pub use metrics::{SyncMetrics, SyncOutcomes};
 pub use preview_types::{PreviewEntry, PutPreview};
-pub use reporter::{Attached, ProgressReporter, ReporterConfig, StopReason};
 pub use progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress, TickOutcome};
+pub use reporter::{Attached, ProgressReporter, ReporterConfig, StopReason};
 pub use store::{
     ServiceScope, StatementMode, Store, TenantScope, MAX_CACHED_STATEMENTS, TENANT_ROLE,
 };

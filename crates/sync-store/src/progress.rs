@@ -152,7 +152,12 @@ fn decode_progress(op: &'static str, row: &Row) -> Result<SyncProgress> {
 }
 
 /// After an UPDATE … AND completed_at IS NULL matched nothing: why.
-pub(crate) async fn not_updated(store: &Store, scope: Scope, op: &'static str, sync_id: &str) -> Error {
+pub(crate) async fn not_updated(
+    store: &Store,
+    scope: Scope,
+    op: &'static str,
+    sync_id: &str,
+) -> Error {
     match store
         .opt_row(scope, op, &STATE, &[(&sync_id, Type::VARCHAR)])
         .await
@@ -379,7 +384,11 @@ pub(crate) async fn finish(
     .await
 }
 
-pub(crate) async fn get(store: &Store, scope: Scope, sync_id: &str) -> Result<Option<SyncProgress>> {
+pub(crate) async fn get(
+    store: &Store,
+    scope: Scope,
+    sync_id: &str,
+) -> Result<Option<SyncProgress>> {
     const OP: &str = "get_sync";
     traced(op_span(OP, scope, Some(sync_id)), async {
         validate::id(OP, "sync_id", sync_id)?;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
 use crate::enums::SyncStatus;
+use crate::error::{Error, Result};
 use crate::progress_types::{ProgressCounts, SyncProgress};
 use crate::reporter_sql::{FlushDelta, Target};
 use crate::store::{Scope, ServiceScope, TenantScope};
@@ -98,7 +98,11 @@ impl ReporterConfig {
             return Err(Error::invalid(op, "min_gap", "must be at most interval"));
         }
         if self.max_backoff < self.min_backoff {
-            return Err(Error::invalid(op, "max_backoff", "must be at least min_backoff"));
+            return Err(Error::invalid(
+                op,
+                "max_backoff",
+                "must be at least min_backoff",
+            ));
         }
         let ms = i64::try_from(self.stall_after.as_millis())
             .ok()

@@ -22,7 +22,7 @@ mod endpoints;
 mod error;
 
 pub use endpoints::{
-    cancel_progress, get_preview, get_progress, list_activity, post_progress, ActivityQuery, ActivityResponse,
-    ProgressResponse, ProgressUpdate, DEFAULT_ACTIVITY_LIMIT,
+    cancel_progress, get_preview, get_progress, list_activity, post_progress, ActivityQuery,
+    ActivityResponse, ProgressResponse, ProgressUpdate, DEFAULT_ACTIVITY_LIMIT,
 };
 pub use error::ApiError;
