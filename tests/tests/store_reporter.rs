@@ -508,3 +508,47 @@ async fn lost_replies_are_retried_and_count_once() {
         "every increment counted exactly once"
     );
 }
+
+#[tokio::test]
+async fn terminated_backends_mid_flush_lose_and_double_nothing() {
+    let f = Fixture::new().await;
+    start(&f, "term1", None).await;
+    let svc = f.store.service();
+    let cfg = ReporterConfig::default()
+        .with_interval(Duration::from_millis(10))
+        .with_min_gap(Duration::from_millis(1))
+        .with_final_flush_timeout(Duration::from_secs(60));
+    let r = svc.reporter(f.org_a, "term1", cfg).await.unwrap();
+    let admin_pid: i32 = f
+        .admin
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (mut sent, mut killed) = (0u64, 0i64);
+    for _ in 0..100 {
+        for _ in 0..20 {
+            r.inc(1, 0);
+            sent += 1;
+        }
+        r.batch_done(None);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        // Every other backend of this database: the pool's, mid-flush or idle.
+        let n: i64 = f
+            .admin
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> $1 AND backend_type = 'client backend'",
+                &[&admin_pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        killed += n;
+    }
+    let (flushes, retries) = r.flush_stats();
+    let p = r.finish().await.unwrap();
+    eprintln!("terminate: {killed} backends terminated, {flushes} flushes, {retries} retries");
+    assert!(killed > 0, "no backend was terminated: nothing was tested");
+    assert_eq!(p.processed_count as u64, sent, "every increment counted exactly once");
+}
