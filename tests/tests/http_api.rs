@@ -498,6 +498,24 @@ async fn cancel_endpoint_reaches_the_worker_and_hides_other_orgs() {
     // Org B's sync of the same id is untouched.
     let b = svc.get_sync(api.org_b, "shared-id").await.unwrap().unwrap();
     assert_eq!(b.cancel_requested_at, None);
+    // A repeat is harmless: same time. Hostile shapes get the JSON errors.
+    let (status, again) = api
+        .post(api.user_a, "/api/v1/sync/progress/shared-id/cancel", "")
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["cancel_requested_at"], body["cancel_requested_at"]);
+    let long = format!("/api/v1/sync/progress/{}/cancel", "x".repeat(300));
+    assert_code(api.post(api.user_a, &long, "").await, 400, "invalid_input");
+    assert_code(
+        api.get(Some(api.user_a), "/api/v1/sync/progress/shared-id/cancel")
+            .await,
+        405,
+        "method_not_allowed",
+    );
+    assert_eq!(
+        api.get(None, "/api/v1/sync/progress/shared-id").await.0,
+        401
+    );
 
     tokio::time::timeout(std::time::Duration::from_secs(20), reporter.stopped())
         .await
