@@ -550,5 +550,8 @@ async fn terminated_backends_mid_flush_lose_and_double_nothing() {
     let p = r.finish().await.unwrap();
     eprintln!("terminate: {killed} backends terminated, {flushes} flushes, {retries} retries");
     assert!(killed > 0, "no backend was terminated: nothing was tested");
-    assert_eq!(p.processed_count as u64, sent, "every increment counted exactly once");
+    assert_eq!(
+        p.processed_count as u64, sent,
+        "every increment counted exactly once"
+    );
 }
