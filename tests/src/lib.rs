@@ -462,6 +462,19 @@ pub fn sync_worker_bin() -> PathBuf {
         .clone()
 }
 
+/// The `count_worker` example of this crate (the reporter crash test's
+/// worker), built once per test process.
+pub fn count_worker_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        built(
+            &["-p", "sync-tests", "--example", "count_worker"],
+            "count_worker",
+        )
+    })
+    .clone()
+}
+
 /// `cargo build <args>` of this workspace; the executable of target `name`.
 fn built(args: &[&str], name: &str) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -509,6 +509,7 @@ async fn healthz_readyz_and_the_openapi_document() {
         "/api/v1/sync/preview/{sync_id}",
         "/api/v1/sync/progress/{sync_id}",
         "/api/v1/sync/progress",
+        "/api/v1/sync/progress/{sync_id}/cancel",
         "/api/v1/sync/activity",
     ] {
         assert!(doc["paths"].get(p).is_some(), "{p} missing");

@@ -77,6 +77,7 @@ async fn doctor_prints_a_line_per_check_and_exits_1_on_a_failure() {
         ("future_partition_empty", "PASS"),
         ("partition_pruning", "PASS"),
         ("expired_cache_rows", "PASS"),
+        ("stalled_syncs", "PASS"),
         ("progress_query_plan", "PASS"),
         ("unused_indexes", "WARN"),
         ("table_privileges", "PASS"),
@@ -221,12 +222,23 @@ async fn stats_reports_the_monitoring_metrics_for_all_orgs_or_one() {
     svc.start_sync(b, &StartSync::new("b-2", SyncEntityType::Order))
         .await
         .unwrap(); // still running: sync_start
+                   // Its worker's reporter went silent an hour ago: stalled (migration 0027).
+    db.client()
+        .await
+        .execute(
+            "UPDATE sync_progress SET heartbeat_at = now() - interval '1 hour', \
+             stall_after = interval '1 minute' WHERE sync_id = 'b-2'",
+            &[],
+        )
+        .await
+        .unwrap();
 
     let all = sync_migrate(&db, &["stats", "--json"]);
     assert!(all.status.success(), "{}", stderr(&all));
     let all = json(&all);
     assert_eq!(all["org"], serde_json::Value::Null);
     assert_eq!(all["active_syncs"], 1);
+    assert_eq!(all["stalled_syncs"], 1);
     assert_eq!(all["activity_total"], 5);
     assert_eq!(all["activity_completed"], 1);
     assert_eq!(all["activity_errors"], 1);
@@ -238,6 +250,7 @@ async fn stats_reports_the_monitoring_metrics_for_all_orgs_or_one() {
     let one = json(&one);
     assert_eq!(one["org"], a.to_string());
     assert_eq!(one["active_syncs"], 0);
+    assert_eq!(one["stalled_syncs"], 0);
     assert_eq!(one["activity_total"], 2);
     assert_eq!(one["success_rate"], 0.5);
     assert_eq!(one["error_rate"], 0.0);
@@ -261,6 +274,11 @@ async fn stats_reports_the_monitoring_metrics_for_all_orgs_or_one() {
         "{text}"
     );
     assert!(text.contains("20.0 %"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("stalled syncs") && l.trim_end().ends_with(" 1")),
+        "{text}"
+    );
 
     let bad = sync_migrate(&db, &["stats", "--since", "yesterday"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));

@@ -37,6 +37,7 @@ async fn doctor_reports_each_symptom_of_the_troubleshooting_section() {
     assert_eq!(get(&f, "future_partition_empty").verdict, Verdict::Pass);
     assert_eq!(get(&f, "partition_pruning").verdict, Verdict::Pass);
     assert_eq!(get(&f, "expired_cache_rows").verdict, Verdict::Pass);
+    assert_eq!(get(&f, "stalled_syncs").verdict, Verdict::Pass);
     assert_eq!(get(&f, "progress_query_plan").verdict, Verdict::Pass);
     // The seed partitions end at 2026-02: 2026-02-15 is covered, 2026-03-15
     // falls into `future`.
@@ -68,6 +69,8 @@ async fn doctor_reports_each_symptom_of_the_troubleshooting_section() {
         "INSERT INTO sync_activity_log (org_id, action, status, created_at) VALUES ('{org}', 'sync_start', 'pending', '2026-06-01 00:00+00');
          INSERT INTO sync_preview_cache (org_id, sync_type, sync_id, delta_json, cache_key, computed_at)
              VALUES ('{org}', 'odoo', 's', '{{}}', '{org}:k', now() - interval '2 hours');
+         INSERT INTO sync_progress (org_id, sync_id, entity_type, heartbeat_at, stall_after)
+             VALUES ('{org}', 'silent-worker', 'product', now() - interval '1 hour', interval '1 minute');
          ALTER TABLE sync_progress DISABLE TRIGGER trg_sync_progress_20_metrics;
          ALTER TABLE sync_activity_log_2025_12 DISABLE ROW LEVEL SECURITY;
          SET constraint_exclusion = off;"
@@ -81,6 +84,13 @@ async fn doctor_reports_each_symptom_of_the_troubleshooting_section() {
     let expired = get(&f, "expired_cache_rows");
     assert_eq!(expired.verdict, Verdict::Warn);
     assert!(expired.found.starts_with("1 expired"));
+    let stalled = get(&f, "stalled_syncs");
+    assert_eq!(stalled.verdict, Verdict::Warn);
+    assert!(
+        stalled.found.contains(&format!("{org}/silent-worker")),
+        "{}",
+        stalled.found
+    );
     let triggers = get(&f, "triggers");
     assert_eq!(triggers.verdict, Verdict::Fail);
     assert!(triggers.found.contains("trg_sync_progress_20_metrics"));

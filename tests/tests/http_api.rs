@@ -450,3 +450,87 @@ async fn authentication_is_required_and_users_without_org_are_forbidden() {
         );
     }
 }
+
+#[tokio::test]
+async fn cancel_endpoint_reaches_the_worker_and_hides_other_orgs() {
+    let api = Api::start().await;
+    let svc = api.fixture.store.service();
+    let cfg =
+        sync_store::ReporterConfig::default().with_interval(std::time::Duration::from_millis(30));
+    let reporter = svc.reporter(api.org_a, "shared-id", cfg).await.unwrap();
+    let mut only_b = StartSync::new("only-b", SyncEntityType::Product);
+    only_b.total_items = Some(3);
+    svc.start_sync(api.org_b, &only_b).await.unwrap();
+
+    // Another org's id and an unknown id: the same 404, nothing changed.
+    let other = assert_code(
+        api.post(api.user_a, "/api/v1/sync/progress/only-b/cancel", "")
+            .await,
+        404,
+        "not_found",
+    );
+    let unknown = assert_code(
+        api.post(api.user_a, "/api/v1/sync/progress/nope/cancel", "")
+            .await,
+        404,
+        "not_found",
+    );
+    assert_eq!(other, unknown);
+    let b = svc.get_sync(api.org_b, "only-b").await.unwrap().unwrap();
+    assert_eq!(b.cancel_requested_at, None);
+    // A finished sync: 409.
+    assert_code(
+        api.post(api.user_a, "/api/v1/sync/progress/done/cancel", "")
+            .await,
+        409,
+        "sync_finished",
+    );
+
+    let (status, body) = api
+        .post(api.user_a, "/api/v1/sync/progress/shared-id/cancel", "")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["org_id"], api.org_a.to_string());
+    assert_eq!(body["status"], "in_progress");
+    assert!(body["cancel_requested_at"].is_string(), "{body}");
+    assert!(body["heartbeat_at"].is_string(), "{body}");
+    assert_eq!(body["stalled"], false);
+    // Org B's sync of the same id is untouched.
+    let b = svc.get_sync(api.org_b, "shared-id").await.unwrap().unwrap();
+    assert_eq!(b.cancel_requested_at, None);
+    // A repeat is harmless: same time. Hostile shapes get the JSON errors.
+    let (status, again) = api
+        .post(api.user_a, "/api/v1/sync/progress/shared-id/cancel", "")
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["cancel_requested_at"], body["cancel_requested_at"]);
+    let long = format!("/api/v1/sync/progress/{}/cancel", "x".repeat(300));
+    assert_code(api.post(api.user_a, &long, "").await, 400, "invalid_input");
+    assert_code(
+        api.get(Some(api.user_a), "/api/v1/sync/progress/shared-id/cancel")
+            .await,
+        405,
+        "method_not_allowed",
+    );
+    assert_eq!(
+        api.get(None, "/api/v1/sync/progress/shared-id").await.0,
+        401
+    );
+
+    tokio::time::timeout(std::time::Duration::from_secs(20), reporter.stopped())
+        .await
+        .expect("the worker learns the cancel");
+    assert!(reporter.is_cancelled());
+    reporter.inc(2, 0);
+    let p = reporter
+        .cancel(Some("cancelled from the API"))
+        .await
+        .unwrap();
+    assert_eq!(p.status(), SyncStatus::Cancelled);
+    let (status, body) = api
+        .get(Some(api.user_a), "/api/v1/sync/progress/shared-id")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    assert_eq!(body["processed_count"], 2);
+}

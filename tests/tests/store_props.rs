@@ -641,3 +641,69 @@ fn activity_writes_accepted_means_readable() {
     eprintln!("activity writes: {ok} accepted, {refused_n} refused");
     assert!(ok > 0 && refused_n > 0, "both halves exercised");
 }
+
+/// A reporter's checkpoint (migration 0027): refused at the call with a typed
+/// error (nothing flushed), or read back intact by a resumed reporter.
+#[test]
+fn reporter_checkpoint_accepted_means_readable() {
+    let Env { rt, f } = env();
+    let big = (sync_store::validate::MAX_CHECKPOINT_BYTES - 20
+        ..sync_store::validate::MAX_CHECKPOINT_BYTES + 5)
+        .prop_map(|n| serde_json::json!({ "s": "x".repeat(n) }));
+    let strategy = prop_oneof![8 => json(), 1 => big];
+    let (ok, refused_n) = (Cell::new(0), Cell::new(0));
+    runner()
+        .run(&strategy, |checkpoint| {
+            rt.block_on(async {
+                let sync_id = format!("cp-{}", seq());
+                let svc = f.store.service();
+                svc.start_sync(
+                    f.org_a,
+                    &sync_store::StartSync::new(&sync_id, sync_store::SyncEntityType::Product),
+                )
+                .await
+                .unwrap();
+                let r = svc
+                    .reporter(f.org_a, &sync_id, sync_store::ReporterConfig::default())
+                    .await
+                    .unwrap();
+                r.inc(1, 0);
+                let accepted = r.checkpoint(checkpoint.clone());
+                r.close().await.map_err(|e| fail(format!("close: {e}")))?;
+                let again = svc
+                    .resume_reporter(f.org_a, &sync_id, sync_store::ReporterConfig::default())
+                    .await
+                    .map_err(|e| fail(format!("resume: {e}")))?;
+                let read = again.attached().checkpoint.clone();
+                let processed = again.attached().progress.processed_count;
+                again.close().await.unwrap();
+                match accepted {
+                    Ok(()) => {
+                        ok.set(ok.get() + 1);
+                        let read = read.ok_or_else(|| fail("accepted, not stored".into()))?;
+                        if !json_eq(&read, &checkpoint) {
+                            return Err(fail(format!("wrote {checkpoint}, read {read}")));
+                        }
+                        if processed != 1 {
+                            return Err(fail("counts at the checkpoint not kept".into()));
+                        }
+                    }
+                    Err(Error::InvalidInput { .. }) => {
+                        refused_n.set(refused_n.get() + 1);
+                        if read.is_some() {
+                            return Err(fail("refused, but a checkpoint was stored".into()));
+                        }
+                    }
+                    Err(e) => return Err(fail(format!("expected Ok or InvalidInput, got {e}"))),
+                }
+                Ok(())
+            })
+        })
+        .unwrap();
+    eprintln!(
+        "reporter checkpoints: {} accepted and read back, {} refused",
+        ok.get(),
+        refused_n.get()
+    );
+    assert!(ok.get() > 0 && refused_n.get() > 0, "both halves exercised");
+}

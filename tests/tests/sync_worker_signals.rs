@@ -189,3 +189,86 @@ fn bad_items_or_batch_is_a_usage_error() {
         );
     }
 }
+
+/// A cancel request from outside the worker (here the SQL a second terminal
+/// would run through psql) reaches it through its progress reporter: it stops
+/// at the next batch, ends the sync cancelled and exits 0.
+#[tokio::test]
+async fn cancel_request_from_another_terminal_stops_the_worker() {
+    let db = TestDb::migrated().await;
+    let child = Command::new(sync_worker_bin())
+        .args(["--items", "1000000", "--batch", "5"])
+        .env("DATABASE_URL", db.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the sync_worker example");
+    let mut child = Reap(child);
+    let c = db.client().await;
+    let started = Instant::now();
+    // Wait for its reporter's first heartbeat.
+    loop {
+        let attached = c
+            .query_opt(
+                "SELECT 1 FROM sync_progress WHERE heartbeat_at IS NOT NULL",
+                &[],
+            )
+            .await
+            .map(|r| r.is_some())
+            .unwrap_or(false);
+        if attached {
+            break;
+        }
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("the worker exited early: {status}");
+        }
+        assert!(started.elapsed() < BOUND, "the worker never attached");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.execute(
+        "UPDATE sync_progress SET cancel_requested_at = now() WHERE completed_at IS NULL",
+        &[],
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < BOUND, "the worker did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let row = c
+        .query_one(
+            "SELECT completed_at IS NOT NULL, metadata -> '_sync_outcome' ->> 'status', \
+                    (SELECT error_message FROM sync_activity_log l \
+                      WHERE l.sync_id = p.sync_id AND action = 'sync_cancel') \
+               FROM sync_progress p",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "{stderr}");
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("cancelled")
+    );
+    let msg: Option<String> = row.get(2);
+    assert!(
+        msg.as_deref()
+            .unwrap_or_default()
+            .contains("cancel requested"),
+        "{msg:?}"
+    );
+}

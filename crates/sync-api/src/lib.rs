@@ -6,6 +6,7 @@
 //! | `GET /api/v1/sync/progress/{syncId}` | progress with speed and ETA |
 //! | `GET /api/v1/sync/progress/{syncId}/events` | live progress, Server-Sent Events ([`sse`]) |
 //! | `POST /api/v1/sync/progress` | report increments (see [`ProgressUpdate`](sync_store::api::ProgressUpdate)) |
+//! | `POST /api/v1/sync/progress/{syncId}/cancel` | ask the sync's worker to stop (it ends the sync `cancelled`) |
 //! | `GET /api/v1/sync/activity?org=&entity=&sync_id=&action=&cursor=&limit=` | a page of activity |
 //! | `GET /api/v1/sync/active` | the org's running syncs |
 //! | `GET /api/v1/sync/recent?limit=` | the org's most recently started syncs |
@@ -248,6 +249,13 @@ async fn progress(Tenant(t): Tenant, Path(sync_id): Path<String>) -> Reply<api::
     Ok(Json(api::get_progress(&t, &sync_id).await?))
 }
 
+async fn cancel_progress(
+    Tenant(t): Tenant,
+    Path(sync_id): Path<String>,
+) -> Reply<api::ProgressResponse> {
+    Ok(Json(api::cancel_progress(&t, &sync_id).await?))
+}
+
 async fn update_progress(
     State(state): State<AppState>,
     Tenant(t): Tenant,
@@ -448,6 +456,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sync/progress/{sync_id}", get(progress))
         .route("/api/v1/sync/progress/{sync_id}/events", get(sse::events))
         .route("/api/v1/sync/progress", post(update_progress))
+        .route(
+            "/api/v1/sync/progress/{sync_id}/cancel",
+            post(cancel_progress),
+        )
         .route("/api/v1/sync/activity", get(activity))
         .route("/api/v1/sync/active", get(active))
         .route("/api/v1/sync/recent", get(recent))

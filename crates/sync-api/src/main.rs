@@ -270,8 +270,9 @@ async fn run(args: Args) -> Result<(), String> {
         listen,
         ..sync_api::sse::FeedConfig::default()
     });
-    let app =
-        sync_api::router(AppState::new(store.clone(), Arc::new(verifier), limits).with_feed(feed.clone()));
+    let app = sync_api::router(
+        AppState::new(store.clone(), Arc::new(verifier), limits).with_feed(feed.clone()),
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = args.metrics_bind {
@@ -302,7 +303,8 @@ async fn run(args: Args) -> Result<(), String> {
             }
             None => None,
         };
-        let metrics = sync_api::server::metrics_router_with_store(handle, store.clone(), monitoring);
+        let metrics =
+            sync_api::server::metrics_router_with_store(handle, store.clone(), monitoring);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, metrics)

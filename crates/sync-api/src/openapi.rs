@@ -40,6 +40,15 @@ struct ProgressResponseDoc {
     batch_number: Option<i32>,
     metadata: serde_json::Value,
     initiated_by: Option<uuid::Uuid>,
+    /// Last flush of the worker's progress reporter (null: none attached).
+    #[schema(format = DateTime)]
+    heartbeat_at: Option<String>,
+    /// When a cancel was requested (null: not requested).
+    #[schema(format = DateTime)]
+    cancel_requested_at: Option<String>,
+    /// Running, and no heartbeat for longer than the sync's stall threshold:
+    /// its worker is probably dead or stuck (computed at read time).
+    stalled: bool,
     /// `in_progress`, `completed`, `completed_with_errors`, `failed` or `cancelled`.
     status: String,
 }
@@ -285,6 +294,20 @@ fn progress() {}
         (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)))]
 fn update_progress() {}
 
+/// Asks the sync's worker to stop: sets `cancel_requested_at`; the worker
+/// learns it at its next flush and ends the sync `cancelled`. Repeating it is
+/// harmless. 404 for an unknown sync and for another org's alike; 409 when the
+/// sync already finished.
+#[utoipa::path(post, path = "/api/v1/sync/progress/{sync_id}/cancel",
+    params(("sync_id" = String, Path, description = "The sync")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = ProgressResponseDoc),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+fn cancel_progress() {}
+
 #[utoipa::path(get, path = "/api/v1/sync/activity",
     params(ActivityParams,
         ("x-sync-consistency" = Option<String>, Header,
@@ -324,7 +347,7 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "sync-api", description = "Sync progress, previews and activity (migration 0024)."),
-    paths(preview, progress, update_progress, activity, active, recent, metrics, healthz, readyz),
+    paths(preview, progress, update_progress, cancel_progress, activity, active, recent, metrics, healthz, readyz),
     components(schemas(ErrorBody, Health)),
     modifiers(&BearerAuth)
 )]

@@ -17,6 +17,7 @@ mod measure;
 mod p10_write_ceiling;
 mod p11_replica_reads;
 mod p12_listing_partitions;
+mod p13_reporter;
 mod p1_migrate;
 mod p2_append;
 mod p3_progress;
@@ -295,6 +296,13 @@ async fn main() -> ExitCode {
             let (subscribers, seconds) = if args.quick { (100, 10) } else { (1_000, 30) };
             rows.push(p9_sse_fanout::run(&db, subscribers, seconds).await);
             progress(&args, rows.last());
+        }
+        if wanted("P13") {
+            let s = p13_reporter::P13Sizes::new(args.quick);
+            for r in p13_reporter::run(&db, reps, &s).await {
+                rows.push(r);
+                progress(&args, rows.last());
+            }
         }
         rows
     });

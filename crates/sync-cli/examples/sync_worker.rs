@@ -8,9 +8,12 @@
 //! 2. Applies the migrations and keeps the activity-log partitions ahead
 //!    (`sync_migrations::startup`).
 //! 3. Simulates a WooCommerce product sync for a new demo org: caches the delta
-//!    preview, starts the sync, pushes batches of products (a few fail), reports
-//!    each batch, and shows a live progress bar whose speed and ETA are read back
-//!    from the database (computed there by triggers). Every product gets an
+//!    preview, starts the sync, pushes batches of products (a few fail), counts
+//!    every product through a [`sync_store::ProgressReporter`] (no I/O per item:
+//!    a background task flushes the counts, a heartbeat and a resume checkpoint
+//!    every 250 ms and at each batch end), and shows a live progress bar that
+//!    reads the database every 250 ms, so it moves between batches too; speed
+//!    and ETA are computed there by triggers. Every product gets an
 //!    activity-log entry (binary COPY, one call per batch).
 //! 4. Prints what the database recorded and the spec's verification table; exits
 //!    1 if any row of that table is ✗.
@@ -19,6 +22,13 @@
 //! default 10), `--fast` (or `SYNC_WORKER_FAST=1`: 40 items, no pause between
 //! batches; what the tests run). Anything out of range is a usage error (exit 2).
 //! Memory does not grow with `--items`: products are generated batch by batch.
+//!
+//! Cancel from a second terminal (or the dashboard): the worker prints the
+//! command, e.g. `psql "$DATABASE_URL" -c "UPDATE sync_progress SET
+//! cancel_requested_at = now() WHERE sync_id = '…'"`, or `POST
+//! /api/v1/sync/progress/{syncId}/cancel` on sync-api. The reporter learns it at
+//! its next flush; the worker stops at the next batch boundary, ends the sync
+//! **cancelled** (`sync_cancel` in the activity log) and exits 0.
 //!
 //! Ctrl-C (SIGINT) or SIGTERM: the worker stops at the next batch boundary,
 //! marks the sync **cancelled** in the database (`sync_cancel` in the activity
@@ -35,8 +45,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sync_connect::TlsOptions;
 use sync_migrations::MigrateOptions;
 use sync_store::{
-    ActivityFilter, NewActivity, ProgressDelta, PutPreview, StartSync, Store, SyncAction,
-    SyncEntityType, SyncProgress, SyncStatus, SyncType,
+    ActivityFilter, NewActivity, ProgressReporter, PutPreview, ReporterConfig, ServiceScope,
+    StartSync, Store, SyncAction, SyncEntityType, SyncProgress, SyncStatus, SyncType,
 };
 use sync_tests::tempcluster::TempCluster;
 use uuid::Uuid;
@@ -105,6 +115,7 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(Outcome::Interrupted(sig)) => ExitCode::from(sig.exit_code()),
+        Ok(Outcome::CancelledOnRequest) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sync_worker: {e}");
             ExitCode::FAILURE
@@ -121,6 +132,8 @@ enum Outcome {
     Verified(bool),
     /// SIGINT or SIGTERM stopped it (the sync, if started, was cancelled).
     Interrupted(Stop),
+    /// A cancel request (psql, the API) stopped it; the sync was cancelled.
+    CancelledOnRequest,
 }
 
 /// The signal that asked the worker to stop.
@@ -355,26 +368,58 @@ async fn run(
     }
     svc.start_sync(org, &start).await?;
     println!("Sync {sync_id}: {items} products in batches of {batch}.");
+    // The worker's reporter: counting an item costs no I/O; a background task
+    // flushes the counts (with a heartbeat) every 250 ms and at batch ends,
+    // and brings back a cancel request.
+    let reporter = svc
+        .reporter(org, &sync_id, ReporterConfig::default())
+        .await?;
+    println!(
+        "To cancel it from another terminal: psql \"$DATABASE_URL\" -c \"UPDATE sync_progress \
+         SET cancel_requested_at = now() WHERE sync_id = '{sync_id}'\", or \
+         POST /api/v1/sync/progress/{sync_id}/cancel on sync-api (as {user})."
+    );
 
     let bar = progress_bar(u64::from(items));
+    // A live bar follows the database every 250 ms, between batches too.
+    let follow = bar.follow(svc.clone(), org, sync_id.clone());
     let mut done = 0u32;
+    let mut outcome = None;
     for (n, first) in (0..items).step_by(batch as usize).enumerate() {
         // Checked at every batch boundary, so no write is abandoned half-way.
         if let Some(sig) = *stop.borrow() {
-            bar.finish();
-            return cancel(&svc, org, &sync_id, sig, done, items).await;
+            outcome = Some(Ending::Signal(sig));
+            break;
+        }
+        if reporter.is_cancelled() {
+            outcome = Some(Ending::Requested);
+            break;
+        }
+        if reporter.stop_reason().is_some() {
+            // Ended by someone else, or flushing failed: finish says which.
+            break;
         }
         let chunk: Vec<Product> = (first..first.saturating_add(batch).min(items))
             .map(product)
             .collect();
         let started = std::time::Instant::now();
-        // "Pushing the batch to the ERP"; a signal cuts the pause short.
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = stop.changed() => {}
+        let per_item = pause / chunk.len() as u32;
+        let mut failed = 0;
+        for p in &chunk {
+            // "Pushing the product to the ERP"; a signal or a cancel request
+            // cuts the pauses short (the batch still completes).
+            if !per_item.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(per_item) => {}
+                    _ = stop.changed() => {}
+                    _ = reporter.stopped() => {}
+                }
+            }
+            let bad = p.refused.is_some();
+            failed += i32::from(bad);
+            reporter.inc(u32::from(!bad), u32::from(bad));
         }
         let took = started.elapsed().as_secs_f64() / chunk.len() as f64;
-        let failed = chunk.iter().filter(|p| p.refused.is_some()).count() as i32;
         let entries: Vec<NewActivity> = chunk
             .iter()
             .map(|p| {
@@ -401,25 +446,39 @@ async fn run(
             .collect();
         svc.append_activity_many(org, &entries).await?;
         done += chunk.len() as u32;
-        svc.report_progress(
-            org,
-            &sync_id,
-            &ProgressDelta {
-                processed: chunk.len() as i32 - failed,
-                failed,
-                current_item: Some(done as i32),
-                batch_number: Some(n as i32 + 1),
-            },
-        )
-        .await?;
-        // Speed and ETA as the database computed them.
-        let p = svc
-            .get_sync(org, &sync_id)
-            .await?
-            .ok_or("the sync disappeared")?;
-        bar.show(&p);
+        reporter.set_current(done as i32);
+        // A resume point (the next product), flushed with the counts before it.
+        reporter.checkpoint(serde_json::json!({ "next_item": first + chunk.len() as u32 }))?;
+        reporter.batch_done(Some(n as i32 + 1));
+        if let Bar::Plain = bar {
+            // Speed and ETA as the database computed them (the flush of this
+            // batch may still be on its way: the counts can lag by one).
+            let p = svc
+                .get_sync(org, &sync_id)
+                .await?
+                .ok_or("the sync disappeared")?;
+            bar.show(&p, failed);
+        }
     }
+    follow.abort();
     bar.finish();
+    match outcome {
+        Some(Ending::Signal(sig)) => {
+            let reason = format!(
+                "interrupted by {} after {done} of {items} items",
+                sig.name()
+            );
+            return cancel(reporter, &sync_id, reason, Outcome::Interrupted(sig)).await;
+        }
+        Some(Ending::Requested) => {
+            let reason = format!("cancel requested after {done} of {items} items");
+            return cancel(reporter, &sync_id, reason, Outcome::CancelledOnRequest).await;
+        }
+        None => {}
+    }
+    // Flushes the last counts; the last flush reached the total, so the
+    // database had already completed the sync: finish answers it.
+    reporter.finish().await?;
     if let Some(sig) = *stop.borrow() {
         eprintln!(
             "sync_worker: stopped by {} after the last batch (the sync had finished)",
@@ -508,28 +567,29 @@ async fn run(
     Ok(Outcome::Verified(verify.is_ok()))
 }
 
-/// Marks the interrupted sync cancelled (the database logs `sync_cancel`).
+/// Why the batch loop stopped early.
+enum Ending {
+    /// SIGINT / SIGTERM.
+    Signal(Stop),
+    /// A cancel request reached the reporter.
+    Requested,
+}
+
+/// Flushes the last counts and ends the sync cancelled (the database logs
+/// `sync_cancel` with `reason`).
 async fn cancel(
-    svc: &sync_store::ServiceScope,
-    org: Uuid,
+    reporter: ProgressReporter,
     sync_id: &str,
-    sig: Stop,
-    done: u32,
-    items: u32,
+    reason: String,
+    outcome: Outcome,
 ) -> Result<Outcome, AnyError> {
-    let reason = format!(
-        "interrupted by {} after {done} of {items} items",
-        sig.name()
-    );
-    match svc.cancel_sync(org, sync_id, Some(&reason)).await {
+    match reporter.cancel(Some(&reason)).await {
         Ok(_) | Err(sync_store::Error::SyncFinished { .. }) => {
             eprintln!("sync_worker: sync {sync_id} cancelled ({reason})");
-            Ok(Outcome::Interrupted(sig))
+            Ok(outcome)
         }
         Err(e) => Err(format!(
-            "{} received, but cancelling sync {sync_id} failed: {e}; it stays open: \
-             cancel it with cancel_sync",
-            sig.name()
+            "cancelling sync {sync_id} failed: {e}; it stays open: cancel it with cancel_sync"
         )
         .into()),
     }
@@ -573,19 +633,35 @@ fn describe(p: &SyncProgress) -> String {
 }
 
 impl Bar {
-    fn show(&self, p: &SyncProgress) {
-        let handled = (p.processed_count + p.failed_count) as u64;
-        match self {
-            Bar::Live(bar) => {
-                bar.set_position(handled);
-                bar.set_message(describe(p));
+    /// Live bar: a task that reads the sync every 250 ms and redraws (no-op
+    /// for plain output). Abort the handle when the loop ends.
+    fn follow(&self, svc: ServiceScope, org: Uuid, sync_id: String) -> tokio::task::JoinHandle<()> {
+        let Bar::Live(bar) = self else {
+            return tokio::spawn(async {});
+        };
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                if let Ok(Some(p)) = svc.get_sync(org, &sync_id).await {
+                    bar.set_position((p.processed_count + p.failed_count) as u64);
+                    bar.set_message(describe(&p));
+                }
             }
-            Bar::Plain => println!(
-                "  batch {:>3}: {handled}/{} · {}",
+        })
+    }
+
+    /// Plain output: one line per batch (`failed` of this batch).
+    fn show(&self, p: &SyncProgress, failed: i32) {
+        if let Bar::Plain = self {
+            let handled = p.processed_count + p.failed_count;
+            println!(
+                "  batch {:>3}: {handled}/{} ({failed} failed in this batch) · {}",
                 p.batch_number.unwrap_or_default(),
                 p.total_items.unwrap_or_default(),
                 describe(p)
-            ),
+            );
         }
     }
 

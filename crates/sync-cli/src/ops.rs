@@ -209,6 +209,10 @@ fn stats_text(m: &SyncMetrics) -> String {
         ),
         ("progress: active syncs", m.active_syncs.to_string()),
         (
+            "progress: stalled syncs (no heartbeat within stall_after)",
+            m.stalled_syncs.to_string(),
+        ),
+        (
             "progress: average speed",
             opt(m.avg_speed_items_per_min, " items/min"),
         ),

@@ -162,7 +162,8 @@ pub async fn doctor(client: &Client, user_id: Option<Uuid>) -> Result<Vec<Findin
 /// should hold it) and no later row (warn only: future-dated rows wait there
 /// until their month is created); `constraint_exclusion` is `partition`
 /// or `on` and `enable_partition_pruning` is on; no expired cache rows wait for
-/// cleanup; the `(org_id, job_id)` progress query uses its index; indexes of the
+/// cleanup; no running sync is stalled (warn; migration 0027); the
+/// `(org_id, job_id)` progress query uses its index; indexes of the
 /// 0024 tables that were never scanned (warn only).
 ///
 /// # Errors
@@ -190,6 +191,7 @@ pub async fn doctor_with(
         future_partition(client, now, options.months_ahead).await?,
         partition_pruning(client).await?,
         expired_cache_rows(client).await?,
+        stalled_syncs(client).await?,
         progress_query_plan(client).await?,
         unused_indexes(client).await?,
         table_privileges(client).await?,
@@ -467,6 +469,52 @@ async fn expired_cache_rows(client: &Client) -> Result<Finding> {
                 "{expired} expired preview(s) waiting for cleanup (never returned by the library)"
             ),
             "run `sync-migrate cleanup`, or schedule it",
+        )
+    })
+}
+
+/// Running syncs whose reporter stopped sending heartbeats (migration 0027's
+/// `sync_progress_stalled`): warn, naming a few. Skipped before 0027.
+async fn stalled_syncs(client: &Client) -> Result<Finding> {
+    const CHECK: &str = "stalled_syncs";
+    let has: bool = client
+        .query_one(
+            "SELECT to_regprocedure('sync_progress_stalled(sync_progress)') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(Error::db("running a doctor check"))?
+        .get(0);
+    if !has {
+        return Ok(finding(
+            CHECK,
+            Verdict::Skip,
+            "migration 0027 (progress heartbeat) is not applied",
+            "",
+        ));
+    }
+    let row = client
+        .query_one(
+            "SELECT count(*), \
+                    coalesce(string_agg(org_id || '/' || sync_id, ', ' ORDER BY heartbeat_at) \
+                             FILTER (WHERE rn <= 5), '') \
+               FROM (SELECT org_id, sync_id, heartbeat_at, \
+                            row_number() OVER (ORDER BY heartbeat_at) AS rn \
+                       FROM sync_progress p \
+                      WHERE completed_at IS NULL AND sync_progress_stalled(p)) s",
+            &[],
+        )
+        .await
+        .map_err(Error::db("running a doctor check"))?;
+    let (n, some): (i64, String) = (row.get(0), row.get(1));
+    Ok(if n == 0 {
+        finding(CHECK, Verdict::Pass, "no running sync is stalled", "")
+    } else {
+        finding(
+            CHECK,
+            Verdict::Warn,
+            format!("{n} running sync(s) without a heartbeat for longer than their stall_after (oldest first, org/sync: {some})"),
+            "check their workers (dead or stuck); a dead worker's sync is ended with cancel_sync or resumed by a new worker (resume_reporter)",
         )
     })
 }

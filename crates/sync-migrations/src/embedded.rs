@@ -21,6 +21,10 @@ pub const ROLLBACK_0024_SQL: &str =
 /// rollback of 0024 in one transaction. On its own: `psql -1 -v ON_ERROR_STOP=1 -f`.
 pub const ROLLBACK_0025_SQL: &str = include_str!("../../../rollback/0025_idempotent_writes.sql");
 
+/// `rollback/0027_progress_heartbeat.sql`, byte for byte (no `BEGIN`/`COMMIT`,
+/// as 0025's).
+pub const ROLLBACK_0027_SQL: &str = include_str!("../../../rollback/0027_progress_heartbeat.sql");
+
 /// `rollback/0028_progress_notify.sql`, byte for byte (no `BEGIN`/`COMMIT`,
 /// like 0025's).
 pub const ROLLBACK_0028_SQL: &str = include_str!("../../../rollback/0028_progress_notify.sql");
@@ -29,8 +33,11 @@ pub const ROLLBACK_0028_SQL: &str = include_str!("../../../rollback/0028_progres
 /// entry is (version, script without `BEGIN`/`COMMIT`). Rolling back 0024 first
 /// runs every one of these, in this order, in the same transaction. A migration
 /// added after 0024 adds its script at the front of this list.
-pub const ROLLBACKS_AFTER_0024: &[(i32, &str)] =
-    &[(28, ROLLBACK_0028_SQL), (25, ROLLBACK_0025_SQL)];
+pub const ROLLBACKS_AFTER_0024: &[(i32, &str)] = &[
+    (28, ROLLBACK_0028_SQL),
+    (27, ROLLBACK_0027_SQL),
+    (25, ROLLBACK_0025_SQL),
+];
 
 /// A fresh refinery runner over the embedded migrations, refusing divergent
 /// (edited after apply) and missing (applied but unknown) migrations.

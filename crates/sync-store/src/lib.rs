@@ -17,6 +17,9 @@ mod progress;
 mod progress_types;
 mod progress_versions;
 pub mod replica;
+mod reporter;
+mod reporter_sql;
+mod reporter_task;
 mod series;
 mod sql;
 mod store;
@@ -32,6 +35,7 @@ pub use preview_types::{PreviewEntry, PutPreview};
 pub use progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress, TickOutcome};
 pub use progress_versions::{ProgressVersion, MAX_VERSION_IDS};
 pub use replica::{Consistency, ConsistencyToken, ReplicaOptions, ReplicaStats};
+pub use reporter::{Attached, ProgressReporter, ReporterConfig, StopReason};
 pub use series::{ActivitySeries, SeriesPoint, MAX_SERIES_BUCKETS, MIN_BUCKET_SECONDS};
 pub use store::{
     ServiceScope, StatementMode, Store, TenantScope, MAX_CACHED_STATEMENTS, TENANT_ROLE,

@@ -34,6 +34,9 @@ pub struct SyncMetrics {
     pub cache_expired: i64,
     /// Syncs with `completed_at IS NULL`.
     pub active_syncs: i64,
+    /// Of the active syncs, those whose reporter's heartbeat is older than
+    /// their `stall_after` (function `sync_progress_stalled`, migration 0027).
+    pub stalled_syncs: i64,
     /// `avg(speed_items_per_min)` over the org's syncs; `None` when there is none.
     pub avg_speed_items_per_min: Option<f64>,
     /// Average `completed_at - started_at` in seconds over finished syncs; `None` when none finished.
@@ -100,7 +103,9 @@ macro_rules! metrics_sql {
                   FROM sync_progress WHERE ", $org, " AND completed_at IS NOT NULL), \
                a.total, a.completed, a.errors, \
                a.ended, a.ended_completed, a.ended_with_errors, a.ended_failed, \
-               a.ended_cancelled \
+               a.ended_cancelled, \
+               (SELECT count(*) FROM sync_progress WHERE ", $org, " AND completed_at IS NULL \
+                  AND sync_progress_stalled(sync_progress)) \
              FROM (SELECT count(*) AS total, \
                           count(*) FILTER (WHERE status = 'completed') AS completed, \
                           count(*) FILTER (WHERE status IN ('failed', 'completed_with_errors')) AS errors, \
@@ -157,6 +162,7 @@ async fn metrics(
             cache_live: col(op, &row, 0)?,
             cache_expired: col(op, &row, 1)?,
             active_syncs: col(op, &row, 2)?,
+            stalled_syncs: col(op, &row, 13)?,
             avg_speed_items_per_min: col(op, &row, 3)?,
             avg_duration_seconds: col(op, &row, 4)?,
             activity_total: total,

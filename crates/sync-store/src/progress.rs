@@ -12,14 +12,17 @@ use crate::store::{col, decode_listing, name_row, Scope, ServiceScope, Store, Te
 use crate::trace::{op_span, traced};
 use crate::validate;
 
+/// The columns of [`SyncProgress`], in its decoding order (19 and on: migration 0027).
 macro_rules! progress_cols {
     () => {
         "id, org_id, sync_id, job_id, entity_type::text, current_item, total_items, \
          processed_count, failed_count, speed_items_per_min::float8, eta_seconds, \
          elapsed_seconds, started_at, updated_at, completed_at, source_system, \
-         batch_number, metadata, initiated_by"
+         batch_number, metadata, initiated_by, \
+         heartbeat_at, cancel_requested_at, sync_progress_stalled(sync_progress)"
     };
 }
+pub(crate) use progress_cols;
 
 static START: ScopedSql = ScopedSql::write(concat!(
     "INSERT INTO sync_progress \
@@ -117,7 +120,7 @@ static BY_JOB: ScopedSql = ScopedSql::new(concat!(
 
 /// Decodes one row; a value that does not decode (a row written outside the
 /// store) is an error naming that row's id and sync_id.
-fn progress(op: &'static str, row: &Row) -> Result<SyncProgress> {
+pub(crate) fn progress(op: &'static str, row: &Row) -> Result<SyncProgress> {
     decode_progress(op, row).map_err(|e| name_row(e, row, 0, 2))
 }
 
@@ -142,11 +145,19 @@ fn decode_progress(op: &'static str, row: &Row) -> Result<SyncProgress> {
         batch_number: col(op, row, 16)?,
         metadata: col(op, row, 17)?,
         initiated_by: col(op, row, 18)?,
+        heartbeat_at: col(op, row, 19)?,
+        cancel_requested_at: col(op, row, 20)?,
+        stalled: col(op, row, 21)?,
     })
 }
 
 /// After an UPDATE … AND completed_at IS NULL matched nothing: why.
-async fn not_updated(store: &Store, scope: Scope, op: &'static str, sync_id: &str) -> Error {
+pub(crate) async fn not_updated(
+    store: &Store,
+    scope: Scope,
+    op: &'static str,
+    sync_id: &str,
+) -> Error {
     match store
         .opt_row(scope, op, &STATE, &[(&sync_id, Type::VARCHAR)])
         .await
@@ -215,7 +226,7 @@ async fn start(
     .await
 }
 
-fn counts(op: &'static str, row: &Row) -> Result<ProgressCounts> {
+pub(crate) fn counts(op: &'static str, row: &Row) -> Result<ProgressCounts> {
     Ok(ProgressCounts {
         processed_count: col(op, row, 0)?,
         failed_count: col(op, row, 1)?,
@@ -340,7 +351,7 @@ async fn set_total(
     .await
 }
 
-async fn finish(
+pub(crate) async fn finish(
     store: &Store,
     scope: Scope,
     op: &'static str,
@@ -373,7 +384,11 @@ async fn finish(
     .await
 }
 
-async fn get(store: &Store, scope: Scope, sync_id: &str) -> Result<Option<SyncProgress>> {
+pub(crate) async fn get(
+    store: &Store,
+    scope: Scope,
+    sync_id: &str,
+) -> Result<Option<SyncProgress>> {
     const OP: &str = "get_sync";
     traced(op_span(OP, scope, Some(sync_id)), async {
         validate::id(OP, "sync_id", sync_id)?;

@@ -51,6 +51,20 @@ pub struct SyncProgress {
     pub metadata: serde_json::Value,
     /// Who started it.
     pub initiated_by: Option<Uuid>,
+    /// Last flush of the worker's progress reporter (`None`: no reporter
+    /// attached yet). Migration 0027.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub heartbeat_at: Option<OffsetDateTime>,
+    /// When a cancel was requested (`request_cancel`, `POST …/cancel`): the
+    /// worker's reporter learns it at its next flush and ends the sync
+    /// cancelled. `None`: not requested.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub cancel_requested_at: Option<OffsetDateTime>,
+    /// Running, with a stall threshold, and no heartbeat for longer than it:
+    /// the worker is probably dead or stuck. Computed by the database at read
+    /// time (function `sync_progress_stalled`), never stored.
+    #[serde(default)]
+    pub stalled: bool,
 }
 
 impl SyncProgress {

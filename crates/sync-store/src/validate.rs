@@ -16,6 +16,9 @@ pub const MAX_CACHE_KEY_CHARS: usize = 255 - 37;
 pub const MAX_DELTA_JSON_BYTES: usize = 4 * 1024 * 1024;
 /// Maximum size of a sync's `metadata`, serialized (256 KiB).
 pub const MAX_METADATA_BYTES: usize = 256 * 1024;
+/// Largest reporter checkpoint, as compact JSON text, in bytes (a resume
+/// point, not a data store; the database's own bound is looser, see migration 0027).
+pub const MAX_CHECKPOINT_BYTES: usize = 8 * 1024;
 /// Maximum size of an `error_message` (64 KiB).
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest preview TTL accepted (30 days).

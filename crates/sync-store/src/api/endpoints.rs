@@ -107,6 +107,19 @@ pub async fn get_progress(
         .ok_or_else(|| ApiError::not_found(format!("no sync {sync_id:?}")))
 }
 
+/// `POST /api/v1/sync/progress/{syncId}/cancel`: asks the sync's worker to
+/// stop ([`TenantScope::request_cancel`]); it learns it at its next flush and
+/// ends the sync `cancelled`. Answers the row with `cancel_requested_at` set
+/// (the sync still runs until the worker stops). Repeating it is harmless.
+/// 404 when the user's org has no such sync (another org's id alike), 409 when
+/// it already finished.
+pub async fn cancel_progress(
+    tenant: &TenantScope,
+    sync_id: &str,
+) -> Result<ProgressResponse, ApiError> {
+    Ok(tenant.request_cancel(sync_id).await?.into())
+}
+
 /// `POST /api/v1/sync/progress`: an increment. With `batch_number` it is
 /// idempotent per `(sync, batch_number)`: [`TenantScope::report_progress_keyed`]
 /// with the batch number as the key, then [`TenantScope::get_sync`] for the

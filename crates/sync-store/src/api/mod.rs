@@ -5,6 +5,7 @@
 //! | `GET /api/v1/sync/preview/{syncId}` | [`get_preview`] | [`PreviewEntry`] |
 //! | `GET /api/v1/sync/progress/{syncId}` | [`get_progress`] | [`ProgressResponse`] |
 //! | `POST /api/v1/sync/progress` | [`post_progress`] with [`ProgressUpdate`] | [`ProgressResponse`] |
+//! | `POST /api/v1/sync/progress/{syncId}/cancel` | [`cancel_progress`] | [`ProgressResponse`] |
 //! | `GET /api/v1/sync/activity?org=&entity=&sync_id=&action=&cursor=&limit=` | [`list_activity`] with [`ActivityQuery`] | [`ActivityResponse`] |
 //! | `GET /api/v1/sync/active` | [`list_active`] | [`SyncList`] |
 //! | `GET /api/v1/sync/recent?limit=` | [`list_recent`] with [`RecentQuery`] | [`SyncList`] |
@@ -30,7 +31,7 @@ pub use dashboard::{
     MAX_METRICS_WINDOW_SECONDS,
 };
 pub use endpoints::{
-    get_preview, get_progress, list_activity, post_progress, ActivityQuery, ActivityResponse,
-    ProgressResponse, ProgressUpdate, DEFAULT_ACTIVITY_LIMIT,
+    cancel_progress, get_preview, get_progress, list_activity, post_progress, ActivityQuery,
+    ActivityResponse, ProgressResponse, ProgressUpdate, DEFAULT_ACTIVITY_LIMIT,
 };
 pub use error::ApiError;
