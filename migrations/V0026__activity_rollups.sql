@@ -7,6 +7,8 @@
 -- What is counted: every row of sync_activity_log, keyed by
 --   (org_id, UTC hour of created_at, status as TEXT, ends_sync)
 -- where ends_sync = action IN ('sync_complete', 'sync_fail', 'sync_cancel').
+-- Labels are compared as text everywhere, so a database whose enums lack or add
+-- labels never fails a write or a read here.
 -- The status is kept as text, so labels our code does not know (an adopted
 -- database may keep its own, e.g. 'sync_error', 'partial', 'skipped') are counted
 -- under their own name; the metrics report them in an explicit "other" bucket.
@@ -145,7 +147,7 @@ AS $fn$
 BEGIN
     INSERT INTO sync_activity_rollup_delta (org_id, bucket, status, ends_sync, n)
     SELECT org_id, date_trunc('hour', created_at, 'UTC'), status::text,
-           action IN ('sync_complete', 'sync_fail', 'sync_cancel'), count(*)
+           action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), count(*)
       FROM new_rows
      GROUP BY 1, 2, 3, 4;
     IF random() < 1.0 / 64
@@ -162,7 +164,7 @@ AS $fn$
 BEGIN
     INSERT INTO sync_activity_rollup_delta (org_id, bucket, status, ends_sync, n)
     SELECT org_id, date_trunc('hour', created_at, 'UTC'), status::text,
-           action IN ('sync_complete', 'sync_fail', 'sync_cancel'), -count(*)
+           action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), -count(*)
       FROM old_rows
      GROUP BY 1, 2, 3, 4;
     RETURN NULL;
@@ -177,12 +179,12 @@ BEGIN
     SELECT org_id, bucket, status, ends_sync, sum(n)
       FROM (SELECT org_id, date_trunc('hour', created_at, 'UTC') AS bucket,
                    status::text AS status,
-                   action IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
+                   action::text IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
                    -1 AS n
               FROM old_rows
             UNION ALL
             SELECT org_id, date_trunc('hour', created_at, 'UTC'), status::text,
-                   action IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+                   action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
               FROM new_rows) c
      GROUP BY 1, 2, 3, 4
     HAVING sum(n) <> 0;
@@ -263,7 +265,7 @@ BEGIN
         RETURNING 1
     ), fresh AS (
         SELECT org_id, date_trunc('hour', created_at, 'UTC') AS bucket, status::text AS status,
-               action IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
+               action::text IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
                count(*)::bigint AS n
           FROM sync_activity_log
          WHERE created_at >= v_lo AND (created_at < v_hi OR v_hi = 'infinity')
@@ -406,8 +408,8 @@ BEGIN
                count(*) FILTER (WHERE l.e AND l.status = 'completed_with_errors'),
                count(*) FILTER (WHERE l.e AND l.status = 'failed'),
                count(*) FILTER (WHERE l.e AND l.status = 'cancelled')
-          FROM (SELECT a.status,
-                       a.action IN ('sync_complete', 'sync_fail', 'sync_cancel') AS e
+          FROM (SELECT a.status::text AS status,
+                       a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel') AS e
                   FROM sync_activity_log a
                  WHERE (p_org IS NULL OR a.org_id = p_org)
                    AND (p_since IS NULL OR a.created_at >= p_since)) l;
@@ -437,12 +439,12 @@ BEGIN
          WHERE (p_org IS NULL OR x.org_id = p_org) AND (p_since IS NULL OR x.bucket >= v_h)
         UNION ALL
         -- The partial hour [p_since, v_h) from the log, per org through its index.
-        SELECT a.status::text, a.action IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+        SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
           FROM sync_activity_log a
          WHERE p_since IS NOT NULL AND p_since < v_h AND p_org IS NOT NULL
            AND a.org_id = p_org AND a.created_at >= p_since AND a.created_at < v_h
         UNION ALL
-        SELECT a.status::text, a.action IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+        SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
           FROM (SELECT DISTINCT r.org_id FROM sync_activity_rollup r
                  WHERE p_since IS NOT NULL AND p_since < v_h AND p_org IS NULL
                    AND r.grain = 'all'

@@ -21,11 +21,16 @@ pub const ROLLBACK_0024_SQL: &str =
 /// rollback of 0024 in one transaction. On its own: `psql -1 -v ON_ERROR_STOP=1 -f`.
 pub const ROLLBACK_0025_SQL: &str = include_str!("../../../rollback/0025_idempotent_writes.sql");
 
+/// `rollback/0026_activity_rollups.sql`, byte for byte (no `BEGIN`/`COMMIT`, as
+/// [`ROLLBACK_0025_SQL`]). On its own: `psql -1 -v ON_ERROR_STOP=1 -f`.
+pub const ROLLBACK_0026_SQL: &str = include_str!("../../../rollback/0026_activity_rollups.sql");
+
 /// The rollback scripts of the migrations after 0024, **newest first**: each
 /// entry is (version, script without `BEGIN`/`COMMIT`). Rolling back 0024 first
 /// runs every one of these, in this order, in the same transaction. A migration
 /// added after 0024 adds its script at the front of this list.
-pub const ROLLBACKS_AFTER_0024: &[(i32, &str)] = &[(25, ROLLBACK_0025_SQL)];
+pub const ROLLBACKS_AFTER_0024: &[(i32, &str)] =
+    &[(26, ROLLBACK_0026_SQL), (25, ROLLBACK_0025_SQL)];
 
 /// A fresh refinery runner over the embedded migrations, refusing divergent
 /// (edited after apply) and missing (applied but unknown) migrations.

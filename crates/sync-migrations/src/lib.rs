@@ -12,6 +12,7 @@ pub mod lock;
 mod options;
 pub mod partitions;
 mod rollback;
+mod rollups;
 mod startup;
 mod status;
 mod verify;
@@ -20,13 +21,14 @@ pub use apply::{apply, apply_pool, ApplyReport};
 pub use doctor::{doctor, doctor_with, DoctorOptions, Finding, Verdict};
 pub use embedded::{
     embedded_migrations, EmbeddedMigration, ROLLBACKS_AFTER_0024, ROLLBACK_0024_SQL,
-    ROLLBACK_0025_SQL,
+    ROLLBACK_0025_SQL, ROLLBACK_0026_SQL,
 };
 pub use error::{Error, Result, ServerError};
 pub use options::MigrateOptions;
 pub use rollback::{
     rollback_0024_dropping_data, rollback_0024_dropping_data_pool, RollbackOutcome,
 };
+pub use rollups::{backfill_rollups, RollupBackfillReport};
 pub use startup::{startup, startup_partition_options, startup_with, StartupError, StartupReport};
 pub use status::{status, MigrationState, MigrationStatus};
 pub use verify::{verify, Check, VerifyReport};
