@@ -449,3 +449,154 @@ fn rollup_metrics_equal_a_full_scan_after_any_history() {
     });
     assert!(labels >= 5, "only {labels} status labels were exercised");
 }
+
+/// Makes the fixture look like a database that had log rows before 0026:
+/// `n` rows written with the rollup triggers disabled, the rollups emptied and
+/// the backfill owed.
+async fn rows_older_than_the_rollups(f: &Fixture, n: i32) {
+    f.admin
+        .batch_execute(
+            "ALTER TABLE sync_activity_log DISABLE TRIGGER trg_sync_activity_log_80_rollup_insert",
+        )
+        .await
+        .unwrap();
+    f.admin
+        .execute(
+            "INSERT INTO sync_activity_log (org_id, action, status, created_at) \
+             SELECT CASE WHEN i % 3 = 0 THEN $2::uuid ELSE $1::uuid END, \
+                    (CASE WHEN i % 4 = 0 THEN 'sync_complete' ELSE 'record_update' END)::sync_action, \
+                    (CASE WHEN i % 5 = 0 THEN 'failed' ELSE 'completed' END)::sync_status_type, \
+                    timestamptz '2025-11-03 00:00+00' + i * interval '47 minutes 13 seconds' \
+               FROM generate_series(1, $3::int) i",
+            &[&f.org_a, &f.org_b, &n],
+        )
+        .await
+        .unwrap();
+    f.admin
+        .batch_execute(
+            "ALTER TABLE sync_activity_log ENABLE TRIGGER trg_sync_activity_log_80_rollup_insert; \
+             DELETE FROM sync_activity_rollup_delta; DELETE FROM sync_activity_rollup; \
+             UPDATE sync_activity_rollup_state SET backfill_lo = NULL, backfill_hi = NULL, \
+                    backfill_next = NULL, backfill_rows = 0, backfill_done_at = NULL",
+        )
+        .await
+        .unwrap();
+}
+
+async fn assert_exact(f: &Fixture, source: ActivitySource) {
+    let svc = f.store.service();
+    for since in [
+        None,
+        Some(time::macros::datetime!(2026-01-17 05:31:10 UTC)),
+    ] {
+        let all = svc.metrics_all_orgs(since).await.unwrap();
+        assert_eq!(all.activity_source, source);
+        assert_eq!(counts(&all), scan(&f.admin, None, since).await);
+        for org in [f.org_a, f.org_b] {
+            let m = svc.metrics(org, since).await.unwrap();
+            assert_eq!(m.activity_source, source);
+            assert_eq!(counts(&m), scan(&f.admin, Some(org), since).await);
+        }
+    }
+}
+
+/// Rows older than the rollups: the metrics scan (and say so) until the
+/// backfill is done; the backfill runs one month per transaction, stops and
+/// resumes, and counts exactly while a writer keeps writing into the same months.
+#[tokio::test]
+async fn backfill_counts_older_rows_resumably_while_writers_write() {
+    let f = Fixture::new().await;
+    rows_older_than_the_rollups(&f, 6000).await;
+    assert_exact(&f, ActivitySource::Scan).await;
+
+    // One step (the budget is spent at once), then stop: still scanning.
+    let mut c = f.db.client().await;
+    let first = sync_migrations::backfill_rollups(&mut c, Some(std::time::Duration::ZERO), |_| {})
+        .await
+        .unwrap();
+    assert!(first.installed && !first.done && !first.busy, "{first:?}");
+    assert_eq!(first.steps, 1);
+    assert_exact(&f, ActivitySource::Scan).await;
+
+    // A writer appends into the months being counted while the rest runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, store, org) = (stop.clone(), f.store.clone(), f.org_a);
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 20 {
+                let mut e = NewActivity::new(SyncAction::RecordCreate, SyncStatus::Failed);
+                e.created_at = Some(at((n * 997) % (100 * 24 * 60)));
+                store.service().append_activity(org, &e).await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut steps = Vec::new();
+    let rest = sync_migrations::backfill_rollups(&mut c, None, |r| steps.push(r.rows_counted))
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    assert!(rest.done && !rest.busy, "{rest:?}");
+    assert!(steps.len() >= 3, "one step per month: {steps:?}");
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
+    assert!(written >= 20);
+    assert_exact(&f, ActivitySource::Rollup).await;
+
+    // Done is done: nothing more to run.
+    let again = sync_migrations::backfill_rollups(&mut c, None, |_| {})
+        .await
+        .unwrap();
+    assert!(again.done && again.steps == 0, "{again:?}");
+}
+
+/// Writers of one org never wait for each other or for a compaction because of
+/// the rollups: with one writer's transaction open (its rows and a compaction
+/// uncommitted), another writer of the same org writes, compacts and reads
+/// under a 200 ms lock_timeout.
+#[tokio::test]
+async fn writers_of_one_org_never_wait_on_the_rollups() {
+    let f = Fixture::new().await;
+    let t1 = f.db.client().await;
+    t1.batch_execute("BEGIN").await.unwrap();
+    for _ in 0..3 {
+        t1.execute(
+            "INSERT INTO sync_activity_log (org_id, action, status) \
+             VALUES ($1, 'record_update', 'completed')",
+            &[&f.org_a],
+        )
+        .await
+        .unwrap();
+    }
+    let folded: i64 = t1
+        .query_one("SELECT sync_activity_rollup_compact()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(folded >= 3, "t1 holds the compaction lock: {folded}");
+    let t2 = f.db.client().await;
+    t2.batch_execute("SET lock_timeout = '200ms'; SET statement_timeout = '5s'")
+        .await
+        .unwrap();
+    for i in 0..200 {
+        t2.execute(
+            "INSERT INTO sync_activity_log (org_id, action, status) \
+             VALUES ($1, 'sync_complete', $2::text::sync_status_type)",
+            &[&f.org_a, &if i % 2 == 0 { "completed" } else { "failed" }],
+        )
+        .await
+        .unwrap();
+    }
+    let skipped: i64 = t2
+        .query_one("SELECT sync_activity_rollup_compact()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(skipped, 0, "a busy compactor is skipped, not waited for");
+    t1.batch_execute("COMMIT").await.unwrap();
+    assert_exact(&f, ActivitySource::Rollup).await;
+    let m = f.store.service().metrics(f.org_a, None).await.unwrap();
+    assert_eq!((m.activity_total, m.outcomes.ended), (203, 200));
+}

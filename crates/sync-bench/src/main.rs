@@ -19,6 +19,7 @@ mod p2_append;
 mod p3_progress;
 mod p4_list;
 mod p5_ensure;
+mod p7_metrics_rollup;
 
 use measure::Row;
 
@@ -70,6 +71,8 @@ struct Sizes {
     list_ops: usize,
     /// P5: rows in the catch-all.
     ensure_rows: u64,
+    /// P7: log rows of the small database (the large one has 10×).
+    rollup_rows: u64,
 }
 
 impl Sizes {
@@ -81,6 +84,7 @@ impl Sizes {
                 list_rows: 200_000,
                 list_ops: 200,
                 ensure_rows: 100_000,
+                rollup_rows: 200_000,
             }
         } else {
             Sizes {
@@ -89,6 +93,7 @@ impl Sizes {
                 list_rows: 2_000_000,
                 list_ops: 1_000,
                 ensure_rows: 1_000_000,
+                rollup_rows: 2_000_000,
             }
         }
     }
@@ -254,6 +259,12 @@ async fn main() -> ExitCode {
         if wanted("P5") {
             rows.push(p5_ensure::run(&db, reps, sizes.ensure_rows).await);
             progress(&args, rows.last());
+        }
+        if ["P7a", "P7b", "P7c", "P7s", "P7w"].iter().any(|id| wanted(id)) || wanted("P7") {
+            for r in p7_metrics_rollup::run(&db, reps, sizes.rollup_rows).await {
+                rows.push(r);
+                progress(&args, rows.last());
+            }
         }
         rows
     });
