@@ -25,7 +25,7 @@ use tokio::runtime::Runtime;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-const CASES: u32 = 24;
+const CASES: u32 = 16;
 
 /// A status label the Rust enums do not know (an adopted database's own).
 const FOREIGN_STATUS: &str = "sync_error";
@@ -98,6 +98,10 @@ enum Op {
         status: SyncStatus,
         shift: i32,
     },
+    /// `append_activity` in tenant scope (RLS; dated now).
+    TenantAppend { org: usize, n: u8 },
+    /// `ensure_partitions` (moves the catch-all's rows of the months it creates).
+    Ensure,
     /// `SELECT sync_activity_rollup_compact()`.
     Compact,
     /// DETACH a month + recount, in one transaction (what archive does).
@@ -142,6 +146,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (window, prop::sample::select(SyncStatus::ALL.to_vec()), -(60 * 24 * 40)..(60 * 24 * 40))
             .prop_map(|((org, from, len), status, shift)| Op::Update { org, from, len, status, shift }),
         1 => Just(Op::Compact),
+        1 => (0..2usize, 1..4u8).prop_map(|(org, n)| Op::TenantAppend { org, n }),
+        1 => Just(Op::Ensure),
         1 => (0..MONTHS.len()).prop_map(Op::Archive),
         1 => (0..MONTHS.len()).prop_map(Op::Restore),
     ]
@@ -260,6 +266,19 @@ impl World {
     }
 
     async fn apply(&mut self, op: &Op) {
+        // (Only with every month attached: a detached month is a gap ensure
+        // does not have to respect.)
+        if matches!(op, Op::Ensure) && !self.detached.iter().any(|d| *d) {
+            sync_migrations::partitions::ensure_partitions(
+                &mut self.f.admin,
+                1,
+                &sync_migrations::partitions::PartitionOptions::default(),
+                |_| {},
+            )
+            .await
+            .unwrap();
+            return;
+        }
         let svc = self.f.store.service();
         let c = &self.f.admin;
         match op {
@@ -348,6 +367,15 @@ impl World {
                 .await
                 .unwrap();
             }
+            Op::TenantAppend { org, n } => {
+                let user = [self.f.user_a, self.f.user_b][*org];
+                for i in 0..*n {
+                    let status = SyncStatus::ALL[i as usize % SyncStatus::ALL.len()];
+                    let e = NewActivity::new(SyncAction::SyncProgress, status);
+                    self.f.store.tenant(user).append_activity(&e).await.unwrap();
+                }
+            }
+            Op::Ensure => {}
             Op::Compact => {
                 c.execute("SELECT sync_activity_rollup_compact()", &[])
                     .await
