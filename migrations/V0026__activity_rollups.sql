@@ -395,26 +395,16 @@ CREATE FUNCTION sync_activity_metrics(p_org uuid, p_since timestamptz)
     LANGUAGE plpgsql STABLE
 AS $fn$
 DECLARE
+    v_done boolean;
     v_h timestamptz;
     v_d timestamptz;
+    g record;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM sync_activity_rollup_state WHERE backfill_done_at IS NOT NULL) THEN
-        RETURN QUERY
-        SELECT 'scan'::text, count(*),
-               count(*) FILTER (WHERE l.status = 'completed'),
-               count(*) FILTER (WHERE l.status IN ('failed', 'completed_with_errors')),
-               count(*) FILTER (WHERE l.e),
-               count(*) FILTER (WHERE l.e AND l.status = 'completed'),
-               count(*) FILTER (WHERE l.e AND l.status = 'completed_with_errors'),
-               count(*) FILTER (WHERE l.e AND l.status = 'failed'),
-               count(*) FILTER (WHERE l.e AND l.status = 'cancelled')
-          FROM (SELECT a.status::text AS status,
-                       a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel') AS e
-                  FROM sync_activity_log a
-                 WHERE (p_org IS NULL OR a.org_id = p_org)
-                   AND (p_since IS NULL OR a.created_at >= p_since)) l;
-        RETURN;
-    END IF;
+    SELECT s.backfill_done_at IS NOT NULL INTO v_done FROM sync_activity_rollup_state s;
+    v_done := coalesce(v_done, false);
+    source := CASE WHEN v_done THEN 'rollup' ELSE 'scan' END;
+    total := 0; completed := 0; errors := 0; ended := 0;
+    ended_completed := 0; ended_with_errors := 0; ended_failed := 0; ended_cancelled := 0;
     IF p_since IS NOT NULL THEN
         v_h := date_trunc('hour', p_since, 'UTC');
         IF v_h < p_since THEN
@@ -425,46 +415,95 @@ BEGIN
             v_d := (v_d AT TIME ZONE 'UTC' + interval '1 day') AT TIME ZONE 'UTC';
         END IF;
     END IF;
-    RETURN QUERY
-    WITH c (status, ends_sync, n) AS (
-        SELECT r.status, r.ends_sync, r.n FROM sync_activity_rollup r
-         WHERE p_since IS NULL AND r.grain = 'all' AND (p_org IS NULL OR r.org_id = p_org)
-        UNION ALL
-        SELECT r.status, r.ends_sync, r.n FROM sync_activity_rollup r
-         WHERE p_since IS NOT NULL AND (p_org IS NULL OR r.org_id = p_org)
-           AND ((r.grain = 'hour' AND r.bucket >= v_h AND r.bucket < v_d)
-                OR (r.grain = 'day' AND r.bucket >= v_d))
-        UNION ALL
-        SELECT x.status, x.ends_sync, x.n FROM sync_activity_rollup_delta x
-         WHERE (p_org IS NULL OR x.org_id = p_org) AND (p_since IS NULL OR x.bucket >= v_h)
-        UNION ALL
-        -- The partial hour [p_since, v_h) from the log, per org through its index.
-        SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
-          FROM sync_activity_log a
-         WHERE p_since IS NOT NULL AND p_since < v_h AND p_org IS NOT NULL
-           AND a.org_id = p_org AND a.created_at >= p_since AND a.created_at < v_h
-        UNION ALL
-        SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
-          FROM (SELECT DISTINCT r.org_id FROM sync_activity_rollup r
-                 WHERE p_since IS NOT NULL AND p_since < v_h AND p_org IS NULL
-                   AND r.grain = 'all'
-                UNION
-                SELECT x.org_id FROM sync_activity_rollup_delta x
-                 WHERE p_since IS NOT NULL AND p_since < v_h AND p_org IS NULL) o
-          CROSS JOIN LATERAL (
-                SELECT l.status, l.action FROM sync_activity_log l
-                 WHERE l.org_id = o.org_id AND l.created_at >= p_since AND l.created_at < v_h) a
-    )
-    SELECT 'rollup'::text,
-           coalesce(sum(c.n), 0)::bigint,
-           coalesce(sum(c.n) FILTER (WHERE c.status = 'completed'), 0)::bigint,
-           coalesce(sum(c.n) FILTER (WHERE c.status IN ('failed', 'completed_with_errors')), 0)::bigint,
-           coalesce(sum(c.n) FILTER (WHERE c.ends_sync), 0)::bigint,
-           coalesce(sum(c.n) FILTER (WHERE c.ends_sync AND c.status = 'completed'), 0)::bigint,
-           coalesce(sum(c.n) FILTER (WHERE c.ends_sync AND c.status = 'completed_with_errors'), 0)::bigint,
-           coalesce(sum(c.n) FILTER (WHERE c.ends_sync AND c.status = 'failed'), 0)::bigint,
-           coalesce(sum(c.n) FILTER (WHERE c.ends_sync AND c.status = 'cancelled'), 0)::bigint
-      FROM c;
+    -- One statement, one cached generic plan (force_generic_plan, below): each
+    -- branch is gated by a condition on the arguments only (a one-time filter:
+    -- a branch that is off costs nothing) and uses its index with the rest.
+    -- Every branch yields counts per (status, ends_sync), classified once below.
+    FOR g IN
+        SELECT c.status, c.ends_sync, sum(c.n)::bigint AS n
+          FROM (
+            -- While the backfill is owed: the log, scanned as before 0026.
+            SELECT a.status::text AS status,
+                   a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
+                   1::bigint AS n
+              FROM sync_activity_log a
+             WHERE NOT v_done AND p_org IS NOT NULL
+               AND a.org_id = p_org AND a.created_at >= coalesce(p_since, '-infinity')
+            UNION ALL
+            SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+              FROM sync_activity_log a
+             WHERE NOT v_done AND p_org IS NULL
+               AND a.created_at >= coalesce(p_since, '-infinity')
+            -- All time: the running totals and the pending deltas.
+            UNION ALL
+            SELECT r.status, r.ends_sync, r.n FROM sync_activity_rollup r
+             WHERE v_done AND p_since IS NULL AND p_org IS NOT NULL
+               AND r.org_id = p_org AND r.grain = 'all'
+            UNION ALL
+            SELECT r.status, r.ends_sync, r.n FROM sync_activity_rollup r
+             WHERE v_done AND p_since IS NULL AND p_org IS NULL AND r.grain = 'all'
+            UNION ALL
+            SELECT x.status, x.ends_sync, x.n FROM sync_activity_rollup_delta x
+             WHERE v_done AND p_since IS NULL AND p_org IS NOT NULL AND x.org_id = p_org
+            UNION ALL
+            SELECT x.status, x.ends_sync, x.n FROM sync_activity_rollup_delta x
+             WHERE v_done AND p_since IS NULL AND p_org IS NULL
+            -- Since: the hours up to the first whole day, the whole days, the
+            -- pending deltas from the first whole hour, and the log rows of the
+            -- partial hour [p_since, v_h) through the (org_id, created_at) index.
+            UNION ALL
+            SELECT r.status, r.ends_sync, r.n FROM sync_activity_rollup r
+             WHERE v_done AND p_since IS NOT NULL AND p_org IS NOT NULL
+               AND r.org_id = p_org AND r.grain = 'hour' AND r.bucket >= v_h AND r.bucket < v_d
+            UNION ALL
+            SELECT r.status, r.ends_sync, r.n FROM sync_activity_rollup r
+             WHERE v_done AND p_since IS NOT NULL AND p_org IS NOT NULL
+               AND r.org_id = p_org AND r.grain = 'day' AND r.bucket >= v_d
+            UNION ALL
+            SELECT r.status, r.ends_sync, r.n FROM sync_activity_rollup r
+             WHERE v_done AND p_since IS NOT NULL AND p_org IS NULL
+               AND r.grain = 'hour' AND r.bucket >= v_h AND r.bucket < v_d
+            UNION ALL
+            SELECT r.status, r.ends_sync, r.n FROM sync_activity_rollup r
+             WHERE v_done AND p_since IS NOT NULL AND p_org IS NULL
+               AND r.grain = 'day' AND r.bucket >= v_d
+            UNION ALL
+            SELECT x.status, x.ends_sync, x.n FROM sync_activity_rollup_delta x
+             WHERE v_done AND p_since IS NOT NULL AND (p_org IS NULL OR x.org_id = p_org)
+               AND x.bucket >= v_h
+            UNION ALL
+            SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+              FROM sync_activity_log a
+             WHERE v_done AND p_since IS NOT NULL AND p_since < v_h AND p_org IS NOT NULL
+               AND a.org_id = p_org AND a.created_at >= p_since AND a.created_at < v_h
+            UNION ALL
+            -- Every org with rows has a running total or a pending delta.
+            SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+              FROM (SELECT r.org_id FROM sync_activity_rollup r WHERE r.grain = 'all'
+                    UNION
+                    SELECT x.org_id FROM sync_activity_rollup_delta x) o
+              CROSS JOIN LATERAL (
+                    SELECT l.status, l.action FROM sync_activity_log l
+                     WHERE l.org_id = o.org_id AND l.created_at >= p_since
+                       AND l.created_at < v_h
+                    OFFSET 0) a -- not flattened: one index range scan per org
+             WHERE v_done AND p_since IS NOT NULL AND p_since < v_h AND p_org IS NULL
+          ) c
+         GROUP BY 1, 2
+    LOOP
+        total := total + g.n;
+        completed := completed + CASE WHEN g.status = 'completed' THEN g.n ELSE 0 END;
+        errors := errors + CASE WHEN g.status IN ('failed', 'completed_with_errors') THEN g.n ELSE 0 END;
+        IF g.ends_sync THEN
+            ended := ended + g.n;
+            ended_completed := ended_completed + CASE WHEN g.status = 'completed' THEN g.n ELSE 0 END;
+            ended_with_errors := ended_with_errors
+                + CASE WHEN g.status = 'completed_with_errors' THEN g.n ELSE 0 END;
+            ended_failed := ended_failed + CASE WHEN g.status = 'failed' THEN g.n ELSE 0 END;
+            ended_cancelled := ended_cancelled + CASE WHEN g.status = 'cancelled' THEN g.n ELSE 0 END;
+        END IF;
+    END LOOP;
+    RETURN NEXT;
 END
 $fn$;
 
@@ -491,9 +530,11 @@ BEGIN
 END
 $pin$;
 
--- Planned with the actual values on every call: `p_org IS NULL OR …` folds
--- away (index scans) and the log's partitions are pruned at plan time.
-ALTER FUNCTION sync_activity_metrics(uuid, timestamptz) SET plan_cache_mode = force_custom_plan;
+-- The metrics read: one generic plan per session (its branches are gated by
+-- one-time filters; see the function). The recount: planned with the actual
+-- values on every call (`v_hi = 'infinity'` folds away, the log's partitions
+-- are pruned at plan time).
+ALTER FUNCTION sync_activity_metrics(uuid, timestamptz) SET plan_cache_mode = force_generic_plan;
 ALTER FUNCTION sync_activity_rollup_recount(timestamptz, timestamptz)
     SET plan_cache_mode = force_custom_plan;
 
