@@ -413,7 +413,12 @@ impl World {
         for since in sinces(seed) {
             let all = svc.metrics_all_orgs(since).await.unwrap();
             prop_assert_eq!(all.activity_source, ActivitySource::Rollup);
-            prop_assert_eq!(counts(&all), scan(c, None, since).await, "all orgs, since {:?}", since);
+            prop_assert_eq!(
+                counts(&all),
+                scan(c, None, since).await,
+                "all orgs, since {:?}",
+                since
+            );
             for (i, user) in [self.f.user_a, self.f.user_b].into_iter().enumerate() {
                 let org = self.org(i);
                 let expected = scan(c, Some(org), since).await;
@@ -421,7 +426,13 @@ impl World {
                 prop_assert_eq!(m.activity_source, ActivitySource::Rollup);
                 prop_assert_eq!(counts(&m), expected, "org {}, since {:?}", i, since);
                 let t = self.f.store.tenant(user).metrics(since).await.unwrap();
-                prop_assert_eq!(counts(&t), expected, "tenant of org {}, since {:?}", i, since);
+                prop_assert_eq!(
+                    counts(&t),
+                    expected,
+                    "tenant of org {}, since {:?}",
+                    i,
+                    since
+                );
             }
         }
         Ok(())
@@ -513,10 +524,7 @@ async fn rows_older_than_the_rollups(f: &Fixture, n: i32) {
 
 async fn assert_exact(f: &Fixture, source: ActivitySource) {
     let svc = f.store.service();
-    for since in [
-        None,
-        Some(time::macros::datetime!(2026-01-17 05:31:10 UTC)),
-    ] {
+    for since in [None, Some(time::macros::datetime!(2026-01-17 05:31:10 UTC))] {
         let all = svc.metrics_all_orgs(since).await.unwrap();
         assert_eq!(all.activity_source, source);
         assert_eq!(counts(&all), scan(&f.admin, None, since).await);

@@ -260,7 +260,11 @@ async fn main() -> ExitCode {
             rows.push(p5_ensure::run(&db, reps, sizes.ensure_rows).await);
             progress(&args, rows.last());
         }
-        if ["P7a", "P7b", "P7c", "P7s", "P7w"].iter().any(|id| wanted(id)) || wanted("P7") {
+        if ["P7a", "P7b", "P7c", "P7s", "P7w"]
+            .iter()
+            .any(|id| wanted(id))
+            || wanted("P7")
+        {
             for r in p7_metrics_rollup::run(&db, reps, sizes.rollup_rows).await {
                 rows.push(r);
                 progress(&args, rows.last());

@@ -96,7 +96,10 @@ async fn load(parent: &BenchDb, suffix: &str, rows: u64) -> Side1 {
     let report = sync_migrations::backfill_rollups(&mut c, None, |_| {})
         .await
         .expect("backfill");
-    assert!(report.done && report.rows_counted == rows as i64, "{report:?}");
+    assert!(
+        report.done && report.rows_counted == rows as i64,
+        "{report:?}"
+    );
     eprintln!(
         "P7: backfill of {rows} rows: {:.1} s ({} monthly steps)",
         start.elapsed().as_secs_f64(),
@@ -136,7 +139,12 @@ pub(crate) async fn run(db: &BenchDb, reps: usize, small: u64) -> Vec<Row> {
         assert_eq!(m.activity_source, ActivitySource::Rollup);
         let r = side.client.query_one(SCAN, &[]).await.unwrap();
         assert_eq!(
-            [m.activity_total, m.activity_completed, m.activity_errors, m.outcomes.ended],
+            [
+                m.activity_total,
+                m.activity_completed,
+                m.activity_errors,
+                m.outcomes.ended
+            ],
             [r.get::<_, i64>(0), r.get(1), r.get(2), r.get(3)]
         );
     }
@@ -221,7 +229,9 @@ pub(crate) async fn run(db: &BenchDb, reps: usize, small: u64) -> Vec<Row> {
     });
     out.push(write_cost(s, reps).await);
     for side in [s_owned, l_owned] {
-        let Side1 { db, client, store, .. } = side;
+        let Side1 {
+            db, client, store, ..
+        } = side;
         drop((client, store));
         db.drop_database().await;
     }
@@ -251,7 +261,11 @@ async fn write_cost(s: &Side1, reps: usize) -> Row {
                 Side::Baseline => "DISABLE",
             };
             for t in ROLLUP_TRIGGERS {
-                exec(c, &format!("ALTER TABLE sync_activity_log {verb} TRIGGER {t}")).await;
+                exec(
+                    c,
+                    &format!("ALTER TABLE sync_activity_log {verb} TRIGGER {t}"),
+                )
+                .await;
             }
             exec(c, "CHECKPOINT").await;
         },
@@ -274,7 +288,11 @@ async fn write_cost(s: &Side1, reps: usize) -> Row {
     )
     .await;
     for t in ROLLUP_TRIGGERS {
-        exec(c, &format!("ALTER TABLE sync_activity_log ENABLE TRIGGER {t}")).await;
+        exec(
+            c,
+            &format!("ALTER TABLE sync_activity_log ENABLE TRIGGER {t}"),
+        )
+        .await;
     }
     Row {
         id: "P7w",

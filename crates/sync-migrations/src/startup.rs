@@ -129,18 +129,23 @@ pub async fn startup_with(
     // log, exactly, until it is done). Another replica running it: skipped.
     // A failed step does not fail start-up (the rollups are derived data and
     // the metrics stay exact without them): it is logged and retried later.
-    let (rollups, failed) =
-        match backfill_rollups(&mut client, Some(ROLLUP_BACKFILL_INLINE), |_| {}).await {
-            Ok(r) => (r, false),
-            Err(e) => {
-                tracing::warn!(
-                    target: "sync_migrations",
-                    error = %e,
-                    "start-up: an activity-rollup backfill step failed; the metrics scan the log until it is done (next start-up or `sync-migrate up`)"
-                );
-                (RollupBackfillReport::owed(), true)
-            }
-        };
+    let (rollups, failed) = match backfill_rollups(
+        &mut client,
+        Some(ROLLUP_BACKFILL_INLINE),
+        |_| {},
+    )
+    .await
+    {
+        Ok(r) => (r, false),
+        Err(e) => {
+            tracing::warn!(
+                target: "sync_migrations",
+                error = %e,
+                "start-up: an activity-rollup backfill step failed; the metrics scan the log until it is done (next start-up or `sync-migrate up`)"
+            );
+            (RollupBackfillReport::owed(), true)
+        }
+    };
     if !rollups.done && !rollups.busy && !failed {
         drop(client);
         let pool = pool.clone();

@@ -128,16 +128,28 @@ macro_rules! metrics_sql {
     ($org:literal, $act:literal) => {
         concat!(
             "SELECT \
-               (SELECT count(*) FROM sync_preview_cache WHERE ", $org, " AND expires_at > now()), \
-               (SELECT count(*) FROM sync_preview_cache WHERE ", $org, " AND expires_at <= now()), \
-               (SELECT count(*) FROM sync_progress WHERE ", $org, " AND completed_at IS NULL), \
-               (SELECT avg(speed_items_per_min)::float8 FROM sync_progress WHERE ", $org, "), \
+               (SELECT count(*) FROM sync_preview_cache WHERE ",
+            $org,
+            " AND expires_at > now()), \
+               (SELECT count(*) FROM sync_preview_cache WHERE ",
+            $org,
+            " AND expires_at <= now()), \
+               (SELECT count(*) FROM sync_progress WHERE ",
+            $org,
+            " AND completed_at IS NULL), \
+               (SELECT avg(speed_items_per_min)::float8 FROM sync_progress WHERE ",
+            $org,
+            "), \
                (SELECT avg(extract(epoch FROM completed_at - started_at))::float8 \
-                  FROM sync_progress WHERE ", $org, " AND completed_at IS NOT NULL), \
+                  FROM sync_progress WHERE ",
+            $org,
+            " AND completed_at IS NOT NULL), \
                a.total, a.completed, a.errors, \
                a.ended, a.ended_completed, a.ended_with_errors, a.ended_failed, \
                a.ended_cancelled, a.source \
-             FROM sync_activity_metrics(", $act, ", $2::timestamptz) a \
+             FROM sync_activity_metrics(",
+            $act,
+            ", $2::timestamptz) a \
              WHERE {has_org}"
         )
     };
@@ -146,8 +158,7 @@ macro_rules! metrics_sql {
 static METRICS: ScopedSql = ScopedSql::new(metrics_sql!("org_id = {org}", "{org}"));
 
 // Service scope only (`$1` is a NULL uuid, unused): the whole database.
-static METRICS_ALL_ORGS: ScopedSql =
-    ScopedSql::new(metrics_sql!("$1::uuid IS NULL", "NULL::uuid"));
+static METRICS_ALL_ORGS: ScopedSql = ScopedSql::new(metrics_sql!("$1::uuid IS NULL", "NULL::uuid"));
 
 async fn metrics(
     store: &Store,
