@@ -456,13 +456,13 @@ fn rollup_metrics_equal_a_full_scan_after_any_history() {
             seq: 0,
         }
     });
-    let world = std::cell::RefCell::new(&mut world);
+    let world = tokio::sync::Mutex::new(&mut world);
     runner()
         .run(
             &(proptest::collection::vec(op(), 1..8), any::<u32>()),
             |(ops, seed)| {
                 rt.block_on(async {
-                    let mut w = world.borrow_mut();
+                    let mut w = world.lock().await;
                     for op in &ops {
                         w.apply(op).await;
                         w.check(seed).await?;
@@ -475,7 +475,8 @@ fn rollup_metrics_equal_a_full_scan_after_any_history() {
     // The history touched every kind of row.
     let labels: i64 = rt.block_on(async {
         world
-            .borrow()
+            .lock()
+            .await
             .f
             .admin
             .query_one(
