@@ -43,13 +43,13 @@ async fn up_twice_is_a_no_op() {
     apply(&mut c, &MigrateOptions::default()).await.unwrap();
     let second = apply(&mut c, &MigrateOptions::default()).await.unwrap();
     assert!(second.applied.is_empty());
-    assert_eq!(second.already_applied, 3);
+    assert_eq!(second.already_applied, 4);
     let rows: i64 = c
         .query_one("SELECT count(*) FROM refinery_schema_history", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(rows, 3);
+    assert_eq!(rows, 4);
 }
 
 /// A Supabase-style database that already has organization, auth.users_extended
@@ -178,7 +178,7 @@ async fn eight_concurrent_migrators_all_succeed_and_one_applies() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(rows, 3);
+    assert_eq!(rows, 4);
     drop(keep);
 }
 
@@ -192,7 +192,7 @@ async fn apply_pool_never_returns_a_locked_connection_to_the_pool() {
     let report = apply_pool(&pool, &MigrateOptions::default()).await.unwrap();
     assert_eq!(versions(&report), vec![1, 24, 25, 26]);
     let c = db.client().await;
-    c.batch_execute("DELETE FROM refinery_schema_history WHERE version IN (24, 25)")
+    c.batch_execute("DELETE FROM refinery_schema_history WHERE version IN (24, 25, 26)")
         .await
         .unwrap();
     let err = apply_pool(&pool, &MigrateOptions::default())
@@ -323,13 +323,13 @@ async fn migration_unknown_to_this_build_is_refused() {
     let mut c = db.client().await;
     c.batch_execute(
         "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
-         VALUES (26, 'from_a_newer_build', '2026-11-01T00:00:00Z', '1')",
+         VALUES (99, 'from_a_newer_build', '2026-11-01T00:00:00Z', '1')",
     )
     .await
     .unwrap();
     let err = apply(&mut c, &MigrateOptions::default()).await.unwrap_err();
     assert!(
-        matches!(&err, Error::UnknownApplied { version: 26, name } if name == "from_a_newer_build"),
+        matches!(&err, Error::UnknownApplied { version: 99, name } if name == "from_a_newer_build"),
         "{err:?}"
     );
     let status = sync_migrations::status(&mut c).await.unwrap();

@@ -140,7 +140,13 @@ async fn up_down_up_restores_the_exact_schema() {
 async fn standalone_psql_rollback_then_up_again() {
     let pristine = before_0024_dump().await;
     let db = TestDb::migrated().await;
-    // Newest first: 0025 (one transaction, -1), then 0024.
+    // Newest first: 0026 and 0025 (one transaction each, -1), then 0024.
+    let out = psql_file_single_transaction(&db, "rollback/0026_activity_rollups.sql");
+    assert!(
+        out.status.success(),
+        "psql rollback of 0026 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = psql_file_single_transaction(&db, "rollback/0025_idempotent_writes.sql");
     assert!(
         out.status.success(),
@@ -207,7 +213,7 @@ async fn down_refuses_when_a_later_migration_is_applied() {
     let mut c = db.client().await;
     c.batch_execute(
         "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
-         VALUES (26, 'later', '2026-11-01T00:00:00Z', '1')",
+         VALUES (99, 'later', '2026-11-01T00:00:00Z', '1')",
     )
     .await
     .unwrap();
@@ -215,10 +221,10 @@ async fn down_refuses_when_a_later_migration_is_applied() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::LaterMigrationApplied { version: 26, .. }),
+        matches!(&err, Error::LaterMigrationApplied { version: 99, .. }),
         "{err:?}"
     );
-    assert!(err.to_string().contains("V26__later"), "{err}");
+    assert!(err.to_string().contains("V99__later"), "{err}");
     // 0025, which this build can roll back, was not rolled back either.
     let keys: Option<String> = c
         .query_one("SELECT to_regclass('sync_progress_tick_key')::text", &[])
