@@ -415,9 +415,9 @@ BEGIN
             v_d := (v_d AT TIME ZONE 'UTC' + interval '1 day') AT TIME ZONE 'UTC';
         END IF;
     END IF;
-    -- One statement, one cached generic plan (force_generic_plan, below): each
-    -- branch is gated by a condition on the arguments only (a one-time filter:
-    -- a branch that is off costs nothing) and uses its index with the rest.
+    -- One statement, planned per call with the actual values (force_custom_plan,
+    -- below): each branch is gated by a condition on the arguments only, so the
+    -- branches that are off fold away, and the rest use their indexes.
     -- Every branch yields counts per (status, ends_sync), classified once below.
     FOR g IN
         SELECT c.status, c.ends_sync, sum(c.n)::bigint AS n
@@ -530,11 +530,12 @@ BEGIN
 END
 $pin$;
 
--- The metrics read: one generic plan per session (its branches are gated by
--- one-time filters; see the function). The recount: planned with the actual
--- values on every call (`v_hi = 'infinity'` folds away, the log's partitions
--- are pruned at plan time).
-ALTER FUNCTION sync_activity_metrics(uuid, timestamptz) SET plan_cache_mode = force_generic_plan;
+-- Both planned with the actual values on every call: in the metrics read the
+-- branches that are off fold away at plan time (a generic plan keeps them all,
+-- with every partition of the log: measured 2.7 s per call at 2M rows against
+-- 0.3 ms custom); in the recount `v_hi = 'infinity'` folds away and the log's
+-- partitions are pruned at plan time.
+ALTER FUNCTION sync_activity_metrics(uuid, timestamptz) SET plan_cache_mode = force_custom_plan;
 ALTER FUNCTION sync_activity_rollup_recount(timestamptz, timestamptz)
     SET plan_cache_mode = force_custom_plan;
 
