@@ -344,7 +344,7 @@ async fn startup_migrates_then_ensures_and_is_idempotent() {
             .iter()
             .map(|m| m.version)
             .collect::<Vec<_>>(),
-        vec![1, 24, 25, 27]
+        vec![1, 24, 25, 26, 27, 28]
     );
     assert!(first.partitions.changed());
     assert_eq!(

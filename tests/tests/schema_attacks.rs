@@ -193,7 +193,9 @@ async fn default_privileges_do_not_leave_trigger_or_truncate_to_other_roles() {
                     has_table_privilege($1, c.oid, 'REFERENCES') \
                FROM pg_class c \
               WHERE c.relname IN ('sync_preview_cache', 'sync_progress', 'sync_activity_log', \
-                                  'sync_progress_tick_key', 'sync_activity_batch') \
+                                  'sync_progress_tick_key', 'sync_activity_batch', \
+                                  'sync_activity_rollup', 'sync_activity_rollup_delta', \
+                                  'sync_activity_rollup_state') \
                  OR c.oid IN (SELECT inhrelid FROM pg_inherits \
                                WHERE inhparent = 'sync_activity_log'::regclass) \
               ORDER BY 1",
@@ -201,7 +203,7 @@ async fn default_privileges_do_not_leave_trigger_or_truncate_to_other_roles() {
         )
         .await
         .unwrap();
-    assert_eq!(rows.len(), 10, "3 + 2 tables and 5 partitions");
+    assert_eq!(rows.len(), 13, "3 + 2 + 3 tables and 5 partitions");
     for r in &rows {
         let (name, select, trigger, truncate, references): (String, bool, bool, bool, bool) =
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));

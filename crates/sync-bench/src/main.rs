@@ -24,6 +24,7 @@ mod p3_progress;
 mod p4_list;
 mod p5_ensure;
 mod p6_ensure_writers;
+mod p7_metrics_rollup;
 mod p8_http_progress;
 mod p9_sse_fanout;
 
@@ -77,6 +78,8 @@ struct Sizes {
     list_ops: usize,
     /// P5: rows in the catch-all.
     ensure_rows: u64,
+    /// P7: log rows of the small database (the large one has 10×).
+    rollup_rows: u64,
 }
 
 impl Sizes {
@@ -88,6 +91,7 @@ impl Sizes {
                 list_rows: 200_000,
                 list_ops: 200,
                 ensure_rows: 100_000,
+                rollup_rows: 200_000,
             }
         } else {
             Sizes {
@@ -96,6 +100,7 @@ impl Sizes {
                 list_rows: 2_000_000,
                 list_ops: 1_000,
                 ensure_rows: 1_000_000,
+                rollup_rows: 2_000_000,
             }
         }
     }
@@ -300,6 +305,16 @@ async fn main() -> ExitCode {
         if wanted("P13") {
             let s = p13_reporter::P13Sizes::new(args.quick);
             for r in p13_reporter::run(&db, reps, &s).await {
+                rows.push(r);
+                progress(&args, rows.last());
+            }
+        }
+        if ["P7a", "P7b", "P7c", "P7s", "P7w"]
+            .iter()
+            .any(|id| wanted(id))
+            || wanted("P7")
+        {
+            for r in p7_metrics_rollup::run(&db, reps, sizes.rollup_rows).await {
                 rows.push(r);
                 progress(&args, rows.last());
             }

@@ -55,13 +55,15 @@ struct Cli {
 enum Command {
     /// Apply every pending migration (0001, 0024, …) under the migration lock,
     /// then create the activity-log partitions through the current month + 3
-    /// (as services' start-up does), so `verify` and `doctor` both pass.
+    /// (as services' start-up does), so `verify` and `doctor` both pass, then
+    /// finish the activity-rollup backfill (0026; one month per transaction,
+    /// resumable: run `up` again after an interruption).
     Up {
         /// Only apply the migrations; leave the partitions as they are.
         #[arg(long)]
         no_partitions: bool,
     },
-    /// Roll back 0025 then 0024 (one transaction): DROPS their tables with all
+    /// Roll back 0026, 0025 then 0024 (one transaction): DROPS their tables with all
     /// their rows, functions and enum types. Refuses if a migration this build
     /// cannot roll back is applied.
     Down,
@@ -356,9 +358,32 @@ async fn up(
             })?,
         )
     };
+    let rollups = sync_migrations::backfill_rollups(client, None, |r| {
+        if !json {
+            eprintln!(
+                "activity rollups: counted {} row(s) of the log, next month {}",
+                r.rows_counted,
+                r.next_month
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "none".to_owned())
+            );
+        }
+    })
+    .await
+    .map_err(|e| {
+        CliError::Other(
+            format!(
+                "the migrations are applied, but the activity-rollup backfill failed: {e}; \
+                 the metrics stay exact (they scan the log); run `sync-migrate up` again \
+                 to resume it"
+            )
+            .into(),
+        )
+    })?;
     if json {
         let mut body = serde_json::to_value(&report).expect("report types serialise");
         body["partitions"] = serde_json::to_value(&partitions).expect("report serialises");
+        body["rollups"] = serde_json::to_value(&rollups).expect("report serialises");
         print_json(&body);
     } else if report.applied.is_empty() {
         println!(
@@ -369,6 +394,18 @@ async fn up(
         for m in &report.applied {
             println!("Applied V{}__{}", m.version, m.name);
         }
+    }
+    if !json && rollups.installed {
+        println!(
+            "Activity rollups: {}.",
+            if rollups.done {
+                "backfill done, the metrics read the rollups".to_owned()
+            } else if rollups.busy {
+                "another session is running the backfill".to_owned()
+            } else {
+                "backfill owed".to_owned()
+            }
+        );
     }
     if let (Some(p), false) = (&partitions, json) {
         println!(

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use sync_migrations::{Finding, Verdict};
-use sync_store::{Store, SyncMetrics, SyncOutcomes};
+use sync_store::{ActivitySource, Store, SyncMetrics, SyncOutcomes};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -149,6 +149,13 @@ pub(crate) async fn stats(
             None => "all activity".to_owned(),
         };
         println!("Monitoring metrics ({scope}, {window})");
+        println!(
+            "Activity counted from: {}",
+            match m.activity_source {
+                ActivitySource::Rollup => "the rollups (migration 0026)",
+                _ => "a scan of the log (the rollup backfill is owed: run `sync-migrate up`)",
+            }
+        );
         print!("{}", stats_text(&m));
         println!();
         println!("Spec success/error rate: {SPEC_SUCCESS_RATE}; {SPEC_ERROR_RATE}.");

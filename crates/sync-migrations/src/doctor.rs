@@ -45,10 +45,10 @@ pub(crate) const TRIGGERS: [&str; 5] = [
     "trg_sync_progress_40_log_finish",
 ];
 
-/// The triggers of the migrations (0024, 0025), as (trigger, function): any
+/// The triggers of the migrations (0024, 0025, 0026), as (trigger, function): any
 /// other trigger on the sync tables is someone else's code. The TRUNCATE guard
 /// counts only as a TRUNCATE trigger.
-const OUR_TRIGGERS: [(&str, &str); 12] = [
+const OUR_TRIGGERS: [(&str, &str); 19] = [
     (
         "trg_sync_preview_cache_10_defaults",
         "sync_preview_cache_defaults",
@@ -94,13 +94,42 @@ const OUR_TRIGGERS: [(&str, &str); 12] = [
         "trg_sync_progress_60_notify_done",
         "sync_progress_notify_done",
     ),
+    (
+        "trg_sync_activity_log_80_rollup_insert",
+        "sync_activity_rollup_on_insert",
+    ),
+    (
+        "trg_sync_activity_log_81_rollup_update",
+        "sync_activity_rollup_on_update",
+    ),
+    (
+        "trg_sync_activity_log_82_rollup_delete",
+        "sync_activity_rollup_on_delete",
+    ),
+    (
+        "trg_sync_activity_log_83_rollup_truncate",
+        "sync_activity_rollup_on_truncate",
+    ),
+    (
+        "trg_sync_activity_rollup_10_no_truncate",
+        "sync_refuse_truncate",
+    ),
+    (
+        "trg_sync_activity_rollup_delta_10_no_truncate",
+        "sync_refuse_truncate",
+    ),
+    (
+        "trg_sync_activity_rollup_state_10_no_truncate",
+        "sync_refuse_truncate",
+    ),
 ];
 
 /// The sync tables and every partition of the log (a `WHERE` on `c.oid`).
 macro_rules! sync_relations {
     () => {
         "(c.oid IN (SELECT to_regclass(t) FROM unnest(ARRAY['sync_preview_cache', \
-         'sync_progress', 'sync_activity_log', 'sync_progress_tick_key', 'sync_activity_batch']) t) \
+         'sync_progress', 'sync_activity_log', 'sync_progress_tick_key', 'sync_activity_batch', \
+         'sync_activity_rollup', 'sync_activity_rollup_delta', 'sync_activity_rollup_state']) t) \
          OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass('sync_activity_log')))"
     };
 }
@@ -164,7 +193,8 @@ pub async fn doctor(client: &Client, user_id: Option<Uuid>) -> Result<Vec<Findin
 /// or `on` and `enable_partition_pruning` is on; no expired cache rows wait for
 /// cleanup; no running sync is stalled (warn; migration 0027); the
 /// `(org_id, job_id)` progress query uses its index; indexes of the
-/// 0024 tables that were never scanned (warn only).
+/// 0024 tables that were never scanned (warn only); the activity-rollup
+/// backfill of 0026 is done (warn while owed, skip without 0026).
 ///
 /// # Errors
 ///
@@ -196,6 +226,7 @@ pub async fn doctor_with(
         unused_indexes(client).await?,
         table_privileges(client).await?,
         foreign_triggers(client).await?,
+        activity_rollups(client).await?,
     ])
 }
 
@@ -667,6 +698,53 @@ async fn foreign_triggers(client: &Client) -> Result<Finding> {
             format!("triggers that are not the migrations': {foreign}"),
             "find who created them (a role holding TRIGGER), DROP TRIGGER, then revoke TRIGGER",
         ),
+    })
+}
+
+/// The activity-rollup backfill (0026) is done, so the metrics answer from the
+/// rollups (warn while it is owed: the metrics scan the log meanwhile).
+async fn activity_rollups(client: &Client) -> Result<Finding> {
+    let installed: bool = client
+        .query_one(
+            "SELECT to_regclass('sync_activity_rollup_state') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(Error::db("looking for the activity rollups"))?
+        .get(0);
+    if !installed {
+        return Ok(finding(
+            "activity_rollups",
+            Verdict::Skip,
+            "migration 0026 (activity rollups) is not applied",
+            "",
+        ));
+    }
+    let row = client
+        .query_one(
+            "SELECT backfill_done_at IS NOT NULL, backfill_next::text FROM sync_activity_rollup_state",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the activity-rollup backfill state"))?;
+    let (done, next): (bool, Option<String>) = (row.get(0), row.get(1));
+    Ok(if done {
+        finding(
+            "activity_rollups",
+            Verdict::Pass,
+            "the activity metrics answer from the rollups (backfill done)",
+            "",
+        )
+    } else {
+        finding(
+            "activity_rollups",
+            Verdict::Warn,
+            format!(
+                "the rollup backfill is owed (next month: {}); the activity metrics scan the log meanwhile",
+                next.as_deref().unwrap_or("not started")
+            ),
+            "run `sync-migrate up` (or restart a service: start-up resumes it)",
+        )
     })
 }
 

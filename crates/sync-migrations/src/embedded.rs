@@ -21,6 +21,10 @@ pub const ROLLBACK_0024_SQL: &str =
 /// rollback of 0024 in one transaction. On its own: `psql -1 -v ON_ERROR_STOP=1 -f`.
 pub const ROLLBACK_0025_SQL: &str = include_str!("../../../rollback/0025_idempotent_writes.sql");
 
+/// `rollback/0026_activity_rollups.sql`, byte for byte (no `BEGIN`/`COMMIT`, as
+/// [`ROLLBACK_0025_SQL`]). On its own: `psql -1 -v ON_ERROR_STOP=1 -f`.
+pub const ROLLBACK_0026_SQL: &str = include_str!("../../../rollback/0026_activity_rollups.sql");
+
 /// `rollback/0027_progress_heartbeat.sql`, byte for byte (no `BEGIN`/`COMMIT`,
 /// as 0025's).
 pub const ROLLBACK_0027_SQL: &str = include_str!("../../../rollback/0027_progress_heartbeat.sql");
@@ -36,6 +40,7 @@ pub const ROLLBACK_0028_SQL: &str = include_str!("../../../rollback/0028_progres
 pub const ROLLBACKS_AFTER_0024: &[(i32, &str)] = &[
     (28, ROLLBACK_0028_SQL),
     (27, ROLLBACK_0027_SQL),
+    (26, ROLLBACK_0026_SQL),
     (25, ROLLBACK_0025_SQL),
 ];
 

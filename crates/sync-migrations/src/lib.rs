@@ -14,6 +14,7 @@ pub mod lock;
 mod options;
 pub mod partitions;
 mod rollback;
+mod rollups;
 mod startup;
 mod status;
 mod verify;
@@ -24,13 +25,14 @@ pub use doctor::{doctor, doctor_with, DoctorOptions, Finding, Verdict};
 pub use doctor_replica::{replica_lag, REPLICA_LAG_WARN_BYTES};
 pub use embedded::{
     embedded_migrations, EmbeddedMigration, ROLLBACKS_AFTER_0024, ROLLBACK_0024_SQL,
-    ROLLBACK_0025_SQL, ROLLBACK_0027_SQL, ROLLBACK_0028_SQL,
+    ROLLBACK_0025_SQL, ROLLBACK_0026_SQL, ROLLBACK_0027_SQL, ROLLBACK_0028_SQL,
 };
 pub use error::{Error, Result, ServerError};
 pub use options::MigrateOptions;
 pub use rollback::{
     rollback_0024_dropping_data, rollback_0024_dropping_data_pool, RollbackOutcome,
 };
+pub use rollups::{backfill_rollups, RollupBackfillReport};
 pub use startup::{startup, startup_partition_options, startup_with, StartupError, StartupReport};
 pub use status::{status, MigrationState, MigrationStatus};
 pub use verify::{verify, Check, VerifyReport};

@@ -6,6 +6,11 @@ use crate::apply::{apply_pool, ApplyReport};
 use crate::error::Error;
 use crate::options::MigrateOptions;
 use crate::partitions::{ensure_partitions, EnsureReport, PartitionError, PartitionOptions};
+use crate::rollups::{backfill_rollups, RollupBackfillReport};
+
+/// How long [`startup`] runs the rollup backfill before handing the rest to a
+/// background task.
+const ROLLUP_BACKFILL_INLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What [`startup`] did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -15,6 +20,10 @@ pub struct StartupReport {
     /// The partition maintenance done (usually nothing; see
     /// [`EnsureReport::other_run_busy`] for "another replica is doing it").
     pub partitions: EnsureReport,
+    /// The activity-rollup backfill (migration 0026) as it stood when start-up
+    /// returned: usually `done`; else it continues in a background task (see
+    /// [`startup`]).
+    pub rollups: RollupBackfillReport,
 }
 
 /// Why [`startup`] failed.
@@ -36,6 +45,10 @@ pub enum StartupError {
 /// lock), then runs [`ensure_partitions`] with `months_ahead` on a pooled
 /// connection, with [`startup_partition_options`]: wait at most 5 s for another
 /// replica's partition maintenance, and if it is still running, start anyway.
+/// Then runs the activity-rollup backfill ([`backfill_rollups`]) for up to 5 s;
+/// if it is not done by then, a spawned tokio task (on another pooled
+/// connection) continues it to the end: the metrics are exact meanwhile (they
+/// scan the log until it is done).
 ///
 /// Safe to call from every replica at start-up: both steps are serialised by
 /// advisory locks and idempotent; when there is nothing to do, no table lock is
@@ -111,8 +124,61 @@ pub async fn startup_with(
             "start-up: sync_activity_log partitions ensured"
         );
     }
+    // The rollup backfill (0026): counts the log rows older than the rollups,
+    // one month per transaction. A few seconds inline; the rest in the
+    // background, so a large log does not hold up readiness (the metrics scan the
+    // log, exactly, until it is done). Another replica running it: skipped.
+    // A failed step does not fail start-up (the rollups are derived data and
+    // the metrics stay exact without them): it is logged and retried later.
+    let (rollups, failed) = match backfill_rollups(
+        &mut client,
+        Some(ROLLUP_BACKFILL_INLINE),
+        |_| {},
+    )
+    .await
+    {
+        Ok(r) => (r, false),
+        Err(e) => {
+            tracing::warn!(
+                target: "sync_migrations",
+                error = %e,
+                "start-up: an activity-rollup backfill step failed; the metrics scan the log until it is done (next start-up or `sync-migrate up`)"
+            );
+            (RollupBackfillReport::owed(), true)
+        }
+    };
+    if !rollups.done && !rollups.busy && !failed {
+        drop(client);
+        let pool = pool.clone();
+        tracing::info!(
+            target: "sync_migrations",
+            next_month = ?rollups.next_month,
+            "start-up: the activity-rollup backfill continues in the background"
+        );
+        tokio::spawn(async move {
+            let outcome = match pool.get().await {
+                Ok(mut c) => backfill_rollups(&mut c, None, |_| {}).await,
+                Err(e) => Err(Error::Unavailable {
+                    reason: e.to_string(),
+                }),
+            };
+            match outcome {
+                Ok(r) => tracing::info!(
+                    target: "sync_migrations",
+                    done = r.done, busy = r.busy, rows = r.rows_counted,
+                    "activity-rollup backfill finished"
+                ),
+                Err(e) => tracing::warn!(
+                    target: "sync_migrations",
+                    error = %e,
+                    "activity-rollup backfill stopped; the next start-up or `sync-migrate up` resumes it"
+                ),
+            }
+        });
+    }
     Ok(StartupReport {
         migrations,
         partitions,
+        rollups,
     })
 }

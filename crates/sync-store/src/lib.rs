@@ -30,7 +30,7 @@ pub use activity_types::{ActivityEntry, ActivityFilter, ActivityPage, BatchOutco
 pub use cursor::{ActivityCursor, BadCursor};
 pub use enums::{SyncAction, SyncEntityType, SyncStatus, SyncType, UnknownLabel};
 pub use error::{Error, Result, ServerError};
-pub use metrics::{SyncMetrics, SyncOutcomes};
+pub use metrics::{ActivitySource, SyncMetrics, SyncOutcomes};
 pub use preview_types::{PreviewEntry, PutPreview};
 pub use progress_types::{ProgressCounts, ProgressDelta, StartSync, SyncProgress, TickOutcome};
 pub use progress_versions::{ProgressVersion, MAX_VERSION_IDS};

@@ -15,6 +15,18 @@
 //!   `failed`, `cancelled`, or `other` (any other status, e.g. a row written by plain
 //!   SQL). The five shares sum to 100 %; `completed`'s share is what people mean by
 //!   "success rate".
+//!
+//! The activity counts come from the rollups of migration 0026
+//! (`sync_activity_metrics()`): running totals per org, UTC day and hour
+//! buckets, and the deltas not yet folded in, maintained by statement triggers
+//! on the log. Their cost does not grow with the log: without `since`, a few
+//! rows per org and status; with `since`, the whole days and hours after it plus
+//! the log rows of the one partial hour (read through the `(org_id,
+//! created_at)` index). While the backfill of the rows older than 0026 is owed,
+//! they are counted by a scan of the log, as before, and
+//! [`SyncMetrics::activity_source`] says [`ActivitySource::Scan`]. Metrics over
+//! `sync_progress` and `sync_preview_cache` scan those tables (they grow with
+//! syncs and previews, not events).
 
 use postgres_types::Type;
 use time::OffsetDateTime;
@@ -59,6 +71,24 @@ pub struct SyncMetrics {
     /// [`SyncOutcomes`]. This, not [`SyncMetrics::success_rate`], is the share of
     /// syncs that succeeded.
     pub outcomes: SyncOutcomes,
+    /// Where the activity counts (`activity_*`, the rates, `outcomes`) came
+    /// from: the rollups of migration 0026, or a scan of the log while their
+    /// backfill is owed. Both are exact; only the cost differs.
+    pub activity_source: ActivitySource,
+}
+
+/// Where [`SyncMetrics`]' activity counts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ActivitySource {
+    /// The rollups (`sync_activity_rollup`, its pending deltas, and at most the
+    /// one partial UTC hour after `since` read from the log): time independent
+    /// of the log's size.
+    Rollup,
+    /// A scan of the log: the rollup backfill is still owed (run `sync-migrate
+    /// up`, or let a service's start-up finish it). Exact, but grows with the log.
+    Scan,
 }
 
 /// The activity entries that **end a sync** — `action IN ('sync_complete',
@@ -77,8 +107,11 @@ pub struct SyncOutcomes {
     pub failed: i64,
     /// Of which `status = 'cancelled'`.
     pub cancelled: i64,
-    /// Of which any other status (`pending`, `in_progress`: not written by this
-    /// migration's triggers, only by other clients).
+    /// Of which any other status: `pending`, `in_progress` (not written by the
+    /// migrations' triggers, only by other clients), and labels our enums do not
+    /// know (an adopted database's own, e.g. `sync_error`, `partial`, `skipped`):
+    /// the rollups keep statuses as text, so such rows are counted here, never
+    /// dropped and never an error.
     pub other: i64,
 }
 
@@ -90,43 +123,49 @@ impl SyncOutcomes {
     }
 }
 
-/// The MONITORING statement with `$org` as the org filter of every table.
+/// The MONITORING statement with `$org` as the org filter of the cache and
+/// progress tables and `$act` as the org argument of `sync_activity_metrics`
+/// (migration 0026: the activity counts from the rollups, or from a scan of the
+/// log while the rollup backfill is owed).
 macro_rules! metrics_sql {
-    ($org:literal) => {
+    ($org:literal, $act:literal) => {
         concat!(
             "SELECT \
-               (SELECT count(*) FROM sync_preview_cache WHERE ", $org, " AND expires_at > now()), \
-               (SELECT count(*) FROM sync_preview_cache WHERE ", $org, " AND expires_at <= now()), \
-               (SELECT count(*) FROM sync_progress WHERE ", $org, " AND completed_at IS NULL), \
-               (SELECT avg(speed_items_per_min)::float8 FROM sync_progress WHERE ", $org, "), \
+               (SELECT count(*) FROM sync_preview_cache WHERE ",
+            $org,
+            " AND expires_at > now()), \
+               (SELECT count(*) FROM sync_preview_cache WHERE ",
+            $org,
+            " AND expires_at <= now()), \
+               (SELECT count(*) FROM sync_progress WHERE ",
+            $org,
+            " AND completed_at IS NULL), \
+               (SELECT avg(speed_items_per_min)::float8 FROM sync_progress WHERE ",
+            $org,
+            "), \
                (SELECT avg(extract(epoch FROM completed_at - started_at))::float8 \
-                  FROM sync_progress WHERE ", $org, " AND completed_at IS NOT NULL), \
+                  FROM sync_progress WHERE ",
+            $org,
+            " AND completed_at IS NOT NULL), \
                a.total, a.completed, a.errors, \
                a.ended, a.ended_completed, a.ended_with_errors, a.ended_failed, \
-               a.ended_cancelled, \
-               (SELECT count(*) FROM sync_progress WHERE ", $org, " AND completed_at IS NULL \
+               a.ended_cancelled, a.source, \
+               (SELECT count(*) FROM sync_progress WHERE ",
+            $org,
+            " AND completed_at IS NULL \
                   AND sync_progress_stalled(sync_progress)) \
-             FROM (SELECT count(*) AS total, \
-                          count(*) FILTER (WHERE status = 'completed') AS completed, \
-                          count(*) FILTER (WHERE status IN ('failed', 'completed_with_errors')) AS errors, \
-                          count(*) FILTER (WHERE e) AS ended, \
-                          count(*) FILTER (WHERE e AND status = 'completed') AS ended_completed, \
-                          count(*) FILTER (WHERE e AND status = 'completed_with_errors') AS ended_with_errors, \
-                          count(*) FILTER (WHERE e AND status = 'failed') AS ended_failed, \
-                          count(*) FILTER (WHERE e AND status = 'cancelled') AS ended_cancelled \
-                   FROM (SELECT status, \
-                                action IN ('sync_complete', 'sync_fail', 'sync_cancel') AS e \
-                         FROM sync_activity_log \
-                         WHERE ", $org, " AND ($2::timestamptz IS NULL OR created_at >= $2)) l) a \
+             FROM sync_activity_metrics(",
+            $act,
+            ", $2::timestamptz) a \
              WHERE {has_org}"
         )
     };
 }
 
-static METRICS: ScopedSql = ScopedSql::new(metrics_sql!("org_id = {org}"));
+static METRICS: ScopedSql = ScopedSql::new(metrics_sql!("org_id = {org}", "{org}"));
 
 // Service scope only (`$1` is a NULL uuid, unused): the whole database.
-static METRICS_ALL_ORGS: ScopedSql = ScopedSql::new(metrics_sql!("$1::uuid IS NULL"));
+static METRICS_ALL_ORGS: ScopedSql = ScopedSql::new(metrics_sql!("$1::uuid IS NULL", "NULL::uuid"));
 
 async fn metrics(
     store: &Store,
@@ -158,11 +197,17 @@ async fn metrics(
             cancelled: o_cancelled,
             other: ended - o_completed - o_with_errors - o_failed - o_cancelled,
         };
+        let source: String = col(op, &row, 13)?;
         Ok(SyncMetrics {
+            activity_source: if source == "rollup" {
+                ActivitySource::Rollup
+            } else {
+                ActivitySource::Scan
+            },
             cache_live: col(op, &row, 0)?,
             cache_expired: col(op, &row, 1)?,
             active_syncs: col(op, &row, 2)?,
-            stalled_syncs: col(op, &row, 13)?,
+            stalled_syncs: col(op, &row, 14)?,
             avg_speed_items_per_min: col(op, &row, 3)?,
             avg_duration_seconds: col(op, &row, 4)?,
             activity_total: total,
