@@ -216,10 +216,11 @@ async fn listings_read_the_replica_and_a_token_brings_the_callers_write() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {line_start} in {scrape}"))
     };
-    assert_eq!(value("db_replica_reads_total "), 2.0, "{scrape}");
-    assert_eq!(
-        value(r#"db_replica_fallbacks_total{reason="lag"}"#),
-        1.0,
+    // A listing reads newest-first time windows until its page is full (one
+    // routed read per window), so these count windows, not requests.
+    assert!(value("db_replica_reads_total ") >= 2.0, "{scrape}");
+    assert!(
+        value(r#"db_replica_fallbacks_total{reason="lag"}"#) >= 1.0,
         "{scrape}"
     );
     assert!(scrape.contains("db_replica_pool_size"), "{scrape}");

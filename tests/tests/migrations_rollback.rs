@@ -166,19 +166,29 @@ async fn up_down_up_restores_the_exact_schema() {
 async fn standalone_psql_rollback_then_up_again() {
     let pristine = before_0024_dump().await;
     let db = TestDb::migrated().await;
-    // Newest first: 0028 and 0025 (one transaction each, -1), then 0024.
-    let out = psql_file_single_transaction(&db, "rollback/0028_progress_notify.sql");
-    assert!(
-        out.status.success(),
-        "psql rollback of 0028 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    // Newest first: every rollback file after 0024 (one transaction each, -1),
+    // then 0024's. The files are found in the folder, so a new migration's
+    // rollback is covered without editing this test.
+    let mut after_24: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../rollback"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".sql") && n.as_str() > "0025")
+        .collect();
+    after_24.sort();
+    after_24.reverse();
+    assert_eq!(
+        after_24.len(),
+        sync_migrations::ROLLBACKS_AFTER_0024.len(),
+        "one rollback file per migration after 0024: {after_24:?}"
     );
-    let out = psql_file_single_transaction(&db, "rollback/0025_idempotent_writes.sql");
-    assert!(
-        out.status.success(),
-        "psql rollback of 0025 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for file in &after_24 {
+        let out = psql_file_single_transaction(&db, &format!("rollback/{file}"));
+        assert!(
+            out.status.success(),
+            "psql rollback {file} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = psql_file(&db, "rollback/0024_sync_preview_progress_logs.sql");
     assert!(
         out.status.success(),

@@ -210,6 +210,7 @@ async fn fingerprint(c: &tokio_postgres::Client, from: &str, to: &str) -> (i64, 
 async fn install_recount_stub(c: &tokio_postgres::Client) {
     c.batch_execute(
         "CREATE TABLE recount_calls (n serial, lo timestamptz, hi timestamptz, attached_rows bigint);
+         DROP FUNCTION IF EXISTS sync_activity_rollup_recount(timestamptz, timestamptz);
          CREATE FUNCTION sync_activity_rollup_recount(lo timestamptz, hi timestamptz) RETURNS void
          LANGUAGE sql AS $$
            INSERT INTO recount_calls (lo, hi, attached_rows)

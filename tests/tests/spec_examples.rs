@@ -213,8 +213,10 @@ fn check_result(sql: &str, rows: &[tokio_postgres::Row]) {
     } else if sql.contains("information_schema.triggers") {
         assert_eq!(
             rows.len(),
-            9,
-            "0024's 5 triggers in 8 (trigger, event) rows, and 0025's key pruning trigger"
+            13,
+            "0024's 5 triggers in 8 (trigger, event) rows, 0025's key pruning trigger, \
+             0026's 3 rollup statement triggers (INSERT, UPDATE, DELETE; TRUNCATE is not listed) \
+             and 0028's completion notification"
         );
     } else if sql.contains("FILTER (WHERE status = 'completed')") {
         assert_eq!(
