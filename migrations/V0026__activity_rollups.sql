@@ -12,6 +12,9 @@
 -- The status is kept as text, so labels our code does not know (an adopted
 -- database may keep its own, e.g. 'sync_error', 'partial', 'skipped') are counted
 -- under their own name; the metrics report them in an explicit "other" bucket.
+-- A NULL status or action (possible only on an adopted database whose NOT NULL
+-- was left out by `adopt --allow-not-valid`) is counted as the label '' (so
+-- under "other", and not as ending a sync), here and in the scan alike.
 --
 -- Write path (never waits, never deadlocks): three STATEMENT-level AFTER
 -- triggers with transition tables on the partitioned PARENT only (INSERT, UPDATE,
@@ -152,8 +155,8 @@ CREATE FUNCTION sync_activity_rollup_on_insert() RETURNS trigger
 AS $fn$
 BEGIN
     INSERT INTO sync_activity_rollup_delta (org_id, bucket, status, ends_sync, n)
-    SELECT org_id, date_trunc('hour', created_at, 'UTC'), status::text,
-           action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), count(*)
+    SELECT org_id, date_trunc('hour', created_at, 'UTC'), coalesce(status::text, ''),
+           coalesce(action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel'), count(*)
       FROM new_rows
      GROUP BY 1, 2, 3, 4;
     IF random() < 1.0 / 64
@@ -169,8 +172,8 @@ CREATE FUNCTION sync_activity_rollup_on_delete() RETURNS trigger
 AS $fn$
 BEGIN
     INSERT INTO sync_activity_rollup_delta (org_id, bucket, status, ends_sync, n)
-    SELECT org_id, date_trunc('hour', created_at, 'UTC'), status::text,
-           action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), -count(*)
+    SELECT org_id, date_trunc('hour', created_at, 'UTC'), coalesce(status::text, ''),
+           coalesce(action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel'), -count(*)
       FROM old_rows
      GROUP BY 1, 2, 3, 4;
     RETURN NULL;
@@ -184,13 +187,13 @@ BEGIN
     INSERT INTO sync_activity_rollup_delta (org_id, bucket, status, ends_sync, n)
     SELECT org_id, bucket, status, ends_sync, sum(n)
       FROM (SELECT org_id, date_trunc('hour', created_at, 'UTC') AS bucket,
-                   status::text AS status,
-                   action::text IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
+                   coalesce(status::text, '') AS status,
+                   coalesce(action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
                    -1 AS n
               FROM old_rows
             UNION ALL
-            SELECT org_id, date_trunc('hour', created_at, 'UTC'), status::text,
-                   action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+            SELECT org_id, date_trunc('hour', created_at, 'UTC'), coalesce(status::text, ''),
+                   coalesce(action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
               FROM new_rows) c
      GROUP BY 1, 2, 3, 4
     HAVING sum(n) <> 0;
@@ -272,8 +275,8 @@ BEGIN
          WHERE bucket >= v_lo AND (bucket < v_hi OR v_hi = 'infinity')
         RETURNING 1
     ), fresh AS (
-        SELECT org_id, date_trunc('hour', created_at, 'UTC') AS bucket, status::text AS status,
-               action::text IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
+        SELECT org_id, date_trunc('hour', created_at, 'UTC') AS bucket, coalesce(status::text, '') AS status,
+               coalesce(action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
                count(*)::bigint AS n
           FROM sync_activity_log
          WHERE created_at >= v_lo AND (created_at < v_hi OR v_hi = 'infinity')
@@ -435,14 +438,14 @@ BEGIN
         SELECT c.status, c.ends_sync, sum(c.n)::bigint AS n
           FROM (
             -- While the backfill is owed: the log, scanned as before 0026.
-            SELECT a.status::text AS status,
-                   a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
+            SELECT coalesce(a.status::text, '') AS status,
+                   coalesce(a.action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
                    1::bigint AS n
               FROM sync_activity_log a
              WHERE NOT v_done AND p_org IS NOT NULL
                AND a.org_id = p_org AND a.created_at >= coalesce(p_since, '-infinity')
             UNION ALL
-            SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+            SELECT coalesce(a.status::text, ''), coalesce(a.action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
               FROM sync_activity_log a
              WHERE NOT v_done AND p_org IS NULL
                AND a.created_at >= coalesce(p_since, '-infinity')
@@ -484,13 +487,13 @@ BEGIN
              WHERE v_done AND p_since IS NOT NULL AND (p_org IS NULL OR x.org_id = p_org)
                AND x.bucket >= v_h
             UNION ALL
-            SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+            SELECT coalesce(a.status::text, ''), coalesce(a.action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
               FROM sync_activity_log a
              WHERE v_done AND p_since IS NOT NULL AND p_since < v_h AND p_org IS NOT NULL
                AND a.org_id = p_org AND a.created_at >= p_since AND a.created_at < v_h
             UNION ALL
             -- Every org with rows has a running total or a pending delta.
-            SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+            SELECT coalesce(a.status::text, ''), coalesce(a.action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
               FROM (SELECT r.org_id FROM sync_activity_rollup r WHERE r.grain = 'all'
                     UNION
                     SELECT x.org_id FROM sync_activity_rollup_delta x) o
