@@ -12,6 +12,9 @@
 -- The status is kept as text, so labels our code does not know (an adopted
 -- database may keep its own, e.g. 'sync_error', 'partial', 'skipped') are counted
 -- under their own name; the metrics report them in an explicit "other" bucket.
+-- A NULL status or action (possible only on an adopted database whose NOT NULL
+-- was left out by `adopt --allow-not-valid`) is counted as the label '' (so
+-- under "other", and not as ending a sync), here and in the scan alike.
 --
 -- Write path (never waits, never deadlocks): three STATEMENT-level AFTER
 -- triggers with transition tables on the partitioned PARENT only (INSERT, UPDATE,
@@ -27,8 +30,12 @@
 -- Compaction: sync_activity_rollup_compact() folds the deltas into
 -- sync_activity_rollup, one row per (org, grain, bucket, status, ends_sync) for
 -- three grains: 'all' (running totals, bucket '-infinity'), 'day' and 'hour'
--- (UTC). It is serialised by a transaction advisory lock taken with TRY (a busy
--- compactor is skipped, never waited for). The insert trigger runs it in about
+-- (UTC). It is serialised by the row lock of the one sync_activity_rollup_state
+-- row, taken with SKIP LOCKED (a busy compactor is skipped, never waited for).
+-- Not an advisory lock: any login may take any advisory key and would stall
+-- compaction, recount and TRUNCATE for ever; a row lock (SELECT ... FOR
+-- UPDATE) needs UPDATE on the table, which no role but the owner holds (see
+-- the privileges at the end). The insert trigger runs it in about
 -- one statement in 64 (READ COMMITTED only), so the deltas stay few; startup and
 -- `sync-migrate rollups` also run it.
 --
@@ -106,8 +113,10 @@ AS $fn$
 DECLARE
     v_folded bigint;
 BEGIN
-    -- One compactor at a time; a busy one is skipped, never waited for.
-    IF NOT pg_try_advisory_xact_lock(7526477202620245042) THEN
+    -- One compactor at a time; a busy one is skipped, never waited for. The
+    -- state row's lock (owner only: FOR UPDATE needs UPDATE privilege).
+    PERFORM 1 FROM sync_activity_rollup_state FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
         RETURN 0;
     END IF;
     -- A new statement, a new snapshot (READ COMMITTED): it sees what the
@@ -146,8 +155,8 @@ CREATE FUNCTION sync_activity_rollup_on_insert() RETURNS trigger
 AS $fn$
 BEGIN
     INSERT INTO sync_activity_rollup_delta (org_id, bucket, status, ends_sync, n)
-    SELECT org_id, date_trunc('hour', created_at, 'UTC'), status::text,
-           action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), count(*)
+    SELECT org_id, date_trunc('hour', created_at, 'UTC'), coalesce(status::text, ''),
+           coalesce(action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel'), count(*)
       FROM new_rows
      GROUP BY 1, 2, 3, 4;
     IF random() < 1.0 / 64
@@ -163,8 +172,8 @@ CREATE FUNCTION sync_activity_rollup_on_delete() RETURNS trigger
 AS $fn$
 BEGIN
     INSERT INTO sync_activity_rollup_delta (org_id, bucket, status, ends_sync, n)
-    SELECT org_id, date_trunc('hour', created_at, 'UTC'), status::text,
-           action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), -count(*)
+    SELECT org_id, date_trunc('hour', created_at, 'UTC'), coalesce(status::text, ''),
+           coalesce(action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel'), -count(*)
       FROM old_rows
      GROUP BY 1, 2, 3, 4;
     RETURN NULL;
@@ -178,13 +187,13 @@ BEGIN
     INSERT INTO sync_activity_rollup_delta (org_id, bucket, status, ends_sync, n)
     SELECT org_id, bucket, status, ends_sync, sum(n)
       FROM (SELECT org_id, date_trunc('hour', created_at, 'UTC') AS bucket,
-                   status::text AS status,
-                   action::text IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
+                   coalesce(status::text, '') AS status,
+                   coalesce(action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
                    -1 AS n
               FROM old_rows
             UNION ALL
-            SELECT org_id, date_trunc('hour', created_at, 'UTC'), status::text,
-                   action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+            SELECT org_id, date_trunc('hour', created_at, 'UTC'), coalesce(status::text, ''),
+                   coalesce(action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
               FROM new_rows) c
      GROUP BY 1, 2, 3, 4
     HAVING sum(n) <> 0;
@@ -197,7 +206,8 @@ CREATE FUNCTION sync_activity_rollup_on_truncate() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
 AS $fn$
 BEGIN
-    PERFORM pg_advisory_xact_lock(7526477202620245042);
+    -- Waits for a running compactor or recount; bounded by lock_timeout.
+    PERFORM 1 FROM sync_activity_rollup_state FOR UPDATE;
     DELETE FROM sync_activity_rollup_delta;
     DELETE FROM sync_activity_rollup;
     RETURN NULL;
@@ -255,7 +265,8 @@ BEGIN
         RETURN 0;
     END IF;
     -- Waits for a running compactor (short) or recount; bounded by lock_timeout.
-    PERFORM pg_advisory_xact_lock(7526477202620245042);
+    -- The state row's lock, as in the compactor (a backfill step holds it already).
+    PERFORM 1 FROM sync_activity_rollup_state FOR UPDATE;
     -- One statement, one snapshot: the deltas of [v_lo, v_hi) it sees are
     -- discarded and their rows are exactly those the scan sees; deltas of
     -- transactions that commit later stay and are folded later.
@@ -264,8 +275,8 @@ BEGIN
          WHERE bucket >= v_lo AND (bucket < v_hi OR v_hi = 'infinity')
         RETURNING 1
     ), fresh AS (
-        SELECT org_id, date_trunc('hour', created_at, 'UTC') AS bucket, status::text AS status,
-               action::text IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
+        SELECT org_id, date_trunc('hour', created_at, 'UTC') AS bucket, coalesce(status::text, '') AS status,
+               coalesce(action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
                count(*)::bigint AS n
           FROM sync_activity_log
          WHERE created_at >= v_lo AND (created_at < v_hi OR v_hi = 'infinity')
@@ -308,9 +319,10 @@ COMMENT ON FUNCTION sync_activity_rollup_recount(timestamptz, timestamptz) IS
     'Recomputes the rollup of the UTC hours touching [lo, hi) from the attached partitions (call after DETACH/ATTACH, in the same READ COMMITTED transaction); returns the rows counted.';
 
 -- One step of the backfill: recounts the next UTC month of the range the log
--- held when the backfill began. Returns the state after the step. A step that
--- finds another step running (its state row locked) does nothing and returns
--- busy = true.
+-- held when the backfill began. Returns the state after the step. It waits
+-- for the state row's lock (another step, a recount, or a compactor in a
+-- writer's open transaction), bounded by the caller's lock_timeout; when that
+-- runs out it does nothing and returns busy = true.
 CREATE FUNCTION sync_activity_rollup_backfill_step(
     OUT done boolean, OUT busy boolean, OUT next_month timestamptz,
     OUT last_month timestamptz, OUT rows_counted bigint)
@@ -323,9 +335,12 @@ DECLARE
     v_end timestamptz;
 BEGIN
     busy := false;
-    SELECT * INTO s FROM sync_activity_rollup_state FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
+    BEGIN
+        SELECT * INTO s FROM sync_activity_rollup_state FOR UPDATE;
+    EXCEPTION WHEN lock_not_available THEN
         busy := true;
+    END;
+    IF busy THEN
         SELECT * INTO s FROM sync_activity_rollup_state;
         done := s.backfill_done_at IS NOT NULL;
         next_month := s.backfill_next;
@@ -423,14 +438,14 @@ BEGIN
         SELECT c.status, c.ends_sync, sum(c.n)::bigint AS n
           FROM (
             -- While the backfill is owed: the log, scanned as before 0026.
-            SELECT a.status::text AS status,
-                   a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
+            SELECT coalesce(a.status::text, '') AS status,
+                   coalesce(a.action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel') AS ends_sync,
                    1::bigint AS n
               FROM sync_activity_log a
              WHERE NOT v_done AND p_org IS NOT NULL
                AND a.org_id = p_org AND a.created_at >= coalesce(p_since, '-infinity')
             UNION ALL
-            SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+            SELECT coalesce(a.status::text, ''), coalesce(a.action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
               FROM sync_activity_log a
              WHERE NOT v_done AND p_org IS NULL
                AND a.created_at >= coalesce(p_since, '-infinity')
@@ -472,13 +487,13 @@ BEGIN
              WHERE v_done AND p_since IS NOT NULL AND (p_org IS NULL OR x.org_id = p_org)
                AND x.bucket >= v_h
             UNION ALL
-            SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+            SELECT coalesce(a.status::text, ''), coalesce(a.action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
               FROM sync_activity_log a
              WHERE v_done AND p_since IS NOT NULL AND p_since < v_h AND p_org IS NOT NULL
                AND a.org_id = p_org AND a.created_at >= p_since AND a.created_at < v_h
             UNION ALL
             -- Every org with rows has a running total or a pending delta.
-            SELECT a.status::text, a.action::text IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
+            SELECT coalesce(a.status::text, ''), coalesce(a.action::text, '') IN ('sync_complete', 'sync_fail', 'sync_cancel'), 1
               FROM (SELECT r.org_id FROM sync_activity_rollup r WHERE r.grain = 'all'
                     UNION
                     SELECT x.org_id FROM sync_activity_rollup_delta x) o
@@ -540,14 +555,37 @@ ALTER FUNCTION sync_activity_rollup_recount(timestamptz, timestamptz)
     SET plan_cache_mode = force_custom_plan;
 
 -- Maintenance functions: the owner only. The metrics read: tenants too (it is
--- SECURITY INVOKER, so their row-level security applies).
-REVOKE ALL ON FUNCTION sync_activity_rollup_compact() FROM PUBLIC;
-REVOKE ALL ON FUNCTION sync_activity_rollup_recount(timestamptz, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION sync_activity_rollup_backfill_step() FROM PUBLIC;
-REVOKE ALL ON FUNCTION sync_activity_rollup_on_insert() FROM PUBLIC;
-REVOKE ALL ON FUNCTION sync_activity_rollup_on_delete() FROM PUBLIC;
-REVOKE ALL ON FUNCTION sync_activity_rollup_on_update() FROM PUBLIC;
-REVOKE ALL ON FUNCTION sync_activity_rollup_on_truncate() FROM PUBLIC;
+-- SECURITY INVOKER, so their row-level security applies). REVOKE ... FROM
+-- PUBLIC is not enough: default privileges (Supabase: GRANT ALL ON FUNCTIONS
+-- TO anon, authenticated) grant EXECUTE at CREATE FUNCTION. So EXECUTE goes
+-- back from EVERY grantee but the owner, then only the intended grant is made.
+-- The same for 0025's SECURITY DEFINER pruning trigger function (0025 is
+-- frozen; its rollback does not give these grants back).
+DO $fnacl$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT p.oid::regprocedure AS fn,
+               CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                    ELSE format('%I', pg_get_userbyid(a.grantee)) END AS grantee
+          FROM pg_proc p,
+               aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+         WHERE p.oid IN ('sync_activity_rollup_compact()'::regprocedure,
+                         'sync_activity_rollup_recount(timestamptz, timestamptz)'::regprocedure,
+                         'sync_activity_rollup_backfill_step()'::regprocedure,
+                         'sync_activity_rollup_on_insert()'::regprocedure,
+                         'sync_activity_rollup_on_delete()'::regprocedure,
+                         'sync_activity_rollup_on_update()'::regprocedure,
+                         'sync_activity_rollup_on_truncate()'::regprocedure,
+                         'sync_activity_metrics(uuid, timestamptz)'::regprocedure,
+                         'sync_progress_prune_tick_keys()'::regprocedure)
+           AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', r.fn, r.grantee);
+    END LOOP;
+END
+$fnacl$;
 GRANT EXECUTE ON FUNCTION sync_activity_metrics(uuid, timestamptz) TO sync_tenant;
 
 -- Row-level security: a tenant reads its org's rows only; no non-owner writes
@@ -582,11 +620,10 @@ BEGIN
 END
 $rls$;
 
-GRANT SELECT ON sync_activity_rollup, sync_activity_rollup_delta, sync_activity_rollup_state
-    TO sync_tenant;
-
--- As for 0024's tables: TRIGGER, TRUNCATE and REFERENCES back from every role but
--- the owner (default privileges hand them out at CREATE TABLE).
+-- Every privilege back from every role but the owner (default privileges hand
+-- them out at CREATE TABLE, e.g. Supabase's GRANT ALL ON TABLES TO
+-- authenticated), then SELECT to sync_tenant only. No one else may UPDATE (so
+-- lock) the state row that serialises compaction and recount.
 DO $revoke$
 DECLARE
     r record;
@@ -594,14 +631,16 @@ BEGIN
     FOR r IN
         SELECT DISTINCT c.oid::regclass AS rel,
                CASE WHEN a.grantee = 0 THEN 'PUBLIC'
-                    ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS grantee
+                    ELSE format('%I', pg_get_userbyid(a.grantee)) END AS grantee
           FROM pg_class c, aclexplode(c.relacl) a
          WHERE c.oid IN ('sync_activity_rollup'::regclass, 'sync_activity_rollup_delta'::regclass,
                          'sync_activity_rollup_state'::regclass)
            AND a.grantee <> c.relowner
-           AND a.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES')
     LOOP
-        EXECUTE format('REVOKE TRIGGER, TRUNCATE, REFERENCES ON TABLE %s FROM %s', r.rel, r.grantee);
+        EXECUTE format('REVOKE ALL ON TABLE %s FROM %s', r.rel, r.grantee);
     END LOOP;
 END
 $revoke$;
+
+GRANT SELECT ON sync_activity_rollup, sync_activity_rollup_delta, sync_activity_rollup_state
+    TO sync_tenant;

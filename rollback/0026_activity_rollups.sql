@@ -6,6 +6,10 @@
 --            psql -1 -v ON_ERROR_STOP=1 -d DBNAME -f rollback/0026_activity_rollups.sql
 -- Nothing is dropped with CASCADE. The rollups are derived data: the log keeps
 -- every row, and the metrics scan it again.
+-- 0026 also took EXECUTE on 0025's sync_progress_prune_tick_keys() back from
+-- every role but the owner (grants from default privileges): this rollback
+-- leaves it so (owner only, as 0025 meant; a trigger function is not called
+-- directly anyway).
 
 DROP TRIGGER IF EXISTS trg_sync_activity_log_80_rollup_insert ON sync_activity_log;
 DROP TRIGGER IF EXISTS trg_sync_activity_log_81_rollup_update ON sync_activity_log;

@@ -612,17 +612,17 @@ async fn writers_of_one_org_never_wait_on_the_rollups() {
         .unwrap();
     // (An insert's trigger may have compacted already: either way t1 now holds
     // the compaction lock until it commits.)
-    let holds: bool = t1
+    let t2 = f.db.client().await;
+    let free: i64 = t2
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
-                              AND pid = pg_backend_pid() AND granted)",
+            "SELECT count(*) FROM (SELECT 1 FROM sync_activity_rollup_state \
+                                    FOR UPDATE SKIP LOCKED) l",
             &[],
         )
         .await
         .unwrap()
         .get(0);
-    assert!(holds, "t1 holds the compaction lock");
-    let t2 = f.db.client().await;
+    assert_eq!(free, 0, "t1 holds the compaction lock (the state row)");
     t2.batch_execute("SET lock_timeout = '200ms'; SET statement_timeout = '5s'")
         .await
         .unwrap();
@@ -645,4 +645,37 @@ async fn writers_of_one_org_never_wait_on_the_rollups() {
     assert_exact(&f, ActivitySource::Rollup).await;
     let m = f.store.service().metrics(f.org_a, None).await.unwrap();
     assert_eq!((m.activity_total, m.outcomes.ended), (203, 200));
+}
+
+/// A backfill step waits for the state row's lock at most its lock_timeout; when
+/// another session holds it longer, the step counts nothing and says `busy`.
+#[tokio::test]
+async fn a_backfill_step_behind_a_held_state_row_is_busy_not_stuck() {
+    let f = Fixture::new().await;
+    let t1 = f.db.client().await;
+    t1.batch_execute("BEGIN; SELECT 1 FROM sync_activity_rollup_state FOR UPDATE")
+        .await
+        .unwrap();
+    let t2 = f.db.client().await;
+    t2.batch_execute("SET lock_timeout = '200ms'; SET statement_timeout = '5s'")
+        .await
+        .unwrap();
+    let busy: bool = t2
+        .query_one("SELECT busy FROM sync_activity_rollup_backfill_step()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(busy, "the lock_timeout ran out: busy");
+    t1.batch_execute("COMMIT").await.unwrap();
+    let row = t2
+        .query_one(
+            "SELECT busy, done FROM sync_activity_rollup_backfill_step()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, bool>(0), row.get::<_, bool>(1)),
+        (false, true)
+    );
 }

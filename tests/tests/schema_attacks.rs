@@ -207,7 +207,10 @@ async fn default_privileges_do_not_leave_trigger_or_truncate_to_other_roles() {
     for r in &rows {
         let (name, select, trigger, truncate, references): (String, bool, bool, bool, bool) =
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-        assert!(select, "{name}: the other default privileges stay");
+        // 0026's tables keep no default privilege at all (SELECT is granted to
+        // sync_tenant only); the others keep theirs but these three.
+        let rollup = name.starts_with("sync_activity_rollup");
+        assert_eq!(select, !rollup, "{name}: SELECT {select}");
         assert!(
             !trigger && !truncate && !references,
             "{name}: TRIGGER {trigger}, TRUNCATE {truncate}, REFERENCES {references}"
@@ -266,4 +269,170 @@ async fn doctor_fails_on_trigger_privileges_and_foreign_triggers() {
     let triggers = sick.iter().find(|x| x.check == "foreign_triggers").unwrap();
     assert_eq!(triggers.verdict, sync_migrations::Verdict::Fail);
     assert!(triggers.found.contains("zz_drop"), "{}", triggers.found);
+}
+
+/// The rollup's old advisory lock key: any login could take it and stall
+/// compaction, recount and TRUNCATE (attack finding 4).
+const OLD_ROLLUP_LOCK_KEY: i64 = 7526477202620245042;
+
+/// Serialisation is the state row's lock now: a plain login holding the old
+/// advisory key changes nothing, and it cannot lock the state row itself (FOR
+/// UPDATE / FOR KEY SHARE need UPDATE, which no non-owner holds).
+#[tokio::test]
+async fn a_login_cannot_stall_the_rollups_with_a_lock() {
+    let f = Fixture::new().await;
+    let (_, config) = f.db.login_role("locker").await;
+    let attacker = sync_tests::connect(&config).await;
+    attacker
+        .execute("SELECT pg_advisory_lock($1)", &[&OLD_ROLLUP_LOCK_KEY])
+        .await
+        .unwrap();
+    attacker
+        .batch_execute("SET ROLE sync_tenant")
+        .await
+        .unwrap();
+    for clause in [
+        "FOR UPDATE",
+        "FOR NO KEY UPDATE",
+        "FOR SHARE",
+        "FOR KEY SHARE",
+    ] {
+        attacker.batch_execute("BEGIN").await.unwrap();
+        let e = attacker
+            .query(
+                &format!("SELECT 1 FROM sync_activity_rollup_state {clause}"),
+                &[],
+            )
+            .await
+            .expect_err(clause);
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{clause}: {e:?}"
+        );
+        attacker.batch_execute("ROLLBACK").await.unwrap();
+    }
+    // While the attacker still holds the advisory key (and an open transaction
+    // with a plain SELECT of the state row), compaction and recount work.
+    attacker
+        .batch_execute("BEGIN; SELECT * FROM sync_activity_rollup_state")
+        .await
+        .unwrap();
+    f.admin
+        .batch_execute(&format!(
+            "INSERT INTO sync_activity_log (org_id, action, status) \
+             SELECT '{}', 'record_update', 'completed' FROM generate_series(1, 5)",
+            f.org_a
+        ))
+        .await
+        .unwrap();
+    let admin = f.db.client().await;
+    admin
+        .batch_execute("SET lock_timeout = '2s'; SET statement_timeout = '10s'")
+        .await
+        .unwrap();
+    let all_time = "SELECT coalesce(sum(n), 0)::bigint FROM sync_activity_rollup \
+                     WHERE grain = 'all' AND org_id = $1";
+    admin
+        .query_one("SELECT sync_activity_rollup_compact()", &[])
+        .await
+        .unwrap();
+    let all: i64 = admin.query_one(all_time, &[&f.org_a]).await.unwrap().get(0);
+    assert_eq!(all, 5, "every delta folded (by the trigger or this call)");
+    let recounted: i64 = admin
+        .query_one(
+            "SELECT sync_activity_rollup_recount('-infinity', 'infinity')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recounted, 5);
+    let all: i64 = admin.query_one(all_time, &[&f.org_a]).await.unwrap().get(0);
+    assert_eq!(all, 5);
+    attacker.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// Supabase-style default privileges, set before the migrations run, hand
+/// EXECUTE on every new function and ALL on every new table to `authenticated`.
+/// The owner-only SECURITY DEFINER functions (0026's and 0025's) and the
+/// rollup tables must still be the owner's only (attack finding 5).
+#[tokio::test]
+async fn default_privileges_of_authenticated_do_not_reach_the_owner_only_functions() {
+    let db = TestDb::empty().await;
+    let admin = db.client().await;
+    // Roles are cluster-wide: created once, never dropped (other tests and
+    // databases may use it).
+    admin
+        .batch_execute(
+            "DO $r$ BEGIN CREATE ROLE authenticated NOLOGIN; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $r$; \
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO authenticated; \
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO authenticated;",
+        )
+        .await
+        .unwrap();
+    let mut client = db.client().await;
+    sync_migrations::apply(&mut client, &sync_migrations::MigrateOptions::default())
+        .await
+        .unwrap();
+    let (role, config) = db.login_role("authn").await;
+    admin
+        .batch_execute(&format!(
+            "ALTER ROLE {role} INHERIT; GRANT authenticated TO {role}"
+        ))
+        .await
+        .unwrap();
+    let c = sync_tests::connect(&config).await;
+    c.batch_execute("SET lock_timeout = '2s'; SET statement_timeout = '10s'")
+        .await
+        .unwrap();
+    for call in [
+        "SELECT sync_activity_rollup_compact()",
+        "SELECT sync_activity_rollup_recount('-infinity', 'infinity')",
+        "SELECT * FROM sync_activity_rollup_backfill_step()",
+        "SELECT 1 FROM sync_activity_rollup_state FOR UPDATE",
+        "SELECT 1 FROM sync_activity_rollup_state FOR KEY SHARE",
+        "UPDATE sync_activity_rollup_state SET backfill_rows = 0",
+        "DELETE FROM sync_activity_rollup_delta",
+    ] {
+        let e = c.query(call, &[]).await.expect_err(call);
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{call}: {e:?}"
+        );
+    }
+    let rows = admin
+        .query(
+            "SELECT p.oid::regprocedure::text, has_function_privilege('authenticated', p.oid, 'EXECUTE') \
+               FROM pg_proc p \
+              WHERE p.proname IN ('sync_activity_rollup_compact', 'sync_activity_rollup_recount', \
+                                  'sync_activity_rollup_backfill_step', 'sync_activity_rollup_on_insert', \
+                                  'sync_activity_rollup_on_delete', 'sync_activity_rollup_on_update', \
+                                  'sync_activity_rollup_on_truncate', 'sync_progress_prune_tick_keys', \
+                                  'sync_activity_metrics') \
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 9);
+    for r in &rows {
+        let (name, exec): (String, bool) = (r.get(0), r.get(1));
+        assert!(!exec, "authenticated may execute {name}");
+    }
+    let tenant_reads: bool = admin
+        .query_one(
+            "SELECT has_function_privilege('sync_tenant', \
+                    'sync_activity_metrics(uuid, timestamptz)', 'EXECUTE') \
+                AND has_table_privilege('sync_tenant', 'sync_activity_rollup_state', 'SELECT') \
+                AND NOT has_table_privilege('sync_tenant', 'sync_activity_rollup_state', 'UPDATE') \
+                AND NOT has_table_privilege('authenticated', 'sync_activity_rollup_state', 'SELECT')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(tenant_reads, "the intended grants stay, no more");
 }

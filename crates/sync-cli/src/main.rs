@@ -401,7 +401,7 @@ async fn up(
             if rollups.done {
                 "backfill done, the metrics read the rollups".to_owned()
             } else if rollups.busy {
-                "another session is running the backfill".to_owned()
+                "backfill owed; another session held the rollup state row past the step's lock timeout (a backfill step, a recount, or a writer's open transaction): run `sync-migrate up` again".to_owned()
             } else {
                 "backfill owed".to_owned()
             }

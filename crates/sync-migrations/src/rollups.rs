@@ -26,7 +26,9 @@ pub struct RollupBackfillReport {
     pub installed: bool,
     /// The backfill is complete: the metrics answer from the rollups.
     pub done: bool,
-    /// Another session was running a step (this call stopped without waiting).
+    /// Another session (a step, a recount, or a compactor in a writer's open
+    /// transaction) held the rollup state row past the step's lock_timeout:
+    /// this call stopped without counting.
     pub busy: bool,
     /// Steps (months) this call ran.
     pub steps: u32,
