@@ -552,3 +552,224 @@ async fn notify_floods_and_the_poll_function_leak_nothing() {
         "{attacker}: {err}"
     );
 }
+
+/// Finding 1: `sync_progress_versions` runs with the caller's rights, so a
+/// tenant (a login that is neither owner nor superuser) gets no row for
+/// another org's id, even a leaked one, and its own org's rows still answer.
+#[tokio::test]
+async fn the_poll_function_answers_only_for_the_callers_org() {
+    let f = Fixture::new().await;
+    let theirs = f
+        .store
+        .service()
+        .start_sync(
+            f.org_a,
+            &StartSync::new("org-a-sync", SyncEntityType::Product),
+        )
+        .await
+        .unwrap();
+    let ours = f
+        .store
+        .service()
+        .start_sync(
+            f.org_b,
+            &StartSync::new("org-b-sync", SyncEntityType::Product),
+        )
+        .await
+        .unwrap();
+    f.store
+        .service()
+        .complete_sync(f.org_a, "org-a-sync")
+        .await
+        .unwrap();
+    let (_, store) = f.login_store("tenant").await;
+    let b = store.tenant(f.user_b);
+    let got = b.progress_versions(&[theirs.id]).await.unwrap();
+    assert!(got.is_empty(), "another org's id answered: {got:?}");
+    let got = b.progress_versions(&[theirs.id, ours.id]).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].id, got[0].finished), (ours.id, false));
+    let a = store.tenant(f.user_a);
+    let got = a.progress_versions(&[theirs.id, ours.id]).await.unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].id, got[0].finished), (theirs.id, true));
+}
+
+/// Finding 1: a login LISTENing on the channel learns nothing from the
+/// completion's notification (empty payload).
+#[tokio::test]
+async fn the_completion_notification_carries_no_id() {
+    use futures_util::StreamExt;
+    let f = Fixture::new().await;
+    let (_, login) = f.db.login_role("listener").await;
+    let (client, mut connection) = login.connect(tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    client
+        .batch_execute("LISTEN sync_progress_done")
+        .await
+        .unwrap();
+    let row = f
+        .store
+        .service()
+        .start_sync(
+            f.org_a,
+            &StartSync::new("listened", SyncEntityType::Product),
+        )
+        .await
+        .unwrap();
+    f.store
+        .service()
+        .complete_sync(f.org_a, "listened")
+        .await
+        .unwrap();
+    let (channel, payload) = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("no notification on completion")
+        .unwrap();
+    assert_eq!(channel, "sync_progress_done");
+    assert_eq!(payload, "", "the payload leaks {}", row.id);
+}
+
+/// The feed polls each subscriber's syncs in that subscriber's scope (the
+/// poll function is filtered by row-level security): two orgs' streams both
+/// follow their syncs to completion.
+#[tokio::test]
+async fn streams_of_two_orgs_both_follow_their_syncs() {
+    let service = service(Duration::from_millis(20), false, |_| {}).await;
+    start(&service, "org-a-live", 2).await;
+    let mut b_start = StartSync::new("org-b-live", SyncEntityType::Product);
+    b_start.total_items = Some(2);
+    service
+        .fixture
+        .store
+        .service()
+        .start_sync(service.fixture.org_b, &b_start)
+        .await
+        .unwrap();
+    let token_b = sign_hs256(SECRET, &claims(service.fixture.user_b), None);
+    let mut sa = subscribe(&service, &token_a(&service), "org-a-live", None)
+        .await
+        .unwrap();
+    let mut sb = subscribe(&service, &token_b, "org-b-live", None)
+        .await
+        .unwrap();
+    sa.progress().await.unwrap();
+    sb.progress().await.unwrap();
+    tick(&service, "org-a-live", 2).await;
+    service
+        .fixture
+        .store
+        .service()
+        .report_progress(
+            service.fixture.org_b,
+            "org-b-live",
+            &ProgressDelta {
+                processed: 2,
+                ..ProgressDelta::default()
+            },
+        )
+        .await
+        .unwrap();
+    for s in [&mut sa, &mut sb] {
+        let mut last = None;
+        while let Some((_, e)) = s.progress().await {
+            last = Some(e);
+        }
+        assert_eq!(last.expect("an event")["status"], "completed");
+    }
+}
+
+/// Finding 5: with Supabase-style default privileges (every new function in
+/// public granted to `authenticated`) set before the migrations run, the
+/// functions of migration 0028 are still not executable by `authenticated`,
+/// and a login member of it is refused.
+#[tokio::test]
+async fn default_privileges_do_not_open_the_0028_functions() {
+    let db = sync_tests::TestDb::empty().await;
+    let admin = db.client().await;
+    admin
+        .batch_execute(
+            "DO $r$ BEGIN \
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN \
+                 CREATE ROLE authenticated NOLOGIN; \
+               END IF; \
+             END $r$; \
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO authenticated",
+        )
+        .await
+        .unwrap();
+    let mut client = db.client().await;
+    sync_migrations::apply(&mut client, &sync_migrations::MigrateOptions::default())
+        .await
+        .unwrap();
+    for f in [
+        "sync_progress_notify_done()",
+        "sync_progress_versions(uuid[])",
+    ] {
+        let open: bool = admin
+            .query_one(
+                "SELECT has_function_privilege('authenticated', $1::text::regprocedure, 'EXECUTE')",
+                &[&f],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!open, "{f} is executable by authenticated");
+    }
+    // The intended grant stays.
+    let tenant: bool = admin
+        .query_one(
+            "SELECT has_function_privilege('sync_tenant', 'sync_progress_versions(uuid[])', 'EXECUTE')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(tenant);
+    let role = format!("{}_authn", db.name());
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN NOINHERIT PASSWORD 'x' IN ROLE authenticated; \
+             GRANT CONNECT ON DATABASE {db} TO {role}; \
+             GRANT USAGE ON SCHEMA public TO {role};",
+            db = db.name()
+        ))
+        .await
+        .unwrap();
+    let mut config = db.config();
+    config.user(&role);
+    config.password("x");
+    let c = sync_tests::connect(&config).await;
+    c.batch_execute("SET ROLE authenticated").await.unwrap();
+    let ids: Vec<uuid::Uuid> = vec![uuid::Uuid::new_v4()];
+    for (sql, params) in [
+        (
+            "SELECT * FROM sync_progress_versions($1)",
+            &[&ids as &(dyn tokio_postgres::types::ToSql + Sync)][..],
+        ),
+        ("SELECT sync_progress_notify_done()", &[][..]),
+    ] {
+        let err = c.query(sql, params).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+    drop(c);
+    admin
+        .batch_execute(&format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON FUNCTIONS FROM authenticated; \
+             DROP OWNED BY {role}; DROP ROLE {role}"
+        ))
+        .await
+        .unwrap();
+}

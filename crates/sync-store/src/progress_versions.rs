@@ -1,5 +1,5 @@
 //! Versions of progress rows, for change feeds (sync-api's live progress):
-//! one statement answers for many syncs, across orgs, with keys only.
+//! one statement answers for many syncs of the caller's org, with keys only.
 
 use postgres_types::Type;
 use uuid::Uuid;
@@ -29,12 +29,12 @@ static VERSIONS: ScopedSql =
     ScopedSql::new("SELECT id, version, finished FROM sync_progress_versions($2::uuid[])");
 
 impl TenantScope {
-    /// The versions of the rows `ids` names, whatever their org: one statement
-    /// (`SELECT … FROM sync_progress_versions($ids)`, the SECURITY DEFINER
-    /// function of migration 0028) in a tenant transaction. It answers only
-    /// with ids the caller gave, a timestamp and a flag: callers pass ids they
-    /// obtained through row-level security (e.g. at subscribe time). Ids that
-    /// match no row are left out of the answer (deleted rows).
+    /// The versions of the rows `ids` names that this scope may read: one
+    /// statement (`SELECT … FROM sync_progress_versions($ids)`, the SECURITY
+    /// INVOKER function of migration 0028) in a tenant transaction, so the
+    /// org's row-level security filters it. It answers only with ids the
+    /// caller gave, a timestamp and a flag. Ids that match no readable row
+    /// (deleted rows, another org's rows) are left out of the answer.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for more than [`MAX_VERSION_IDS`] ids;

@@ -2,8 +2,9 @@
 //!
 //! Every subscribed sync has one [`Hub`] holding its latest snapshot in a
 //! `watch` channel (so bursts coalesce into the newest state). One driver task
-//! polls the versions of all subscribed syncs with one statement
-//! ([`TenantScope::progress_versions`]) every [`FeedConfig::poll_interval`], or
+//! polls the versions of the subscribed syncs with one statement per distinct
+//! subscriber scope ([`TenantScope::progress_versions`], filtered by that
+//! scope's row-level security) every [`FeedConfig::poll_interval`], or
 //! at once when a `NOTIFY sync_progress_done` arrives, and reads again (one
 //! `get_progress` in the tenant scope of one of its subscribers) only the syncs
 //! whose version moved. Database work per change is therefore one read,
@@ -462,22 +463,36 @@ async fn poll_once(inner: &Inner) -> bool {
         return true;
     }
     let force = inner.signals.force_all.swap(false, Ordering::SeqCst);
-    let Some(scope) = hubs.iter().find_map(|h| h.reader_scope()) else {
-        return true;
-    };
-    let ids: Vec<Uuid> = hubs.iter().map(|h| h.row_id).collect();
-    let mut versions = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(MAX_VERSION_IDS) {
-        inner.signals.polls.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("sse_feed_statements_total", "kind" => "poll").increment(1);
-        match scope.progress_versions(chunk).await {
-            Ok(found) => versions.extend(found.into_iter().map(|v| (v.id, v.version))),
-            Err(e) => {
-                tracing::warn!(error = %e, "live progress: polling versions failed; retrying");
-                if force {
-                    inner.signals.force_all.store(true, Ordering::SeqCst);
+    // sync_progress_versions is filtered by the caller's row-level security
+    // (migration 0028), so each hub is polled in a scope of one of its own
+    // subscribers: one statement per distinct scope, not per hub.
+    let mut groups: Vec<(TenantScope, Vec<Uuid>)> = Vec::new();
+    for hub in &hubs {
+        let Some(scope) = hub.reader_scope() else {
+            continue;
+        };
+        match groups
+            .iter_mut()
+            .find(|(s, _)| s.user_id() == scope.user_id())
+        {
+            Some((_, ids)) => ids.push(hub.row_id),
+            None => groups.push((scope, vec![hub.row_id])),
+        }
+    }
+    let mut versions = HashMap::with_capacity(hubs.len());
+    for (scope, ids) in &groups {
+        for chunk in ids.chunks(MAX_VERSION_IDS) {
+            inner.signals.polls.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("sse_feed_statements_total", "kind" => "poll").increment(1);
+            match scope.progress_versions(chunk).await {
+                Ok(found) => versions.extend(found.into_iter().map(|v| (v.id, v.version))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "live progress: polling versions failed; retrying");
+                    if force {
+                        inner.signals.force_all.store(true, Ordering::SeqCst);
+                    }
+                    return false;
                 }
-                return false;
             }
         }
     }
