@@ -17,7 +17,9 @@ BEGIN
         ALTER TABLE sync_progress
             DROP CONSTRAINT IF EXISTS sync_progress_checkpoint_counts,
             DROP CONSTRAINT IF EXISTS sync_progress_checkpoint_size,
-            DROP CONSTRAINT IF EXISTS sync_progress_stall_after_positive,
+            DROP CONSTRAINT IF EXISTS sync_progress_cancel_requested_finite,
+            DROP CONSTRAINT IF EXISTS sync_progress_heartbeat_finite,
+            DROP CONSTRAINT IF EXISTS sync_progress_stall_after_range,
             DROP COLUMN IF EXISTS cancel_requested_at,
             DROP COLUMN IF EXISTS checkpoint_failed,
             DROP COLUMN IF EXISTS checkpoint_processed,

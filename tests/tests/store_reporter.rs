@@ -555,3 +555,228 @@ async fn terminated_backends_mid_flush_lose_and_double_nothing() {
         "every increment counted exactly once"
     );
 }
+
+/// A session of a fresh login role (neither superuser nor owner) acting as
+/// `sync_tenant` with the claims of org A's user, as plain SQL.
+async fn tenant_sql(f: &Fixture, label: &str) -> tokio_postgres::Client {
+    let (_, config) = f.db.login_role(label).await;
+    let c = sync_tests::connect(&config).await;
+    c.batch_execute("SET ROLE sync_tenant").await.unwrap();
+    c.execute(
+        "SELECT set_config('request.jwt.claims', $1, false), \
+                set_config('request.jwt.claim.sub', $2, false)",
+        &[
+            &format!("{{\"sub\":\"{}\"}}", f.user_a),
+            &f.user_a.to_string(),
+        ],
+    )
+    .await
+    .unwrap();
+    c
+}
+
+/// Runs `sql` (one statement, `$1` = the sync id) as the tenant and returns
+/// the SQLSTATE it failed with ("ok" when it succeeded and changed one row).
+async fn tenant_state(c: &tokio_postgres::Client, sql: &str, sync_id: &str) -> String {
+    match c.execute(sql, &[&sync_id]).await {
+        Ok(1) => "ok".into(),
+        Ok(n) => format!("{n} rows"),
+        Err(e) => e.code().map_or_else(|| e.to_string(), |c| c.code().into()),
+    }
+}
+
+/// Attack 6: the size bound measured `pg_column_size`, the stored (compressed)
+/// size. A 1 MB checkpoint copied from an lz4-compressed jsonb value (a tenant's
+/// temporary table) is about 4 KB compressed and passed. The bound is on the
+/// text now: refused with 23514, nothing written.
+#[tokio::test]
+async fn a_compressed_huge_checkpoint_is_refused() {
+    let f = Fixture::new().await;
+    start(&f, "z1", None).await;
+    let mut c = tenant_sql(&f, "lz4").await;
+    let before = store_common::snapshot(&f.admin).await;
+    let tx = c.transaction().await.unwrap();
+    tx.batch_execute(
+        "SET LOCAL default_toast_compression = 'lz4'; \
+         CREATE TEMP TABLE big AS SELECT jsonb_build_object('x', repeat('a', 1000000)) AS v",
+    )
+    .await
+    .unwrap();
+    let stored: i32 = tx
+        .query_one("SELECT pg_column_size(v) FROM big", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored < 65536, "the copy is compressed ({stored} bytes)");
+    let err = tx
+        .execute(
+            "UPDATE sync_progress SET checkpoint = (SELECT v FROM big), \
+             checkpoint_processed = 0, checkpoint_failed = 0 WHERE sync_id = $1",
+            &[&"z1"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("23514"), "{err}");
+    drop(tx);
+    // A checkpoint within the bound still goes through the same way.
+    let tx = c.transaction().await.unwrap();
+    let n = tx
+        .execute(
+            "UPDATE sync_progress SET checkpoint = jsonb_build_object('x', repeat('a', 60000)), \
+             checkpoint_processed = 0, checkpoint_failed = 0 WHERE sync_id = $1",
+            &[&"z1"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(tx);
+    assert_eq!(store_common::snapshot(&f.admin).await, before);
+}
+
+/// Attack 7: a checkpoint without its counts (NULL made the CHECK pass) or a
+/// JSON null checkpoint: refused by the database (23514) and, for JSON null, by
+/// the store before sending.
+#[tokio::test]
+async fn a_checkpoint_without_counts_or_json_null_is_refused() {
+    let f = Fixture::new().await;
+    start(&f, "k1", None).await;
+    let c = tenant_sql(&f, "counts").await;
+    let before = store_common::snapshot(&f.admin).await;
+    for set in [
+        "checkpoint = '{}', checkpoint_processed = NULL, checkpoint_failed = 0",
+        "checkpoint = '{}', checkpoint_processed = 0, checkpoint_failed = NULL",
+        "checkpoint = '{}', checkpoint_processed = NULL, checkpoint_failed = NULL",
+        "checkpoint = 'null', checkpoint_processed = 0, checkpoint_failed = 0",
+        "checkpoint = NULL, checkpoint_processed = 3, checkpoint_failed = NULL",
+        "checkpoint = '{}', checkpoint_processed = -1, checkpoint_failed = 0",
+    ] {
+        let sql = format!("UPDATE sync_progress SET {set} WHERE sync_id = $1");
+        assert_eq!(tenant_state(&c, &sql, "k1").await, "23514", "{set}");
+    }
+    assert_eq!(store_common::snapshot(&f.admin).await, before);
+    // With its counts, a checkpoint is accepted (the CHECK is not a wall).
+    let sql = "UPDATE sync_progress SET checkpoint = '{}', checkpoint_processed = 0, \
+               checkpoint_failed = 0 WHERE sync_id = $1";
+    assert_eq!(tenant_state(&c, sql, "k1").await, "ok");
+    // The store refuses JSON null before sending.
+    let r = f
+        .store
+        .service()
+        .reporter(f.org_a, "k1", fast())
+        .await
+        .unwrap();
+    let err = r.checkpoint(serde_json::Value::Null).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    r.close().await.unwrap();
+}
+
+/// Attack 8: a huge `stall_after` (or an infinite heartbeat / cancel time)
+/// made every all-orgs stalled query fail with "timestamp out of range".
+/// Refused by the database (23514) and by the store's config check.
+#[tokio::test]
+async fn out_of_range_stall_after_and_infinite_times_are_refused() {
+    let f = Fixture::new().await;
+    start(&f, "s1", None).await;
+    let c = tenant_sql(&f, "stall").await;
+    let before = store_common::snapshot(&f.admin).await;
+    for set in [
+        "stall_after = interval '178000000 years'",
+        "stall_after = interval '7 days 1 millisecond'",
+        "stall_after = interval '1 month'",
+        "stall_after = interval '0'",
+        "stall_after = interval '-1 second'",
+        "heartbeat_at = 'infinity'",
+        "heartbeat_at = '-infinity'",
+        "cancel_requested_at = 'infinity'",
+        "cancel_requested_at = '-infinity'",
+    ] {
+        let sql = format!("UPDATE sync_progress SET {set} WHERE sync_id = $1");
+        assert_eq!(tenant_state(&c, &sql, "s1").await, "23514", "{set}");
+    }
+    assert_eq!(store_common::snapshot(&f.admin).await, before);
+    let sql = "UPDATE sync_progress SET stall_after = interval '7 days', \
+               heartbeat_at = now() - interval '8 days' WHERE sync_id = $1";
+    assert_eq!(tenant_state(&c, sql, "s1").await, "ok");
+    // The all-orgs stalled reads still answer.
+    let n: i64 = f
+        .admin
+        .query_one(
+            "SELECT count(*) FROM sync_progress p WHERE sync_progress_stalled(p)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // The store's check matches: typed error before sending, nothing written.
+    let svc = f.store.service();
+    start(&f, "s2", None).await;
+    for too_long in [
+        sync_store::validate::MAX_STALL_AFTER + Duration::from_millis(1),
+        Duration::from_secs(178_000_000 * 365 * 24 * 3600),
+    ] {
+        let err = svc
+            .reporter(f.org_a, "s2", fast().with_stall_after(too_long))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    }
+    let p = svc.get_sync(f.org_a, "s2").await.unwrap().unwrap();
+    assert_eq!(p.heartbeat_at, None, "nothing written");
+    let r = svc
+        .reporter(
+            f.org_a,
+            "s2",
+            fast().with_stall_after(sync_store::validate::MAX_STALL_AFTER),
+        )
+        .await
+        .unwrap();
+    r.close().await.unwrap();
+}
+
+/// Attack 5: with Supabase-style default privileges (ALL on new functions to an
+/// API role) set before the migrations, the functions 0027 creates keep no
+/// grant but the owner's and the intended EXECUTE to PUBLIC.
+#[tokio::test]
+async fn default_privileges_leave_no_grant_on_the_0027_function() {
+    let db = sync_tests::TestDb::empty().await;
+    let (role, _) = db.login_role("authenticated").await;
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO \"{role}\""
+        ))
+        .await
+        .unwrap();
+    let mut client = db.client().await;
+    sync_migrations::apply(&mut client, &sync_migrations::MigrateOptions::default())
+        .await
+        .unwrap();
+    let rows = admin
+        .query(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                         WHEN a.grantee = p.proowner THEN 'owner' \
+                         ELSE a.grantee::regrole::text END, a.privilege_type \
+               FROM pg_proc p CROSS JOIN LATERAL aclexplode(p.proacl) a \
+              WHERE p.oid = 'sync_progress_stalled(sync_progress)'::regprocedure \
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let grants: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        grants,
+        vec![
+            ("PUBLIC".to_string(), "EXECUTE".to_string()),
+            ("owner".to_string(), "EXECUTE".to_string()),
+        ],
+        "{role}"
+    );
+    admin
+        .batch_execute(&format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON FUNCTIONS FROM \"{role}\""
+        ))
+        .await
+        .unwrap();
+}

@@ -33,6 +33,7 @@ pub struct ReporterConfig {
     /// Stored as the sync's `stall_after`: it is stalled when running with no
     /// flush for longer. Default 5 s (20 intervals: a crowded machine or a
     /// retried flush must not flag a live worker; lower it for fast alarms).
+    /// 1 ms to [`validate::MAX_STALL_AFTER`] (7 days), as the database's CHECK.
     pub stall_after: Duration,
     /// First wait before retrying a failed flush; doubled per retry up to
     /// `max_backoff`. Default 50 ms.
@@ -104,10 +105,13 @@ impl ReporterConfig {
                 "must be at least min_backoff",
             ));
         }
+        if self.stall_after > validate::MAX_STALL_AFTER {
+            return Err(Error::invalid(op, "stall_after", "must be 1 ms to 7 days"));
+        }
         let ms = i64::try_from(self.stall_after.as_millis())
             .ok()
-            .filter(|ms| *ms >= 1 && *ms <= 365 * 24 * 3600 * 1000)
-            .ok_or_else(|| Error::invalid(op, "stall_after", "must be 1 ms to 365 days"))?;
+            .filter(|ms| *ms >= 1)
+            .ok_or_else(|| Error::invalid(op, "stall_after", "must be 1 ms to 7 days"))?;
         Ok(ms)
     }
 }
@@ -379,8 +383,16 @@ impl ProgressReporter {
     /// # Errors
     /// [`Error::InvalidInput`] (nothing kept) when `value` is more than
     /// [`validate::MAX_CHECKPOINT_BYTES`] of compact JSON, nested deeper than
-    /// [`validate::MAX_JSON_DEPTH`], or holds a NUL character.
+    /// [`validate::MAX_JSON_DEPTH`], holds a NUL character, or is JSON `null`
+    /// (the database refuses a null checkpoint: `None` is "no checkpoint").
     pub fn checkpoint(&self, value: serde_json::Value) -> Result<()> {
+        if value.is_null() {
+            return Err(Error::invalid(
+                "checkpoint",
+                "checkpoint",
+                "must not be JSON null (pass an object, array or scalar)",
+            ));
+        }
         validate::json(
             "checkpoint",
             "checkpoint",

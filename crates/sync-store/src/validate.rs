@@ -19,6 +19,9 @@ pub const MAX_METADATA_BYTES: usize = 256 * 1024;
 /// Largest reporter checkpoint, as compact JSON text, in bytes (a resume
 /// point, not a data store; the database's own bound is looser, see migration 0027).
 pub const MAX_CHECKPOINT_BYTES: usize = 8 * 1024;
+/// Most a reporter's `stall_after` may be (migration 0027's CHECK
+/// `sync_progress_stall_after_range`: above zero, at most 7 days).
+pub const MAX_STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// Maximum size of an `error_message` (64 KiB).
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest preview TTL accepted (30 days).
