@@ -2,7 +2,6 @@
 //! variables only, JSON logs with one line per request, Prometheus metrics on
 //! the separate listener only, and a clean exit on SIGTERM.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -10,43 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 mod api_common;
-use api_common::{claims, sign_hs256, Fixture};
-
-fn sync_api_bin() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--message-format=json",
-            "-p",
-            "sync-api",
-        ])
-        .args(["--bin", "sync-api", "--manifest-path"])
-        .arg(&manifest)
-        .output()
-        .expect("running cargo build for sync-api");
-    assert!(
-        out.status.success(),
-        "building sync-api failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
-        .find(|p| p.file_name().is_some_and(|n| n == "sync-api"))
-        .expect("cargo reported the sync-api executable")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use api_common::{claims, free_port, sign_hs256, sync_api_bin, Fixture};
 
 #[tokio::test]
 async fn the_binary_runs_from_env_logs_json_serves_metrics_apart_and_stops_on_sigterm() {

@@ -4,8 +4,7 @@
 //! replay is paused (read from the primary after the bounded wait); the
 //! replica counters are on `/metrics`; a malformed or repeated token is a 400.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,43 +13,7 @@ use sync_tests::replica_pair::ReplicaPair;
 use uuid::Uuid;
 
 mod api_common;
-use api_common::{claims, sign_hs256};
-
-fn sync_api_bin() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--message-format=json",
-            "-p",
-            "sync-api",
-        ])
-        .args(["--bin", "sync-api", "--manifest-path"])
-        .arg(&manifest)
-        .output()
-        .expect("running cargo build for sync-api");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
-        .find(|p| p.file_name().is_some_and(|n| n == "sync-api"))
-        .expect("cargo reported the sync-api executable")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use api_common::{claims, free_port, sign_hs256, sync_api_bin};
 
 fn completions(body: &Value, sync_id: &str) -> usize {
     body["entries"]

@@ -50,29 +50,49 @@ static TICK: ScopedSql = ScopedSql::write(concat!(
 /// with the row: one round trip instead of a tick and a read).
 static TICK_ROW: ScopedSql = ScopedSql::write(concat!(tick_update!(), progress_cols!()));
 
+/// The start of a keyed tick (0025; the reporter's flush extends it): CTE `k`
+/// records key `$7` for the running sync, CTE `u` starts adding `$3`..`$6`
+/// (the caller ends its SET list, then `FROM k …`).
+macro_rules! keyed_tick_head {
+    () => {
+        "WITH k AS ( \
+           INSERT INTO sync_progress_tick_key (org_id, sync_id, tick_key) \
+           SELECT s.org_id, s.sync_id, $7 FROM sync_progress s \
+            WHERE s.org_id = {org} AND s.sync_id = $2 AND s.completed_at IS NULL \
+           ON CONFLICT DO NOTHING RETURNING org_id, sync_id), \
+         u AS ( \
+           UPDATE sync_progress s SET processed_count = s.processed_count + $3, \
+             failed_count = s.failed_count + $4, current_item = coalesce($5, s.current_item), \
+             batch_number = coalesce($6, s.batch_number)"
+    };
+}
+pub(crate) use keyed_tick_head;
+
+/// The end of a keyed tick: the current row when the key was already there.
+macro_rules! keyed_tick_tail {
+    () => {
+        " \
+           FROM sync_progress s \
+          WHERE s.org_id = {org} AND s.sync_id = $2 AND s.completed_at IS NULL \
+            AND NOT EXISTS (SELECT 1 FROM k)"
+    };
+}
+pub(crate) use keyed_tick_tail;
+
 /// A keyed progress tick: the key is recorded and the counts added in one
 /// statement, only when the key is new for this running sync (a repeated key
 /// changes nothing and answers the current counts with `false`). Distinct keys
 /// all apply, in any order. `$7` is the key.
-static TICK_KEYED: ScopedSql = ScopedSql::idempotent(
-    "WITH k AS ( \
-       INSERT INTO sync_progress_tick_key (org_id, sync_id, tick_key) \
-       SELECT s.org_id, s.sync_id, $7 FROM sync_progress s \
-        WHERE s.org_id = {org} AND s.sync_id = $2 AND s.completed_at IS NULL \
-       ON CONFLICT DO NOTHING RETURNING org_id, sync_id), \
-     u AS ( \
-       UPDATE sync_progress s SET processed_count = s.processed_count + $3, \
-         failed_count = s.failed_count + $4, current_item = coalesce($5, s.current_item), \
-         batch_number = coalesce($6, s.batch_number) \
+static TICK_KEYED: ScopedSql = ScopedSql::idempotent(concat!(
+    keyed_tick_head!(),
+    " \
        FROM k WHERE s.org_id = k.org_id AND s.sync_id = k.sync_id AND s.completed_at IS NULL \
        RETURNING s.processed_count, s.failed_count, s.total_items, s.completed_at) \
      SELECT processed_count, failed_count, total_items, completed_at, true FROM u \
      UNION ALL \
-     SELECT s.processed_count, s.failed_count, s.total_items, s.completed_at, false \
-       FROM sync_progress s \
-      WHERE s.org_id = {org} AND s.sync_id = $2 AND s.completed_at IS NULL \
-        AND NOT EXISTS (SELECT 1 FROM k)",
-);
+     SELECT s.processed_count, s.failed_count, s.total_items, s.completed_at, false",
+    keyed_tick_tail!()
+));
 
 static SET_TOTAL: ScopedSql = ScopedSql::write(concat!(
     "UPDATE sync_progress SET total_items = $3 \

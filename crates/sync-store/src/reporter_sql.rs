@@ -6,7 +6,9 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::progress::{counts, not_updated, progress, progress_cols};
+use crate::progress::{
+    counts, keyed_tick_head, keyed_tick_tail, not_updated, progress, progress_cols,
+};
 use crate::progress_types::{ProgressCounts, SyncProgress};
 use crate::sql::ScopedSql;
 use crate::store::{col, Scope, ServiceScope, Store, TenantScope};
@@ -40,16 +42,9 @@ static RESUME: ScopedSql = ScopedSql::idempotent(concat!(
 /// part of this flush's increments made before the checkpoint), all in the
 /// one statement. A repeated key changes nothing (the checkpoint included)
 /// and answers the current state with `false`.
-static FLUSH_KEYED: ScopedSql = ScopedSql::idempotent(
-    "WITH k AS ( \
-       INSERT INTO sync_progress_tick_key (org_id, sync_id, tick_key) \
-       SELECT s.org_id, s.sync_id, $7 FROM sync_progress s \
-        WHERE s.org_id = {org} AND s.sync_id = $2 AND s.completed_at IS NULL \
-       ON CONFLICT DO NOTHING RETURNING org_id, sync_id), \
-     u AS ( \
-       UPDATE sync_progress s SET processed_count = s.processed_count + $3, \
-         failed_count = s.failed_count + $4, current_item = coalesce($5, s.current_item), \
-         batch_number = coalesce($6, s.batch_number), heartbeat_at = now(), \
+static FLUSH_KEYED: ScopedSql = ScopedSql::idempotent(concat!(
+    keyed_tick_head!(),
+    ", heartbeat_at = now(), \
          checkpoint = coalesce($8, s.checkpoint), \
          checkpoint_processed = CASE WHEN $8::jsonb IS NULL THEN s.checkpoint_processed \
                                      ELSE s.processed_count + $9 END, \
@@ -62,11 +57,9 @@ static FLUSH_KEYED: ScopedSql = ScopedSql::idempotent(
        FROM u \
      UNION ALL \
      SELECT s.processed_count, s.failed_count, s.total_items, s.completed_at, \
-            s.cancel_requested_at, false \
-       FROM sync_progress s \
-      WHERE s.org_id = {org} AND s.sync_id = $2 AND s.completed_at IS NULL \
-        AND NOT EXISTS (SELECT 1 FROM k)",
-);
+            s.cancel_requested_at, false",
+    keyed_tick_tail!()
+));
 
 /// A flush with nothing new: the heartbeat only (idempotent without a key).
 static HEARTBEAT: ScopedSql = ScopedSql::idempotent(

@@ -311,6 +311,42 @@ pub(crate) async fn query_rows(
     stream.try_collect().await
 }
 
+/// The statement (prepared per `mode` on `obj`, see [`prepared`]) and then
+/// `COMMIT`, each sent on its first poll so they follow whatever the caller
+/// pipelined before. `(rows, None)` when the prepare failed (no COMMIT sent),
+/// else the rows and COMMIT's outcome.
+pub(crate) async fn statement_then_commit(
+    obj: &Object,
+    mode: StatementMode,
+    text: &str,
+    first: &Option<Uuid>,
+    params: &[Param<'_>],
+) -> (
+    std::result::Result<Vec<Row>, tokio_postgres::Error>,
+    Option<std::result::Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>>,
+) {
+    let stmt = match prepared(obj, mode, text, params).await {
+        Ok(stmt) => stmt,
+        Err(e) => return (Err(e), None),
+    };
+    let client: &Client = obj;
+    let (rows, commit) = futures_util::future::join(
+        query_rows(client, stmt.as_ref(), text, first, params),
+        client.simple_query("COMMIT"),
+    )
+    .await;
+    (rows, Some(commit))
+}
+
+/// The error of a statement that should have returned a row and returned none.
+pub(crate) fn no_row(operation: &'static str) -> Error {
+    Error::Decode {
+        operation,
+        column: "(row)".to_owned(),
+        reason: "the statement returned no row".to_owned(),
+    }
+}
+
 /// Who runs a statement.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Scope {
@@ -519,18 +555,10 @@ impl Store {
                 client.simple_query("BEGIN"),
                 client.query_typed(TENANT_SETUP_SQL, &setup_params),
             );
-            futures_util::future::join(setup_query, async {
-                let stmt = match prepared(obj, self.inner.statements, text, params).await {
-                    Ok(stmt) => stmt,
-                    Err(e) => return (Err(e), None),
-                };
-                let (rows, commit) = futures_util::future::join(
-                    query_rows(client, stmt.as_ref(), text, &none, params),
-                    client.simple_query("COMMIT"),
-                )
-                .await;
-                (rows, Some(commit))
-            })
+            futures_util::future::join(
+                setup_query,
+                statement_then_commit(obj, self.inner.statements, text, &none, params),
+            )
             .await
         };
         if matches!(commit, Some(Ok(_))) {
@@ -592,11 +620,7 @@ impl Store {
     ) -> Result<Row> {
         self.opt_row(scope, operation, sql, params)
             .await?
-            .ok_or_else(|| Error::Decode {
-                operation,
-                column: "(row)".to_owned(),
-                reason: "the statement returned no row".to_owned(),
-            })
+            .ok_or_else(|| no_row(operation))
     }
 }
 

@@ -3,6 +3,8 @@
 //! login role that is neither superuser nor owner (so RLS is real).
 #![allow(dead_code, unreachable_pub)]
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -278,4 +280,42 @@ impl Service {
             .unwrap_or_else(|e| panic!("{path}: {status} body is not JSON ({e}): {text:?}"));
         (status, body)
     }
+}
+
+/// Builds the `sync-api` binary (cargo, quiet) and returns its path.
+pub fn sync_api_bin() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--message-format=json",
+            "-p",
+            "sync-api",
+        ])
+        .args(["--bin", "sync-api", "--manifest-path"])
+        .arg(&manifest)
+        .output()
+        .expect("running cargo build for sync-api");
+    assert!(
+        out.status.success(),
+        "building sync-api failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
+        .find(|p| p.file_name().is_some_and(|n| n == "sync-api"))
+        .expect("cargo reported the sync-api executable")
+}
+
+/// A TCP port free on 127.0.0.1 at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

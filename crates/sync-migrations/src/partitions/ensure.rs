@@ -311,10 +311,10 @@ async fn commit(tx: Transaction<'_>, options: &PartitionOptions) -> Result<(), P
 }
 
 /// One table to create: name, lower bound literal, upper bound literal (`None`: MAXVALUE).
-pub(super) struct Target {
-    pub(super) name: String,
-    pub(super) from: String,
-    pub(super) to: Option<String>,
+pub(crate) struct Target {
+    pub(crate) name: String,
+    pub(crate) from: String,
+    pub(crate) to: Option<String>,
 }
 
 impl Target {
@@ -357,7 +357,7 @@ async fn split(
     let targets = targets_of(plan, CATCH_ALL_NAME);
     check_names_free(tx, parent, &targets, options).await?;
     create_targets(tx, parent, &targets, options).await?;
-    build_indexes(tx, parent, &targets, options).await?;
+    build_indexes(tx, parent, INDEX_STAGING, &targets, options).await?;
     swap_in(tx, parent, &targets, plan.reference.as_deref(), options).await
 }
 
@@ -464,27 +464,42 @@ async fn swap_in(
     reference: Option<&str>,
     options: &PartitionOptions,
 ) -> Result<Instant, PartitionError> {
-    let p = parent.qualified();
     let fk_locked_at = Instant::now();
     for t in targets {
-        let q = parent.qualify(&t.name);
-        exec(
-            tx,
-            options,
-            format!("attaching {} to sync_activity_log", t.name),
-            &format!("ALTER TABLE {p} ATTACH PARTITION {q} {}", t.bound_spec()),
-        )
-        .await?;
-        exec(
-            tx,
-            options,
-            format!("dropping the bounds check of {}", t.name),
-            &format!("ALTER TABLE {q} DROP CONSTRAINT {BOUNDS_CHECK}"),
-        )
-        .await?;
+        attach_to_parent(tx, parent, t, options).await?;
         copy_security(tx, parent, reference, &t.name, options).await?;
     }
     Ok(fk_locked_at)
+}
+
+/// Attaches the standalone `target` to `sync_activity_log` (its bounds CHECK
+/// lets ATTACH skip the validation scan), then drops that CHECK.
+pub(crate) async fn attach_to_parent(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    target: &Target,
+    options: &PartitionOptions,
+) -> Result<(), PartitionError> {
+    let p = parent.qualified();
+    let q = parent.qualify(&target.name);
+    exec(
+        tx,
+        options,
+        format!("attaching {} to sync_activity_log", target.name),
+        &format!(
+            "ALTER TABLE {p} ATTACH PARTITION {q} {}",
+            target.bound_spec()
+        ),
+    )
+    .await?;
+    exec(
+        tx,
+        options,
+        format!("dropping the bounds check of {}", target.name),
+        &format!("ALTER TABLE {q} DROP CONSTRAINT {BOUNDS_CHECK}"),
+    )
+    .await
+    .map(drop)
 }
 
 /// Builds the parent's indexes (primary key included) on the standalone
@@ -496,14 +511,17 @@ async fn swap_in(
 /// INDEXES`, and attaching each target to it builds them (in bulk, named as
 /// `CREATE TABLE … PARTITION OF` would name them); the targets are then detached
 /// and that table dropped. Every statement names only tables we name ourselves.
-async fn build_indexes(
+/// `staging_name` (unqualified, in the parent's schema) names that table; it
+/// must be free.
+pub(crate) async fn build_indexes(
     tx: &Transaction<'_>,
     parent: &Parent,
+    staging_name: &str,
     targets: &[Target],
     options: &PartitionOptions,
 ) -> Result<(), PartitionError> {
     let p = parent.qualified();
-    let staging = parent.qualify(INDEX_STAGING);
+    let staging = parent.qualify(staging_name);
     // Attaching each target builds the parent's indexes on it.
     assemble_staging(
         tx,
@@ -567,22 +585,36 @@ pub(super) async fn dismantle_staging(
     options: &PartitionOptions,
 ) -> Result<(), PartitionError> {
     for t in targets {
-        exec(
-            tx,
-            options,
-            format!("detaching {} from the {label}", t.name),
-            &format!(
-                "ALTER TABLE {staging} DETACH PARTITION {}",
-                parent.qualify(&t.name)
-            ),
-        )
-        .await?;
+        detach_from_staging(tx, parent, staging, label, t, options).await?;
     }
     exec(
         tx,
         options,
         format!("dropping the {label}"),
         &format!("DROP TABLE {staging}"),
+    )
+    .await
+    .map(drop)
+}
+
+/// Detaches `target` from the staging partitioned table `staging` (what
+/// `label` names in messages).
+pub(crate) async fn detach_from_staging(
+    tx: &Transaction<'_>,
+    parent: &Parent,
+    staging: &str,
+    label: &str,
+    target: &Target,
+    options: &PartitionOptions,
+) -> Result<(), PartitionError> {
+    exec(
+        tx,
+        options,
+        format!("detaching {} from the {label}", target.name),
+        &format!(
+            "ALTER TABLE {staging} DETACH PARTITION {}",
+            parent.qualify(&target.name)
+        ),
     )
     .await
     .map(drop)

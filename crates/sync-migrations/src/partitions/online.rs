@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 
-use super::ensure::{assemble_staging, create_targets, dismantle_staging, exec, Target};
+use super::ensure::{
+    assemble_staging, attach_to_parent, create_targets, detach_from_staging, dismantle_staging,
+    exec, Target,
+};
 use super::error::PartitionError;
 use super::list::{read_partitions, PartitionKind};
 use super::lock::{begin_serialised, is_other_run_busy, set_lock_timeout};
@@ -37,8 +40,6 @@ pub(crate) const CAPTURE: &str = "sync_activity_log_split_capture";
 pub(crate) const STAGING: &str = "sync_activity_log_split_staging";
 /// The new catch-all until it replaces the old one.
 pub(crate) const NEW_CATCH_ALL: &str = "sync_activity_log_split_future";
-/// Temporary CHECK constraint that lets ATTACH skip its validation scan.
-const BOUNDS_CHECK: &str = "sync_activity_log_ensure_bounds";
 /// A heartbeat younger than this, from a live backend, means another run is
 /// working on the split.
 const BUSY_HEARTBEAT: &str = "60 seconds";
@@ -985,28 +986,8 @@ async fn finish(
     .await?;
     let staging = parent.qualify(STAGING);
     for t in targets {
-        let q = parent.qualify(&t.name);
-        exec(
-            tx,
-            options,
-            format!("detaching {} from the staging table", t.name),
-            &format!("ALTER TABLE {staging} DETACH PARTITION {q}"),
-        )
-        .await?;
-        exec(
-            tx,
-            options,
-            format!("attaching {} to sync_activity_log", t.name),
-            &format!("ALTER TABLE {p} ATTACH PARTITION {q} {}", t.bound_spec()),
-        )
-        .await?;
-        exec(
-            tx,
-            options,
-            format!("dropping the bounds check of {}", t.name),
-            &format!("ALTER TABLE {q} DROP CONSTRAINT {BOUNDS_CHECK}"),
-        )
-        .await?;
+        detach_from_staging(tx, parent, &staging, "staging table", t, options).await?;
+        attach_to_parent(tx, parent, t, options).await?;
     }
     exec(
         tx,

@@ -8,7 +8,7 @@ use futures_util::SinkExt;
 use tokio_postgres::{Client, Transaction};
 
 use super::archive_export::{table_columns, ArchivePhase, ArchiveProgress};
-use super::ensure::ensure_partitions;
+use super::ensure::{build_indexes, ensure_partitions, Target};
 use super::error::PartitionError;
 use super::export_file::{read_data, read_manifest, ArchiveManifest};
 use super::list::{read_partitions, PartitionKind};
@@ -542,28 +542,12 @@ async fn attach_new(
     // PostgreSQL builds the parent's indexes (primary key included) on a table
     // attached to a partitioned table created LIKE it INCLUDING INDEXES — no
     // index SQL is written here or read from the catalog.
-    exec(
-        "creating the index staging table".into(),
-        format!(
-            "CREATE TABLE {staging} (LIKE {p} INCLUDING INDEXES) PARTITION BY RANGE (created_at)"
-        ),
-    )
-    .await?;
-    exec(
-        format!("building the indexes of {name}"),
-        format!("ALTER TABLE {staging} ATTACH PARTITION {q} {bounds}"),
-    )
-    .await?;
-    exec(
-        format!("detaching {name} from the index staging table"),
-        format!("ALTER TABLE {staging} DETACH PARTITION {q}"),
-    )
-    .await?;
-    exec(
-        "dropping the index staging table".into(),
-        format!("DROP TABLE {staging}"),
-    )
-    .await?;
+    let target = Target {
+        name: name.clone(),
+        from: month.start_literal(),
+        to: Some(month.next().start_literal()),
+    };
+    build_indexes(tx, parent, INDEX_STAGING, &[target], options).await?;
     let reference = read_partitions(tx, parent, options.lock_timeout)
         .await?
         .into_iter()

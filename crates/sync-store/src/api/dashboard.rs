@@ -3,6 +3,7 @@
 
 use time::OffsetDateTime;
 
+use super::endpoints::page_limit;
 use super::{ApiError, ProgressResponse};
 use crate::{ActivitySeries, SyncMetrics, TenantScope};
 
@@ -79,19 +80,7 @@ pub async fn list_active(tenant: &TenantScope) -> Result<SyncList, ApiError> {
 /// # Errors
 /// 400 for a limit outside 1..=1000; 403 for a user without an org.
 pub async fn list_recent(tenant: &TenantScope, query: &RecentQuery) -> Result<SyncList, ApiError> {
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_RECENT_LIMIT,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=crate::validate::MAX_PAGE_SIZE).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "limit must be a whole number from 1 to {}",
-                    crate::validate::MAX_PAGE_SIZE
-                ))
-            })?,
-    };
+    let limit = page_limit(query.limit.as_deref(), DEFAULT_RECENT_LIMIT)?;
     let syncs = tenant.list_recent_syncs(limit).await?;
     Ok(SyncList {
         syncs: syncs.into_iter().map(ProgressResponse::from).collect(),

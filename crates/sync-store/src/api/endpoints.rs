@@ -180,19 +180,7 @@ pub async fn list_activity(
         .map(str::parse::<ActivityCursor>)
         .transpose()
         .map_err(|_| ApiError::invalid("cursor is not a cursor returned by this API"))?;
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_ACTIVITY_LIMIT,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=crate::validate::MAX_PAGE_SIZE).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "limit must be a whole number from 1 to {}",
-                    crate::validate::MAX_PAGE_SIZE
-                ))
-            })?,
-    };
+    let limit = page_limit(query.limit.as_deref(), DEFAULT_ACTIVITY_LIMIT)?;
     let org: Option<Uuid> = query
         .org
         .as_deref()
@@ -221,4 +209,25 @@ pub async fn list_activity(
         next_cursor: page.next.map(|c| c.to_string()),
         entries: page.entries,
     })
+}
+
+/// The `limit` query parameter: `default` when absent, else a whole number
+/// from 1 to [`MAX_PAGE_SIZE`](crate::validate::MAX_PAGE_SIZE).
+///
+/// # Errors
+/// 400 for anything else.
+pub(crate) fn page_limit(text: Option<&str>, default: u32) -> Result<u32, ApiError> {
+    match text {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=crate::validate::MAX_PAGE_SIZE).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "limit must be a whole number from 1 to {}",
+                    crate::validate::MAX_PAGE_SIZE
+                ))
+            }),
+    }
 }

@@ -13,8 +13,8 @@ use super::token::ConsistencyToken;
 use crate::error::{Error, Result};
 use crate::sql::ScopedSql;
 use crate::store::{
-    prepared, query_rows, ConnGuard, Param, Scope, ServiceScope, Store, TenantScope, TENANT_ROLE,
-    TENANT_SETUP_SQL,
+    no_row, statement_then_commit, ConnGuard, Param, Scope, ServiceScope, Store, TenantScope,
+    TENANT_ROLE, TENANT_SETUP_SQL,
 };
 
 /// Which server a stale-tolerant read may use (see the [module docs](crate::replica)).
@@ -482,11 +482,7 @@ impl Store {
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| Error::Decode {
-                operation,
-                column: "(row)".to_owned(),
-                reason: "the statement returned no row".to_owned(),
-            })
+            .ok_or_else(|| no_row(operation))
     }
 
     /// One read on the replica: a checkout, the replay check when `target`
@@ -551,18 +547,7 @@ impl Store {
                     client.simple_query("BEGIN"),
                     client.query_typed(setup_sql, &setup),
                 ),
-                async {
-                    let stmt = match prepared(obj, mode, text, params).await {
-                        Ok(stmt) => stmt,
-                        Err(e) => return (Err(e), None),
-                    };
-                    let (rows, commit) = futures_util::future::join(
-                        query_rows(client, stmt.as_ref(), text, &first, params),
-                        client.simple_query("COMMIT"),
-                    )
-                    .await;
-                    (rows, Some(commit))
-                },
+                statement_then_commit(obj, mode, text, &first, params),
             )
             .await
         };
