@@ -169,11 +169,12 @@ async fn standalone_psql_rollback_then_up_again() {
     // Newest first: every rollback file after 0024 (one transaction each, -1),
     // then 0024's. The files are found in the folder, so a new migration's
     // rollback is covered without editing this test.
-    let mut after_24: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../rollback"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".sql") && n.as_str() > "0025")
-        .collect();
+    let mut after_24: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../rollback"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql") && n.as_str() > "0025")
+            .collect();
     after_24.sort();
     after_24.reverse();
     assert_eq!(

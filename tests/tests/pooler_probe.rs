@@ -236,7 +236,10 @@ async fn refuse_pooler_false_skips_the_probe() {
         ..MigrateOptions::default()
     };
     let report = sync_migrations::apply_pool(&pool, &options).await.unwrap();
-    assert_eq!(report.applied.len(), sync_migrations::embedded_migrations().len());
+    assert_eq!(
+        report.applied.len(),
+        sync_migrations::embedded_migrations().len()
+    );
     assert!(history_table_exists(&db).await);
 }
 
@@ -264,7 +267,10 @@ async fn session_pgbouncer_without_a_free_server_session_is_allowed() {
     let report = sync_migrations::apply_pool(&pool, &MigrateOptions::default())
         .await
         .unwrap();
-    assert_eq!(report.applied.len(), sync_migrations::embedded_migrations().len());
+    assert_eq!(
+        report.applied.len(),
+        sync_migrations::embedded_migrations().len()
+    );
     drop(report);
     // The pool still works: its connections are healthy.
     let c = pool.get().await.unwrap();

@@ -121,7 +121,10 @@ async fn kill_9_between_flushes_never_overcounts_and_lags_at_most_the_window() {
             if busy == 0 {
                 break;
             }
-            assert!(settle.elapsed() < BOUND, "the dead worker's backend stays busy");
+            assert!(
+                settle.elapsed() < BOUND,
+                "the dead worker's backend stays busy"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let times = announced.lock().unwrap().clone();
