@@ -498,3 +498,34 @@ fn built(args: &[&str], name: &str) -> PathBuf {
         .find_map(|v| v.get("executable")?.as_str().map(PathBuf::from))
         .unwrap_or_else(|| panic!("cargo reported no executable for {name}"))
 }
+
+/// Waits until no other session of `c`'s database is running a statement or
+/// holding a transaction open: after a `kill -9` of a client, a statement it
+/// had sent (a `COMMIT`, say) may still be running on its backend, and reads
+/// made before it ends race with it. Panics after `bound`.
+pub async fn wait_for_other_sessions_to_settle(
+    c: &tokio_postgres::Client,
+    bound: std::time::Duration,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let busy: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                   AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')",
+                &[],
+            )
+            .await
+            .expect("reading pg_stat_activity")
+            .get(0);
+        if busy == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < bound,
+            "another session of this database stays busy for {bound:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -717,6 +717,9 @@ async fn killing_an_exporting_archive_never_loses_rows() {
         std::thread::sleep(wait);
         let _ = child.kill();
         let _ = child.wait();
+        // A COMMIT the killed run had sent may still be running on its
+        // backend: read only once it has ended.
+        sync_tests::wait_for_other_sessions_to_settle(&c, std::time::Duration::from_secs(60)).await;
         let attached = partition_names(&c)
             .await
             .contains(&"sync_activity_log_2025_11".to_owned());

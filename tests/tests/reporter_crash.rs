@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sync_store::{ReporterConfig, StartSync, Store, SyncEntityType};
-use sync_tests::{count_worker_bin, TestDb};
+use sync_tests::{count_worker_bin, wait_for_other_sessions_to_settle, TestDb};
 use uuid::Uuid;
 
 const INTERVAL_MS: u64 = 100;
@@ -106,27 +106,7 @@ async fn kill_9_between_flushes_never_overcounts_and_lags_at_most_the_window() {
         // its backend (the server finishes a statement it has received): wait
         // until no other session of this database is busy, so the reads below
         // see the last write that will ever land.
-        let settle = Instant::now();
-        loop {
-            let busy: i64 = c
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                       AND state IN ('active', 'idle in transaction')",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if busy == 0 {
-                break;
-            }
-            assert!(
-                settle.elapsed() < BOUND,
-                "the dead worker's backend stays busy"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for_other_sessions_to_settle(&c, BOUND).await;
         let times = announced.lock().unwrap().clone();
         let row = c
             .query_one(
