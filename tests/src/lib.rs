@@ -529,3 +529,22 @@ pub async fn wait_for_other_sessions_to_settle(
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// Every embedded migration's version, oldest first (`[1, 24, 25, …]`): what
+/// `apply` on an empty database applies. Checked against the folder's known
+/// start, so a lost migration fails here rather than passing everywhere.
+pub fn all_versions() -> Vec<i32> {
+    let v: Vec<i32> = sync_migrations::embedded_migrations()
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert!(v.starts_with(&[1, 24, 25, 26, 27, 28, 29]), "{v:?}");
+    assert!(v.windows(2).all(|w| w[0] < w[1]), "{v:?}");
+    v
+}
+
+/// The embedded versions from `first` on (e.g. 24: what `apply` applies when
+/// only 0001 is in the history).
+pub fn versions_from(first: i32) -> Vec<i32> {
+    all_versions().into_iter().filter(|v| *v >= first).collect()
+}

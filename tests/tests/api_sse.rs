@@ -299,7 +299,9 @@ async fn a_killed_listen_connection_reconnects_and_misses_nothing() {
         .fixture
         .admin
         .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+            // Waits (up to 10 s) until the backend is gone: a NOTIFY sent
+            // after this can reach no old session.
+            "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity \
              WHERE datname = current_database() AND query = 'LISTEN sync_progress_done'",
             &[],
         )
@@ -311,7 +313,15 @@ async fn a_killed_listen_connection_reconnects_and_misses_nothing() {
     let (_, last) = stream.progress().await.expect("the final event");
     assert_eq!(last["status"], "completed");
     assert!(stream.progress().await.is_none(), "then the stream ends");
-    assert!(feed.stats().listen_connects >= 2, "{:?}", feed.stats());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while feed.stats().listen_connects < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never listened again: {:?}",
+            feed.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Database work per change is one read, whatever the number of subscribers.

@@ -679,3 +679,74 @@ async fn a_backfill_step_behind_a_held_state_row_is_busy_not_stuck() {
         (false, true)
     );
 }
+
+/// Every way 0029's metrics read a `since` window, against a scan: rows every
+/// 3 min 7 s over three days (both orgs, every status and action), half folded
+/// into the rollups and half still pending deltas, then `since` stepped every
+/// 5 min 53 s from an hour before the first row to an hour after the last. The
+/// steps land in both halves of an hour (the partial hour read directly, or as
+/// its whole hour minus the log rows before `since`) and at every distance
+/// from the next day (the hours before it read directly, or as the day minus
+/// its earlier hours), on and off hour and day boundaries.
+#[tokio::test]
+async fn every_since_reads_the_same_counts_as_a_scan() {
+    let f = Fixture::new().await;
+    let insert = "INSERT INTO sync_activity_log (org_id, action, status, created_at) \
+         SELECT CASE WHEN i % 3 = 0 THEN $2::uuid ELSE $1::uuid END, \
+                (enum_range(NULL::sync_action))[1 + i % 14], \
+                (enum_range(NULL::sync_status_type))[1 + (i / 5) % 6], \
+                timestamptz '2026-01-10 00:00+00' + i * interval '3 minutes 7 seconds' \
+           FROM generate_series($3::int, $4::int) i";
+    f.admin
+        .execute(insert, &[&f.org_a, &f.org_b, &0i32, &700i32])
+        .await
+        .unwrap();
+    f.admin
+        .batch_execute("SELECT sync_activity_rollup_compact()")
+        .await
+        .unwrap();
+    // Outside READ COMMITTED the insert trigger never compacts: these stay deltas.
+    f.admin
+        .batch_execute("SET default_transaction_isolation = 'repeatable read'")
+        .await
+        .unwrap();
+    f.admin
+        .execute(insert, &[&f.org_a, &f.org_b, &701i32, &1386i32])
+        .await
+        .unwrap();
+    f.admin
+        .batch_execute("RESET default_transaction_isolation")
+        .await
+        .unwrap();
+    let pending: i64 = f
+        .admin
+        .query_one("SELECT count(*) FROM sync_activity_rollup_delta", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(pending > 0, "the later rows are pending deltas");
+    let svc = f.store.service();
+    let first = time::macros::datetime!(2026-01-10 00:00 UTC);
+    let mut since = first - Duration::hours(1);
+    let mut checked = 0;
+    while since < first + Duration::days(3) + Duration::hours(1) {
+        let all = svc.metrics_all_orgs(Some(since)).await.unwrap();
+        assert_eq!(all.activity_source, ActivitySource::Rollup);
+        assert_eq!(
+            counts(&all),
+            scan(&f.admin, None, Some(since)).await,
+            "all orgs since {since}"
+        );
+        for org in [f.org_a, f.org_b] {
+            let m = svc.metrics(org, Some(since)).await.unwrap();
+            assert_eq!(
+                counts(&m),
+                scan(&f.admin, Some(org), Some(since)).await,
+                "one org since {since}"
+            );
+        }
+        checked += 1;
+        since += Duration::minutes(5) + Duration::seconds(53);
+    }
+    assert!(checked > 700, "{checked}");
+}

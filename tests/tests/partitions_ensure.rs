@@ -344,7 +344,7 @@ async fn startup_migrates_then_ensures_and_is_idempotent() {
             .iter()
             .map(|m| m.version)
             .collect::<Vec<_>>(),
-        vec![1, 24, 25, 26, 27, 28]
+        sync_tests::all_versions()
     );
     assert!(first.partitions.changed());
     assert_eq!(

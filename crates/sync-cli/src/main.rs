@@ -63,8 +63,9 @@ enum Command {
         #[arg(long)]
         no_partitions: bool,
     },
-    /// Roll back 0026, 0025 then 0024 (one transaction): DROPS their tables with all
-    /// their rows, functions and enum types. Refuses if a migration this build
+    /// Roll back every applied migration after 0024 (newest first), then 0024,
+    /// in one transaction: DROPS their tables with all their rows, functions
+    /// and enum types. Refuses if a migration this build
     /// cannot roll back is applied.
     Down,
     /// List embedded migrations: applied, pending, or changed since applied.

@@ -33,11 +33,17 @@ pub const ROLLBACK_0027_SQL: &str = include_str!("../../../rollback/0027_progres
 /// like 0025's).
 pub const ROLLBACK_0028_SQL: &str = include_str!("../../../rollback/0028_progress_notify.sql");
 
+/// `rollback/0029_activity_metrics_reads.sql`, byte for byte (no
+/// `BEGIN`/`COMMIT`, like 0025's).
+pub const ROLLBACK_0029_SQL: &str =
+    include_str!("../../../rollback/0029_activity_metrics_reads.sql");
+
 /// The rollback scripts of the migrations after 0024, **newest first**: each
 /// entry is (version, script without `BEGIN`/`COMMIT`). Rolling back 0024 first
 /// runs every one of these, in this order, in the same transaction. A migration
 /// added after 0024 adds its script at the front of this list.
 pub const ROLLBACKS_AFTER_0024: &[(i32, &str)] = &[
+    (29, ROLLBACK_0029_SQL),
     (28, ROLLBACK_0028_SQL),
     (27, ROLLBACK_0027_SQL),
     (26, ROLLBACK_0026_SQL),

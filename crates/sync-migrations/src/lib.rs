@@ -25,7 +25,7 @@ pub use doctor::{doctor, doctor_with, DoctorOptions, Finding, Verdict};
 pub use doctor_replica::{replica_lag, REPLICA_LAG_WARN_BYTES};
 pub use embedded::{
     embedded_migrations, EmbeddedMigration, ROLLBACKS_AFTER_0024, ROLLBACK_0024_SQL,
-    ROLLBACK_0025_SQL, ROLLBACK_0026_SQL, ROLLBACK_0027_SQL, ROLLBACK_0028_SQL,
+    ROLLBACK_0025_SQL, ROLLBACK_0026_SQL, ROLLBACK_0027_SQL, ROLLBACK_0028_SQL, ROLLBACK_0029_SQL,
 };
 pub use error::{Error, Result, ServerError};
 pub use options::MigrateOptions;
