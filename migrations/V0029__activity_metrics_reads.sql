@@ -90,14 +90,16 @@ BEGIN
             v_d := v_d + interval '24 hours';
         END IF;
         v_d0 := v_d - interval '24 hours';
-        IF v_h - p_since > interval '30 minutes' THEN
+        -- An infinite p_since ('-infinity': every row) is read as 0026 read it:
+        -- infinite timestamps cannot be subtracted.
+        IF CASE WHEN isfinite(p_since) THEN v_h - p_since > interval '30 minutes' ELSE false END THEN
             v_lo := v_h - interval '1 hour';
             v_scan_lo := v_lo; v_scan_hi := p_since; v_sign := -1;
         ELSE
             v_lo := v_h;
             v_scan_lo := p_since; v_scan_hi := v_h; v_sign := 1;
         END IF;
-        v_back := v_d - v_lo > interval '12 hours';
+        v_back := CASE WHEN isfinite(p_since) THEN v_d - v_lo > interval '12 hours' ELSE false END;
     END IF;
     -- One statement, planned per call with the actual values (force_custom_plan,
     -- below): each branch is gated by a condition on the arguments and the

@@ -749,4 +749,20 @@ async fn every_since_reads_the_same_counts_as_a_scan() {
         since += Duration::minutes(5) + Duration::seconds(53);
     }
     assert!(checked > 700, "{checked}");
+    // Infinite bounds (SQL callers only; the store sends finite times).
+    for (since, expected) in [
+        ("-infinity", scan(&f.admin, None, None).await[0]),
+        ("infinity", 0),
+    ] {
+        let total: i64 = f
+            .admin
+            .query_one(
+                "SELECT total FROM sync_activity_metrics(NULL, $1::text::timestamptz)",
+                &[&since],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(total, expected, "since {since}");
+    }
 }
