@@ -69,6 +69,7 @@ DECLARE
     v_lo timestamptz;  -- v_h, or v_h - 1 hour when the partial hour is read by subtraction
     v_d timestamptz;   -- first whole day at or after v_h
     v_d0 timestamptz;  -- v_d - 24 hours
+    v_sub boolean;     -- the partial hour is read as its whole hour minus [v_lo, p_since)
     v_back boolean;    -- the hours [v_lo, v_d) are read as day v_d0 minus [v_d0, v_lo)
     v_scan_lo timestamptz; -- log rows read: [v_scan_lo, v_scan_hi), counted with v_sign
     v_scan_hi timestamptz;
@@ -92,14 +93,21 @@ BEGIN
         v_d0 := v_d - interval '24 hours';
         -- An infinite p_since ('-infinity': every row) is read as 0026 read it:
         -- infinite timestamps cannot be subtracted.
-        IF CASE WHEN isfinite(p_since) THEN v_h - p_since > interval '30 minutes' ELSE false END THEN
+        v_sub := false;
+        v_back := false;
+        IF isfinite(p_since) THEN
+            v_sub := v_h - p_since > interval '30 minutes';
+        END IF;
+        IF v_sub THEN
             v_lo := v_h - interval '1 hour';
             v_scan_lo := v_lo; v_scan_hi := p_since; v_sign := -1;
         ELSE
             v_lo := v_h;
             v_scan_lo := p_since; v_scan_hi := v_h; v_sign := 1;
         END IF;
-        v_back := CASE WHEN isfinite(p_since) THEN v_d - v_lo > interval '12 hours' ELSE false END;
+        IF isfinite(p_since) THEN
+            v_back := v_d - v_lo > interval '12 hours';
+        END IF;
     END IF;
     -- One statement, planned per call with the actual values (force_custom_plan,
     -- below): each branch is gated by a condition on the arguments and the
