@@ -4,17 +4,23 @@
 -- rollbacks of 0028 ... 0024 in ONE transaction (newest first). On its own, run
 -- it as one transaction:
 --            psql -1 -v ON_ERROR_STOP=1 -d DBNAME -f rollback/0029_activity_metrics_reads.sql
+-- `down` runs every rollback script of this build, applied or not, so this one
+-- does nothing unless 0029 is applied (its covering index exists).
 -- Nothing is dropped with CASCADE and no data is lost: the (grain, bucket)
 -- index of 0026 comes back in place of the covering one, and
--- sync_activity_metrics() gets 0026's body back (the text below is 0026's, so
--- this rollback is the one place it is repeated: rolling back must restore it).
+-- sync_activity_metrics() gets 0026's body back (the text below is 0026's: a
+-- rollback must restore it, so this is the one place it is repeated).
 -- Compaction skips while the index builds (the state row is locked first).
 
-SELECT 1 FROM sync_activity_rollup_state FOR UPDATE;
-
-CREATE INDEX sync_activity_rollup_grain_bucket_idx ON sync_activity_rollup (grain, bucket);
-DROP INDEX sync_activity_rollup_grain_bucket_cover_idx;
-
+DO $rollback$
+BEGIN
+    IF to_regclass('sync_activity_rollup_grain_bucket_cover_idx') IS NULL THEN
+        RETURN; -- 0029 is not applied
+    END IF;
+    PERFORM 1 FROM sync_activity_rollup_state FOR UPDATE;
+    CREATE INDEX sync_activity_rollup_grain_bucket_idx ON sync_activity_rollup (grain, bucket);
+    DROP INDEX sync_activity_rollup_grain_bucket_cover_idx;
+    EXECUTE $def$
 -- The activity counts of one org (p_org) or of every org the caller may see
 -- (p_org NULL), over created_at >= p_since (NULL: all time). SECURITY INVOKER:
 -- row-level security of the caller applies to every table read.
@@ -140,18 +146,17 @@ BEGIN
     END LOOP;
     RETURN NEXT;
 END
-$fn$;
-
+$fn$
+$def$;
+    EXECUTE $def$
 COMMENT ON FUNCTION sync_activity_metrics(uuid, timestamptz) IS
-    'Activity-log counts of one org (or every visible org when NULL) since p_since (NULL: all time), from the rollup; source = ''scan'' while the backfill is owed.';
-
-DO $pin$
-BEGIN
+    'Activity-log counts of one org (or every visible org when NULL) since p_since (NULL: all time), from the rollup; source = ''scan'' while the backfill is owed.'
+$def$;
     EXECUTE format('ALTER FUNCTION sync_activity_metrics(uuid, timestamptz) '
                    'SET search_path = %I, pg_catalog, pg_temp', current_schema());
+    ALTER FUNCTION sync_activity_metrics(uuid, timestamptz) SET plan_cache_mode = force_custom_plan;
 END
-$pin$;
-ALTER FUNCTION sync_activity_metrics(uuid, timestamptz) SET plan_cache_mode = force_custom_plan;
+$rollback$;
 
 DO $history$
 BEGIN
